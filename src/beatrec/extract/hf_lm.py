@@ -1,0 +1,134 @@
+"""Phrase extraction with a local Hugging Face causal LM (default: the packaged SmolLM2-135M-Instruct).
+
+Batched greedy generation (left padding, KV cache) of a prefilled JSON answer (``prompt.PREFILL``): the
+model only continues the phrase list, and each row stops as soon as the list is closed, holds n phrases
+or repeats a phrase (``prompt.list_is_done``).
+Entities whose answer fails validation are retried alone with sampling (temperature 0.7, a new seed each
+attempt), up to ``cfg.retries`` times; entities still failing get None.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, NamedTuple
+
+from beatrec.extract.base import ExtractorConfig
+from beatrec.extract.prompt import PREFILL, PROMPT_VERSION, build_messages, list_is_done, parse_phrases
+from beatrec.lm import SMOLLM2_CACHE_NAME, SMOLLM2_NAME, LMConfig, load_causal_lm
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+class GenerationStats(NamedTuple):
+    """Throughput of the last ``extract`` call."""
+
+    n_entities: int
+    n_failed: int
+    n_generated_tokens: int  # new tokens over all rows and attempts (padding rows after a stop excluded)
+    n_prompt_tokens: int
+    seconds: float
+
+
+class HFExtractor:
+    """Extract ranked phrases with a local causal LM.
+
+    Args:
+        cfg: extractor config; kind ``"smollm2"`` loads the packaged model, ``"hf"`` loads ``cfg.model``.
+        model, tokenizer: an already loaded LM and tokenizer to use instead (e.g. shared with another stage).
+    """
+
+    def __init__(self, cfg: ExtractorConfig, model: PreTrainedModel | None = None,
+                 tokenizer: PreTrainedTokenizerBase | None = None) -> None:
+        import torch
+
+        cfg.validate()
+        self.cfg = cfg
+        self.n_phrases = cfg.n_phrases
+        name = SMOLLM2_NAME if cfg.kind == "smollm2" else cfg.model
+        if model is None or tokenizer is None:
+            model, tokenizer = load_causal_lm(LMConfig(name=name))
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "left"
+        self.model, self.tokenizer = model, tokenizer
+        dev = cfg.device
+        if dev == "auto":
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(dev)
+        self.model.to(self.device).eval()
+        tag = SMOLLM2_CACHE_NAME if name == SMOLLM2_NAME else name
+        self.identity = f"hf:{tag}:{PROMPT_VERSION}:w{cfg.max_words}:t{cfg.max_new_tokens}"
+        self.last_stats: GenerationStats | None = None
+
+    def prompt(self, kind: str, texts: list[str]) -> str:
+        """The full model input for one entity: chat-formatted messages plus the prefilled answer start."""
+        msgs = build_messages(kind, texts, self.cfg.n_phrases, self.cfg.max_words)
+        if getattr(self.tokenizer, "chat_template", None):
+            head = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        else:
+            head = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in msgs) + "Assistant: "
+        return head + PREFILL
+
+    def _generate(self, prompts: list[str], sample: bool, seed: int) -> tuple[list[str], int, int]:
+        """Generate continuations of ``prompts`` (one batch); returns (texts, new tokens, prompt tokens)."""
+        import torch
+        from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+
+        add_special = not getattr(self.tokenizer, "chat_template", None)
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special)
+        enc = enc.to(self.device)
+        start, tok, n = enc["input_ids"].shape[1], self.tokenizer, self.cfg.n_phrases
+
+        class _StopWhenListDone(StoppingCriteria):
+            """Per row: stop once the phrase list is closed, has n phrases, or repeats one (``list_is_done``)."""
+
+            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: object) -> torch.Tensor:
+                texts = tok.batch_decode(input_ids[:, start:], skip_special_tokens=True)
+                return torch.tensor([list_is_done(t, n) for t in texts], device=input_ids.device)  # (b,) bool
+
+        gen = GenerationConfig(
+            max_new_tokens=self.cfg.max_new_tokens, do_sample=sample, num_beams=1, use_cache=True,
+            temperature=0.7 if sample else None, top_p=0.95 if sample else None, top_k=None,
+            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
+        with torch.inference_mode(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            out = self.model.generate(**enc, generation_config=gen,
+                                      stopping_criteria=StoppingCriteriaList([_StopWhenListDone()]))
+        new = out[:, enc["input_ids"].shape[1]:]  # (b, <= max_new_tokens)
+        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        n_new = int((new != self.tokenizer.pad_token_id).sum()) if new.numel() else 0
+        return texts, n_new, int(enc["attention_mask"].sum())
+
+    def extract(self, kind: str, docs: list[list[str]], progress: bool = False) -> list[list[str] | None]:
+        """Ranked phrases per entity (None where every attempt failed validation). See module docstring."""
+        from tqdm.auto import tqdm
+
+        t0 = time.perf_counter()
+        prompts = [self.prompt(kind, texts) for texts in docs]
+        results: list[list[str] | None] = [None] * len(docs)
+        lengths = [len(p) for p in prompts]
+        n_gen = n_prompt = 0
+        bs = self.cfg.batch_size
+        with tqdm(total=len(docs), desc=f"extracting {kind} phrases", unit=kind, disable=not progress) as bar:
+            todo = sorted(range(len(docs)), key=lambda i: lengths[i])  # length-sorted batches: less padding
+            for attempt in range(self.cfg.retries + 1):
+                failed: list[int] = []
+                for s in range(0, len(todo), bs):
+                    idx = todo[s:s + bs]
+                    outs, g, p = self._generate([prompts[i] for i in idx], sample=attempt > 0,
+                                                seed=self.cfg.seed + attempt)
+                    n_gen, n_prompt = n_gen + g, n_prompt + p
+                    for i, out in zip(idx, outs, strict=True):
+                        results[i] = parse_phrases(PREFILL + out, self.cfg.n_phrases)
+                        if results[i] is None:
+                            failed.append(i)
+                        else:
+                            bar.update(1)
+                todo = failed
+                if not todo:
+                    break
+            bar.update(len(todo))
+        self.last_stats = GenerationStats(len(docs), len(todo), n_gen, n_prompt, time.perf_counter() - t0)
+        return results

@@ -1,0 +1,1 @@
+"""Evaluation metrics: ranking (HR, NDCG, Recall) and, later, text metrics."""

@@ -1,0 +1,91 @@
+"""Full-ranking top-K metrics: HitRatio@K, Recall@K and NDCG@K over all items (no sampled negatives).
+
+For a user with held-out item set T and top-K list (r_1..r_K) after excluding the user's known items:
+HR@K = 1[|T ∩ top-K| > 0]; Recall@K = |T ∩ top-K| / |T|;
+NDCG@K = Σ_{j: r_j ∈ T} 1/log2(j+1) / Σ_{j=1}^{min(|T|,K)} 1/log2(j+1).
+Each metric is averaged over users with at least one held-out item.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+
+class RankingMetrics(NamedTuple):
+    hr: float
+    recall: float
+    ndcg: float
+    n_users: int
+
+
+def interaction_matrix(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> sp.csr_matrix:
+    """Binary (n_users, n_items) CSR matrix of the given edges."""
+    m = sp.csr_matrix((np.ones(len(users), dtype=np.float32), (users, items)), shape=(n_users, n_items))
+    m.data[:] = 1.0
+    return m
+
+
+def rank_metrics_from_topk(topk: np.ndarray, heldout: sp.csr_matrix, users: np.ndarray) -> RankingMetrics:
+    """Metrics from precomputed top-K lists.
+
+    Args:
+        topk: (n, K) item ids ranked best first, row j belongs to ``users[j]``.
+        heldout: (U, I) binary CSR of held-out items.
+        users: (n,) user ids.
+    """
+    k = topk.shape[1]
+    truth = heldout[users]  # (n, I)
+    hits = np.asarray(truth[np.arange(len(users))[:, None], topk].todense()) > 0  # (n, K)
+    n_true = np.asarray(truth.sum(1)).ravel().astype(np.int64)
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = (hits * disc).sum(1)
+    idcg = np.cumsum(disc)[np.minimum(n_true, k) - 1]
+    return RankingMetrics(
+        hr=float(hits.any(1).mean()),
+        recall=float((hits.sum(1) / n_true).mean()),
+        ndcg=float((dcg / idcg).mean()),
+        n_users=len(users),
+    )
+
+
+@torch.no_grad()
+def evaluate_scores(
+    user_vecs: torch.Tensor | None,
+    item_vecs: torch.Tensor | None,
+    exclude: sp.csr_matrix,
+    heldout: sp.csr_matrix,
+    k: int = 20,
+    item_bias: torch.Tensor | None = None,
+    chunk: int = 2048,
+) -> RankingMetrics:
+    """Score every item for every user with held-out items (dot product, plus an optional item bias),
+    mask ``exclude`` (known interactions), and compute HR/Recall/NDCG@k.
+
+    Args:
+        user_vecs: (U, d) or None for a pure item-bias ranker (popularity).
+        item_vecs: (I, d) or None.
+        exclude: (U, I) CSR of items never to recommend (the training edges, and validation edges at test time).
+        heldout: (U, I) CSR of target items.
+        item_bias: (I,) added to every user's scores.
+    """
+    users = np.flatnonzero(np.diff(heldout.indptr) > 0)
+    n_items = heldout.shape[1]
+    tops = []
+    for start in range(0, len(users), chunk):
+        ub = users[start : start + chunk]
+        if user_vecs is not None and item_vecs is not None:
+            s = user_vecs[torch.from_numpy(ub)] @ item_vecs.t()  # (b, I)
+        else:
+            s = torch.zeros(len(ub), n_items)
+        if item_bias is not None:
+            s = s + item_bias[None]
+        ex = exclude[ub].tocoo()
+        s[torch.from_numpy(ex.row).long(), torch.from_numpy(ex.col).long()] = -float("inf")
+        tops.append(torch.topk(s, k, dim=1).indices.numpy())
+    if not tops:
+        return RankingMetrics(0.0, 0.0, 0.0, 0)
+    return rank_metrics_from_topk(np.concatenate(tops), heldout, users)

@@ -1,0 +1,187 @@
+"""The BEAT behavior tokenizer (stage 1, paper eqs. 2–9).
+
+Each entity's LightGCN vector z is split into 1 macro part and N micro parts (eq. 3). Every part goes through
+a linear projection and is quantised by its codebook (eq. 4): a macro and a micro codebook for users and
+separate ones for items. The interaction signal is reconstructed from the quantised vectors (eq. 5: BPR on
+q_u·q_i with sampled negatives), macro codes are aligned with the pair's text embedding (eq. 6, InfoNCE) and
+micro codes reconstruct masked preference phrases (eqs. 7–8).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from beatrec.tokenizer.codebook import VQCodebook
+from beatrec.tokenizer.config import TokenizerModelConfig
+from beatrec.tokenizer.lightgcn import LightGCN
+from beatrec.tokenizer.micro import MicroReconstructor
+
+
+class Quantized(NamedTuple):
+    continuous: torch.Tensor  # (B, 1+N, code_dim) projected vectors before quantisation
+    quantized: torch.Tensor  # (B, 1+N, code_dim) straight-through quantised vectors
+    codes: torch.Tensor  # (B, 1+N) long: [macro, micro_1..micro_N]
+    vq_loss: torch.Tensor  # () eq. 5 codebook + commitment loss
+
+
+class Side(nn.Module):
+    """Projection + macro/micro codebooks for one entity type (users or items)."""
+
+    def __init__(self, cfg: TokenizerModelConfig) -> None:
+        super().__init__()
+        self.n_micro = cfg.n_micro
+        self.part_dim = cfg.part_dim
+        self.proj_macro = nn.Linear(cfg.part_dim, cfg.code_dim)
+        self.proj_micro = nn.Linear(cfg.part_dim, cfg.code_dim)  # shared by the N micro parts
+        self.macro = VQCodebook(cfg.n_codes, cfg.code_dim, cfg.eta, cfg.dead_after)
+        self.micro = VQCodebook(cfg.n_codes, cfg.code_dim, cfg.eta, cfg.dead_after)
+
+    def project(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, (1+N)·part_dim) -> projected parts (B, 1+N, code_dim)."""
+        parts = z.view(z.shape[0], 1 + self.n_micro, self.part_dim)  # (B, 1+N, P)
+        return torch.cat([self.proj_macro(parts[:, :1]), self.proj_micro(parts[:, 1:])], dim=1)
+
+    def forward(self, z: torch.Tensor, generator: torch.Generator | None = None) -> Quantized:
+        x = self.project(z)  # (B, 1+N, C)
+        mac = self.macro(x[:, 0], generator)  # quantized (B, C)
+        mic = self.micro(x[:, 1:], generator)  # quantized (B, N, C)
+        q = torch.cat([mac.quantized[:, None], mic.quantized], dim=1)
+        codes = torch.cat([mac.codes[:, None], mic.codes], dim=1)
+        return Quantized(x, q, codes, mac.loss + mic.loss)
+
+    @torch.no_grad()
+    def encode(self, z: torch.Tensor) -> torch.Tensor:
+        """Token ids without gradients. z (B, (1+N)·P) -> codes (B, 1+N)."""
+        x = self.project(z)
+        return torch.cat([self.macro.nearest(x[:, :1]), self.micro.nearest(x[:, 1:])], dim=1)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codeword vectors of token ids. codes (B, 1+N) -> (B, 1+N, code_dim)."""
+        return torch.cat([self.macro.lookup(codes[:, :1]), self.micro.lookup(codes[:, 1:])], dim=1)
+
+
+class TokenizerLosses(NamedTuple):
+    total: torch.Tensor
+    behave: torch.Tensor  # BPR on quantised scores (+ continuous BPR, weighted)
+    vq: torch.Tensor
+    macro: torch.Tensor
+    micro: torch.Tensor
+
+
+def bpr(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """Bayesian personalised ranking loss, mean of −log σ(s⁺ − s⁻)."""
+    return F.softplus(neg - pos).mean()
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE with cosine similarity and in-batch negatives (eq. 6). a, b: (B, T)."""
+    logits = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).t() / temperature  # (B, B)
+    target = torch.arange(a.shape[0])
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+
+
+class BehaviorTokenizer(nn.Module):
+    """LightGCN + per-side macro/micro codebooks + text supervision heads.
+
+    Args:
+        n_users, n_items: graph size.
+        text_dim: width of the frozen text encoder's embeddings (384 for MiniLM).
+        cfg: architecture config.
+    """
+
+    def __init__(self, n_users: int, n_items: int, text_dim: int, cfg: TokenizerModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.n_users, self.n_items, self.text_dim = n_users, n_items, text_dim
+        self.gcn = LightGCN(n_users, n_items, (1 + cfg.n_micro) * cfg.part_dim, cfg.n_layers)
+        self.user = Side(cfg)
+        self.item = Side(cfg)
+        # f_s: fuses the user's and item's quantised macro vectors into the text space (eq. 6).
+        self.fuse = nn.Sequential(
+            nn.Linear(2 * cfg.code_dim, cfg.attn_dim), nn.GELU(), nn.Linear(cfg.attn_dim, text_dim)
+        )
+        self.user_micro = MicroReconstructor(text_dim, cfg.code_dim, cfg.n_phrases, cfg.attn_dim, cfg.attn_heads)
+        self.item_micro = MicroReconstructor(text_dim, cfg.code_dim, cfg.n_phrases, cfg.attn_dim, cfg.attn_heads)
+
+    def propagate(self, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One whole-graph propagation, shared by every loss of a step. -> (U, D), (I, D)."""
+        return self.gcn(adj)
+
+    @staticmethod
+    def score(qu: torch.Tensor, qi: torch.Tensor) -> torch.Tensor:
+        """Row-wise q_u·q_i over all 1+N parts. (B, 1+N, C) x (B, 1+N, C) -> (B,)."""
+        return (qu * qi).sum(dim=(1, 2))
+
+    def behave_loss(
+        self,
+        zu: torch.Tensor,
+        zi: torch.Tensor,
+        users: torch.Tensor,
+        pos: torch.Tensor,
+        neg: torch.Tensor,
+        continuous_weight: float,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 5: BPR on quantised scores (+ weighted BPR on continuous scores) and the VQ losses.
+
+        Args:
+            zu (U, D), zi (I, D): propagated embeddings; users, pos, neg: (B,) ids.
+        Returns:
+            (behave, vq) scalar losses.
+        """
+        items = torch.cat([pos, neg])
+        qu = self.user(zu[users], generator)  # (B, 1+N, C)
+        qi = self.item(zi[items], generator)  # (2B, 1+N, C)
+        b = users.shape[0]
+        loss = bpr(self.score(qu.quantized, qi.quantized[:b]), self.score(qu.quantized, qi.quantized[b:]))
+        if continuous_weight > 0:
+            cu, ci = qu.continuous, qi.continuous
+            loss = loss + continuous_weight * bpr(self.score(cu, ci[:b]), self.score(cu, ci[b:]))
+        return loss, qu.vq_loss + qi.vq_loss
+
+    def macro_loss(
+        self, zu: torch.Tensor, zi: torch.Tensor, users: torch.Tensor, items: torch.Tensor, text: torch.Tensor
+    ) -> torch.Tensor:
+        """Eq. 6: InfoNCE between f_s(c_u^macro, c_i^macro) and the pair's text embedding.
+
+        Args:
+            users, items: (B,) ids of text pairs (aligned row by row); text: (B, T).
+        """
+        mu = self.user(zu[users]).quantized[:, 0]  # (B, C)
+        mi = self.item(zi[items]).quantized[:, 0]  # (B, C)
+        return info_nce(self.fuse(torch.cat([mu, mi], dim=-1)), text, self.cfg.temperature)
+
+    def micro_loss(
+        self,
+        side: str,
+        z: torch.Tensor,
+        ids: torch.Tensor,
+        phrases: torch.Tensor,
+        valid: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Eqs. 7–8 for ``side`` in {"user", "item"}. ids (B,), phrases (B, n, T), valid/mask (B, n)."""
+        quant = (self.user if side == "user" else self.item)(z[ids]).quantized[:, 1:]  # (B, N, C)
+        recon = self.user_micro if side == "user" else self.item_micro
+        return recon(phrases, valid, quant, mask).loss
+
+    @torch.no_grad()
+    def all_vectors(self, adj: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Continuous and quantised vectors and codes of every user and item (eval mode, no restarts).
+
+        Returns keys user_cont, user_quant, user_codes, item_cont, item_quant, item_codes; vectors are
+        flattened to (n, (1+N)·C), codes (n, 1+N).
+        """
+        zu, zi = self.gcn(adj)
+        out: dict[str, torch.Tensor] = {}
+        for name, side, z in (("user", self.user, zu), ("item", self.item, zi)):
+            x = side.project(z)  # (n, 1+N, C)
+            codes = side.encode(z)
+            out[f"{name}_cont"] = x.flatten(1)
+            out[f"{name}_quant"] = side.decode(codes).flatten(1)
+            out[f"{name}_codes"] = codes
+        return out

@@ -1,0 +1,149 @@
+"""Unit tests of the tokenizer's parts against hand-computed values and invariants."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from beatrec.metrics.ranking import evaluate_scores, interaction_matrix, rank_metrics_from_topk
+from beatrec.tokenizer.codebook import VQCodebook, codebook_usage, kmeans
+from beatrec.tokenizer.config import TokenizerModelConfig
+from beatrec.tokenizer.graph import normalized_adjacency, sym_spmm
+from beatrec.tokenizer.lightgcn import LightGCN
+from beatrec.tokenizer.micro import MicroReconstructor, choose_mask
+from beatrec.tokenizer.model import BehaviorTokenizer, info_nce
+
+
+def test_normalized_adjacency_hand_values() -> None:
+    # users 0,1; items 0,1; edges u0-i0, u0-i1, u1-i1 -> degrees u0:2 u1:1 i0:1 i1:2
+    adj = normalized_adjacency(np.array([0, 0, 1]), np.array([0, 1, 1]), 2, 2).to_dense()
+    expected = torch.zeros(4, 4)
+    for u, i, du, di in ((0, 0, 2, 1), (0, 1, 2, 2), (1, 1, 1, 2)):
+        expected[u, 2 + i] = expected[2 + i, u] = 1 / math.sqrt(du * di)
+    assert torch.allclose(adj, expected)
+
+
+def test_sym_spmm_gradient_matches_dense() -> None:
+    adj = normalized_adjacency(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2]), 3, 3)
+    x = torch.randn(6, 4, requires_grad=True)
+    w = torch.randn(6, 4)
+    (sym_spmm(adj, x) * w).sum().backward()
+    dense_grad = adj.to_dense().t() @ w
+    assert torch.allclose(x.grad, dense_grad, atol=1e-6)
+
+
+def test_lightgcn_is_layer_mean() -> None:
+    adj = normalized_adjacency(np.array([0, 1, 1]), np.array([0, 0, 1]), 2, 2)
+    gcn = LightGCN(2, 2, 3, n_layers=2)
+    u, i = gcn(adj)
+    a = adj.to_dense()
+    e = gcn.embedding.detach()
+    ref = (e + a @ e + a @ a @ e) / 3
+    assert torch.allclose(torch.cat([u, i]).detach(), ref, atol=1e-6)
+
+
+def test_codebook_nearest_loss_and_straight_through() -> None:
+    cb = VQCodebook(2, 2, eta=0.5)
+    cb.weight.data = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    cb.initialized.fill_(True)
+    cb.eval()
+    x = torch.tensor([[0.2, 0.1], [0.9, 0.6]], requires_grad=True)
+    out = cb(x)
+    assert out.codes.tolist() == [0, 1]
+    assert torch.allclose(out.quantized, cb.weight[out.codes])
+    # ‖sg[x]-c‖² + η‖x-sg[c]‖², mean over the 2 vectors: (0.05 + 0.17)/2 * 1.5
+    assert out.loss.item() == pytest.approx(1.5 * (0.05 + 0.17) / 2, rel=1e-5)
+    out.quantized.sum().backward(retain_graph=True)
+    assert torch.allclose(x.grad, torch.ones_like(x) * 1.0 + 0 * x)  # straight-through: d q / d x = I
+
+
+def test_encode_decode_round_trip() -> None:
+    cfg = TokenizerModelConfig(part_dim=4, n_micro=3, code_dim=4, n_codes=8)
+    model = BehaviorTokenizer(10, 10, 6, cfg)
+    model.train()
+    z = torch.randn(10, 16)
+    model.user(z)  # k-means initialisation
+    codes = model.user.encode(z)  # (10, 4)
+    vecs = model.user.decode(codes)  # (10, 4, 4)
+    again = torch.cat([model.user.macro.nearest(vecs[:, :1]), model.user.micro.nearest(vecs[:, 1:])], 1)
+    assert torch.equal(codes, again)
+    assert codes.shape == (10, 1 + cfg.n_micro)
+
+
+def test_kmeans_init_finds_separated_clusters() -> None:
+    g = torch.Generator().manual_seed(0)
+    centers = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    x = torch.cat([c + 0.1 * torch.randn(50, 2, generator=g) for c in centers])
+    c = kmeans(x, 3, generator=g)
+    d = torch.cdist(centers, c).min(1).values
+    assert (d < 0.5).all()
+
+
+def test_dead_codes_are_restarted() -> None:
+    cb = VQCodebook(4, 2, dead_after=2)
+    cb.weight.data = torch.tensor([[0.0, 0.0], [100.0, 100.0], [200.0, 200.0], [300.0, 300.0]])
+    cb.initialized.fill_(True)
+    x = torch.randn(32, 2) * 0.1
+    for _ in range(2):
+        cb(x)
+    assert cb.restarts == 3
+    assert cb.weight.data[1:].abs().max() < 5  # re-seeded near the data
+
+
+def test_codebook_usage_hand_values() -> None:
+    u = codebook_usage(torch.tensor([0, 1, 2, 3]), 8)
+    assert u.used_fraction == 0.5 and u.perplexity == pytest.approx(4.0)
+    u = codebook_usage(torch.tensor([5, 5, 5]), 8)
+    assert u.n_used == 1 and u.perplexity == pytest.approx(1.0)
+
+
+def test_choose_mask_counts_fresh_and_seeded() -> None:
+    valid = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    state = torch.random.get_rng_state()
+    m1 = choose_mask(valid, 2, torch.Generator().manual_seed(1))
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global RNG is not touched
+    assert m1.sum(1).tolist() == [2, 2, 1]
+    assert not (m1 & ~valid).any()
+    m2 = choose_mask(valid, 2, torch.Generator().manual_seed(1))
+    assert torch.equal(m1, m2)
+    g = torch.Generator().manual_seed(3)
+    draws = {tuple(choose_mask(valid[:1], 2, g)[0].tolist()) for _ in range(30)}
+    assert len(draws) > 3  # a fresh random choice per sample
+
+
+def test_mask_embedding_is_trained() -> None:
+    rec = MicroReconstructor(8, 4, 5, attn_dim=8, heads=2)
+    assert any(p is rec.mask_embedding for p in rec.parameters())
+    phrases = torch.randn(3, 5, 8)
+    valid = torch.ones(3, 5, dtype=torch.bool)
+    mask = choose_mask(valid, 2, torch.Generator().manual_seed(0))
+    rec(phrases, valid, torch.randn(3, 2, 4), mask).loss.backward()
+    assert rec.mask_embedding.grad is not None and rec.mask_embedding.grad.abs().sum() > 0
+
+
+def test_info_nce_hand_value() -> None:
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    loss = info_nce(a, a, temperature=1.0)
+    assert loss.item() == pytest.approx(-math.log(math.e / (math.e + 1)), rel=1e-5)
+
+
+def test_ranking_metrics_hand_computed() -> None:
+    heldout = interaction_matrix(np.array([0, 0, 1]), np.array([2, 5, 1]), 2, 6)
+    topk = np.array([[2, 3, 5], [0, 3, 4]])
+    m = rank_metrics_from_topk(topk, heldout, np.array([0, 1]))
+    assert m.hr == pytest.approx(0.5)
+    assert m.recall == pytest.approx(0.5)
+    # user 0: hits at ranks 1 and 3 -> (1 + 1/log2(4)) / (1 + 1/log2(3)); user 1: 0
+    assert m.ndcg == pytest.approx(0.5 * (1 + 0.5) / (1 + 1 / math.log2(3)))
+
+
+def test_evaluate_scores_excludes_known_items() -> None:
+    users = torch.tensor([[1.0, 0.0]])
+    items = torch.tensor([[5.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    exclude = interaction_matrix(np.array([0]), np.array([0]), 1, 3)
+    held = interaction_matrix(np.array([0]), np.array([1]), 1, 3)
+    m = evaluate_scores(users, items, exclude, held, k=1)
+    assert m.hr == 1.0 and m.ndcg == 1.0
