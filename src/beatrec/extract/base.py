@@ -59,9 +59,13 @@ class ExtractorConfig:
     def validate(self) -> None:
         """Raise ConfigError on an invalid value or a missing setting the kind needs."""
         check(self.kind in KINDS, f"extractor.kind must be one of {KINDS}, got {self.kind!r}")
-        check(self.kind != "hf" or bool(self.model), "extractor.kind='hf' needs extractor.model (a path or id)")
-        check(self.kind != "openai" or bool(self.base_url and self.model),
-              "extractor.kind='openai' needs extractor.base_url and extractor.model")
+        check(
+            self.kind != "hf" or bool(self.model), "extractor.kind='hf' needs extractor.model (a path or id)"
+        )
+        check(
+            self.kind != "openai" or bool(self.base_url and self.model),
+            "extractor.kind='openai' needs extractor.base_url and extractor.model",
+        )
         check(self.n_phrases >= 1, f"extractor.n_phrases must be >= 1, got {self.n_phrases}")
         check(self.batch_size >= 1, f"extractor.batch_size must be >= 1, got {self.batch_size}")
         check(self.max_new_tokens >= 4, f"extractor.max_new_tokens must be >= 4, got {self.max_new_tokens}")

@@ -58,7 +58,11 @@ def read_cache(path: Path) -> dict[str, list[str]]:
                 key, phrases = rec["key"], rec["phrases"]
             except (json.JSONDecodeError, KeyError, TypeError):
                 continue
-            if isinstance(key, str) and isinstance(phrases, list) and all(isinstance(p, str) for p in phrases):
+            if (
+                isinstance(key, str)
+                and isinstance(phrases, list)
+                and all(isinstance(p, str) for p in phrases)
+            ):
                 out[key] = phrases
     return out
 
@@ -67,7 +71,9 @@ def _append(path: Path, records: dict[str, list[str]]) -> None:
     if not records:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = "".join(json.dumps({"key": k, "phrases": v}, ensure_ascii=False) + "\n" for k, v in records.items())
+    data = "".join(
+        json.dumps({"key": k, "phrases": v}, ensure_ascii=False) + "\n" for k, v in records.items()
+    )
     with path.open("ab") as f:
         if f.tell() > 0:  # start on a fresh line if a previous writer was interrupted mid-line
             with path.open("rb") as r:
@@ -79,9 +85,14 @@ def _append(path: Path, records: dict[str, list[str]]) -> None:
         os.fsync(f.fileno())
 
 
-def extract_phrases(entities: dict[int, list[str]], kind: str, extractor: PhraseExtractor,
-                    cache_path: Path | None = None, progress: bool = False,
-                    chunk_size: int | None = None) -> tuple[dict[int, list[str]], ExtractionStats]:
+def extract_phrases(
+    entities: dict[int, list[str]],
+    kind: str,
+    extractor: PhraseExtractor,
+    cache_path: Path | None = None,
+    progress: bool = False,
+    chunk_size: int | None = None,
+) -> tuple[dict[int, list[str]], ExtractionStats]:
     """Ranked phrases per entity id, from the cache where possible (BEAT eqs. 7-8 inputs).
 
     Args:
@@ -100,7 +111,10 @@ def extract_phrases(entities: dict[int, list[str]], kind: str, extractor: Phrase
     t0 = time.perf_counter()
     path = cache_path or default_cache_path(extractor.identity)
     cached = read_cache(path)
-    keys = {eid: phrase_key(extractor.identity, kind, extractor.n_phrases, texts) for eid, texts in entities.items()}
+    keys = {
+        eid: phrase_key(extractor.identity, kind, extractor.n_phrases, texts)
+        for eid, texts in entities.items()
+    }
     out: dict[int, list[str]] = {}
     todo: dict[str, list[str]] = {}  # key -> texts; identical entities are extracted once
     n_cached = 0
@@ -116,10 +130,12 @@ def extract_phrases(entities: dict[int, list[str]], kind: str, extractor: Phrase
     todo_keys = list(todo)
     with tqdm(total=len(todo_keys), desc=f"{kind} phrases", unit=kind, disable=not progress) as bar:
         for s in range(0, len(todo_keys), chunk):
-            part = todo_keys[s:s + chunk]
+            part = todo_keys[s : s + chunk]
             results = extractor.extract(kind, [todo[k] for k in part], progress=False)
             if len(results) != len(part):
-                raise RuntimeError(f"extractor {extractor.identity} returned {len(results)} results for {len(part)}")
+                raise RuntimeError(
+                    f"extractor {extractor.identity} returned {len(results)} results for {len(part)}"
+                )
             new = {k: r for k, r in zip(part, results, strict=True) if r}
             _append(path, new)
             done.update(new)

@@ -39,8 +39,12 @@ class HFExtractor:
         model, tokenizer: an already loaded LM and tokenizer to use instead (e.g. shared with another stage).
     """
 
-    def __init__(self, cfg: ExtractorConfig, model: PreTrainedModel | None = None,
-                 tokenizer: PreTrainedTokenizerBase | None = None) -> None:
+    def __init__(
+        self,
+        cfg: ExtractorConfig,
+        model: PreTrainedModel | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+    ) -> None:
         import torch
 
         cfg.validate()
@@ -84,19 +88,29 @@ class HFExtractor:
         class _StopWhenListDone(StoppingCriteria):
             """Per row: stop once the phrase list is closed, has n phrases, or repeats one (``list_is_done``)."""
 
-            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: object) -> torch.Tensor:
+            def __call__(
+                self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: object
+            ) -> torch.Tensor:
                 texts = tok.batch_decode(input_ids[:, start:], skip_special_tokens=True)
                 return torch.tensor([list_is_done(t, n) for t in texts], device=input_ids.device)  # (b,) bool
 
         gen = GenerationConfig(
-            max_new_tokens=self.cfg.max_new_tokens, do_sample=sample, num_beams=1, use_cache=True,
-            temperature=0.7 if sample else None, top_p=0.95 if sample else None, top_k=None,
-            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
+            max_new_tokens=self.cfg.max_new_tokens,
+            do_sample=sample,
+            num_beams=1,
+            use_cache=True,
+            temperature=0.7 if sample else None,
+            top_p=0.95 if sample else None,
+            top_k=None,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+        )
         with torch.inference_mode(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            out = self.model.generate(**enc, generation_config=gen,
-                                      stopping_criteria=StoppingCriteriaList([_StopWhenListDone()]))
-        new = out[:, enc["input_ids"].shape[1]:]  # (b, <= max_new_tokens)
+            out = self.model.generate(
+                **enc, generation_config=gen, stopping_criteria=StoppingCriteriaList([_StopWhenListDone()])
+            )
+        new = out[:, enc["input_ids"].shape[1] :]  # (b, <= max_new_tokens)
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         n_new = int((new != self.tokenizer.pad_token_id).sum()) if new.numel() else 0
         return texts, n_new, int(enc["attention_mask"].sum())
@@ -116,9 +130,10 @@ class HFExtractor:
             for attempt in range(self.cfg.retries + 1):
                 failed: list[int] = []
                 for s in range(0, len(todo), bs):
-                    idx = todo[s:s + bs]
-                    outs, g, p = self._generate([prompts[i] for i in idx], sample=attempt > 0,
-                                                seed=self.cfg.seed + attempt)
+                    idx = todo[s : s + bs]
+                    outs, g, p = self._generate(
+                        [prompts[i] for i in idx], sample=attempt > 0, seed=self.cfg.seed + attempt
+                    )
                     n_gen, n_prompt = n_gen + g, n_prompt + p
                     for i, out in zip(idx, outs, strict=True):
                         results[i] = parse_phrases(PREFILL + out, self.cfg.n_phrases)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -49,8 +48,9 @@ class OpenAIExtractor:
 
     def _post(self, payload: dict[str, Any]) -> str:
         """One chat-completions request; returns the answer text."""
-        req = urllib.request.Request(self.url, data=json.dumps(payload).encode(), headers=self._headers(),
-                                     method="POST")
+        req = urllib.request.Request(
+            self.url, data=json.dumps(payload).encode(), headers=self._headers(), method="POST"
+        )
         self.n_requests += 1
         try:
             with urllib.request.urlopen(req, timeout=self.cfg.timeout_s) as resp:
@@ -59,15 +59,19 @@ class OpenAIExtractor:
             detail = e.read()[:300].decode("utf-8", "replace")
             if e.code in _RETRY_STATUS:
                 raise _Transient(f"HTTP {e.code}") from e
-            raise ExtractionError(f"phrase extraction endpoint {self.url} answered HTTP {e.code} "
-                                  f"(model {self.cfg.model!r}): {detail}") from e
-        except (TimeoutError, socket.timeout) as e:
+            raise ExtractionError(
+                f"phrase extraction endpoint {self.url} answered HTTP {e.code} "
+                f"(model {self.cfg.model!r}): {detail}"
+            ) from e
+        except TimeoutError as e:
             raise _Transient("timeout") from e
         except urllib.error.URLError as e:
-            if isinstance(e.reason, (TimeoutError, socket.timeout)):
+            if isinstance(e.reason, TimeoutError):
                 raise _Transient("timeout") from e
-            raise ExtractionError(f"cannot reach the phrase extraction endpoint {self.url}: {e.reason} "
-                                  f"(is the server running? check extractor.base_url)") from e
+            raise ExtractionError(
+                f"cannot reach the phrase extraction endpoint {self.url}: {e.reason} "
+                f"(is the server running? check extractor.base_url)"
+            ) from e
         except ConnectionError as e:
             raise ExtractionError(f"cannot reach the phrase extraction endpoint {self.url}: {e}") from e
         try:
@@ -80,13 +84,16 @@ class OpenAIExtractor:
         messages = build_messages(kind, texts, self.cfg.n_phrases, self.cfg.max_words)
         for attempt in range(self.cfg.retries + 1):
             payload: dict[str, Any] = {
-                "model": self.cfg.model, "messages": messages, "max_tokens": max(self.cfg.max_new_tokens, 64),
-                "temperature": 0.7 if attempt else 0.0, "seed": self.cfg.seed + attempt,
+                "model": self.cfg.model,
+                "messages": messages,
+                "max_tokens": max(self.cfg.max_new_tokens, 64),
+                "temperature": 0.7 if attempt else 0.0,
+                "seed": self.cfg.seed + attempt,
             }
             try:
                 phrases = parse_phrases(self._post(payload), self.cfg.n_phrases)
             except _Transient:
-                time.sleep(min(0.5 * 2 ** attempt, 8.0))
+                time.sleep(min(0.5 * 2**attempt, 8.0))
                 continue
             if phrases is not None:
                 return phrases

@@ -22,26 +22,44 @@ SYSTEM = "You read reviews and extract short preference phrases. You answer with
 
 _QUESTION = {
     "user": "What does this user care about? List at most {n} short phrases (1 to 4 words each), most important "
-            "first. Answer in JSON.",
+    "first. Answer in JSON.",
     "item": "What does this item offer, and why do people like it? List at most {n} short phrases (1 to 4 words "
-            "each), most important first. Answer in JSON.",
+    "each), most important first. Answer in JSON.",
 }
 _HEADER = {"user": "Texts about one user's purchases:", "item": "Texts about one item:"}
 # One hand-written demonstration per kind (a one-shot turn): the 135M default LM follows the format far more
 # reliably with it than from the instruction alone. Its phrases are about other domains than the data on
 # purpose, so copying them is easy to spot.
 _DEMO_TEXTS = {
-    "user": ["The user would buy this cookbook because they love quick vegetarian recipes and clear step-by-step "
-             "instructions.",
-             "The user would enjoy this thriller for its fast pacing and a twist ending they did not see coming."],
-    "item": ["People like this camping stove because it is light, folds small and boils water in two minutes.",
-             "A sturdy stove with a reliable igniter, though the fuel canister is sold separately."],
+    "user": [
+        "The user would buy this cookbook because they love quick vegetarian recipes and clear step-by-step "
+        "instructions.",
+        "The user would enjoy this thriller for its fast pacing and a twist ending they did not see coming.",
+    ],
+    "item": [
+        "People like this camping stove because it is light, folds small and boils water in two minutes.",
+        "A sturdy stove with a reliable igniter, though the fuel canister is sold separately.",
+    ],
 }
 _DEMO_PHRASES = {
-    "user": ["vegetarian recipes", "quick meals", "clear instructions", "fast pacing", "twist endings",
-             "easy cooking", "suspense"],
-    "item": ["lightweight", "compact folding", "fast boiling", "sturdy build", "reliable igniter", "portability",
-             "outdoor cooking"],
+    "user": [
+        "vegetarian recipes",
+        "quick meals",
+        "clear instructions",
+        "fast pacing",
+        "twist endings",
+        "easy cooking",
+        "suspense",
+    ],
+    "item": [
+        "lightweight",
+        "compact folding",
+        "fast boiling",
+        "sturdy build",
+        "reliable igniter",
+        "portability",
+        "outdoor cooking",
+    ],
 }
 
 
@@ -104,7 +122,7 @@ def list_is_done(continuation: str, n: int) -> bool:
     that time and loses nothing (duplicates are dropped by ``parse_phrases``).
     """
     segs = continuation.split('"')
-    done = [_clean(p) for p in segs[0:len(segs) - 1:2]]  # strings whose closing quote has been generated
+    done = [_clean(p) for p in segs[0 : len(segs) - 1 : 2]]  # strings whose closing quote has been generated
     seps = segs[1::2]
     if any("]" in sep or "}" in sep for sep in seps):
         return True
@@ -149,8 +167,7 @@ def _list_of(obj: Any) -> list[Any] | None:
 def _closings(s: str) -> list[str]:
     """Candidate repairs of a possibly truncated JSON object/list ``s``, most faithful first.
 
-    A last element cut off mid-string is dropped when complete elements precede it (it is likely a
-    truncated phrase); it is kept, closed, only when it is the sole element.
+    A last element cut off mid-string is dropped (a phrase cut off by the token budget is not a phrase).
     """
     cands = [s]
     for tail in ("]}", "}]}", "]"):
@@ -158,10 +175,8 @@ def _closings(s: str) -> list[str]:
     for sep in ('",', "},"):  # cut after the last complete element and close the list
         cut = s.rfind(sep)
         if cut > 0:
-            cands.append(s[:cut + 1] + "]}")
-            cands.append(s[:cut + 1] + "]")
-    for tail in ('"]}', '"}]}', '"]'):
-        cands.append(s + tail)
+            cands.append(s[: cut + 1] + "]}")
+            cands.append(s[: cut + 1] + "]")
     return cands
 
 

@@ -15,13 +15,16 @@ from beatrec.extract.base import ExtractorConfig
 MAX_WORDS = 4
 
 # words at which a text is split into chunks (they start or join clauses)
-SPLIT_WORDS = frozenset("""
+SPLIT_WORDS = frozenset(
+    """
 and but or nor so yet because since although though while whereas with without as if when which who whom
 whose that than despite plus also however therefore thus especially including like
-""".split())
+""".split()
+)
 
 # words stripped from the ends of a chunk (a chunk made only of them is dropped)
-STOPWORDS = frozenset("""
+STOPWORDS = frozenset(
+    """
 a an the this that these those it its it's they them their theirs he him his she her hers we us our you your
 i me my mine one ones user users item items book books product products is are was were be been being am do
 does did done have has had having will would shall should can could may might must to of in on at by for from
@@ -31,7 +34,8 @@ would've they'd they're they've he's she's likely previously already enjoy enjoy
 liked love loves loved appreciate appreciates appreciated find finds found buy buys bought purchase purchased
 read reads reading use uses used get gets got make makes made think thinks thought feel feels felt seem seems
 seemed want wants wanted given based due since well
-""".split())
+""".split()
+)
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:['’\-][a-z0-9]+)*")
 _BREAK = re.compile(r"[.,;:!?()\[\]{}\"“”]|\s[-–—]\s")

@@ -1,0 +1,172 @@
+"""End-to-end tests of ``beatrec tokenize`` on the synthetic dataset: artifacts, planted-structure recovery,
+the zero-shot guarantee, determinism, and the CLI's error paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from sklearn.metrics import normalized_mutual_info_score
+
+from beatrec.cli import main
+from beatrec.config import from_dict
+from beatrec.data.synthetic import SyntheticConfig, write_dataset
+from beatrec.extract.base import ExtractorConfig, make_extractor
+from beatrec.text_encoder import TextEncoder, TextEncoderConfig
+from beatrec.tokenizer.pipeline import TokenizeConfig, run_tokenize
+
+FAST = {
+    "model": {"n_codes": 16, "part_dim": 16, "code_dim": 16},
+    "train": {"batch_size": 256, "max_epochs": 8, "patience": 3, "seed": 0},
+    "extractor": {"kind": "splitter"},
+}
+
+
+def fast_config(**train: object) -> TokenizeConfig:
+    d = json.loads(json.dumps(FAST))
+    d["train"].update(train)
+    return from_dict(TokenizeConfig, d)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BEATREC_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="module")
+def encoder() -> TextEncoder:
+    return TextEncoder(TextEncoderConfig(), cache=False)
+
+
+@pytest.fixture(scope="module")
+def planted_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A run on a dataset with clear structure (12 epochs max)."""
+    data = write_dataset(SyntheticConfig(n_users=400, n_items=240, seed=1), tmp_path_factory.mktemp("planted"))
+    run = tmp_path_factory.mktemp("planted_run")
+    enc = TextEncoder(TextEncoderConfig(), cache=False)
+    run_tokenize(data, run, fast_config(max_epochs=12, patience=12), progress=False, encoder=enc)
+    return data, run
+
+
+def test_run_directory_artifacts(planted_run: tuple[Path, Path]) -> None:
+    data, run = planted_run
+    for name in ("config.yaml", "split.json", "user_tokens.parquet", "item_tokens.parquet", "codebooks.safetensors",
+                 "tokenizer.safetensors", "metrics.json", "history.csv", "loss_curves.png", "codebook_usage.png",
+                 "phrases_users.jsonl", "phrases_items.jsonl"):
+        assert (run / name).is_file(), name
+    cfg = from_dict(TokenizeConfig, yaml.safe_load((run / "config.yaml").read_text()))
+    assert cfg.model.n_codes == 16
+    users = pd.read_parquet(run / "user_tokens.parquet")
+    assert list(users.columns) == ["id", "macro"] + [f"micro_{j}" for j in range(1, 6)]
+    assert len(users) == 400 and users["macro"].between(0, 15).all()
+    m = json.loads((run / "metrics.json").read_text())
+    test = m["ranking"]["test"]
+    assert test["quantized_hr@20"] > 2 * test["popularity_hr@20"]
+    assert test["quantized_hr@20"] >= 0.8 * test["continuous_hr@20"]
+    assert m["codebooks"]["user_micro"]["used_fraction"] >= 0.5
+
+
+def test_tokens_recover_planted_structure(planted_run: tuple[Path, Path]) -> None:
+    data, run = planted_run
+    planted = json.loads((data / "planted.json").read_text())
+    users = pd.read_parquet(run / "user_tokens.parquet")
+    genre = np.asarray(planted["user_genre"])
+    rng = np.random.default_rng(0)
+    nmi = normalized_mutual_info_score(genre, users["macro"])
+    chance = max(normalized_mutual_info_score(rng.permutation(genre), users["macro"]) for _ in range(20))
+    assert nmi > 0.5 and nmi > 3 * chance, (nmi, chance)
+    items = pd.read_parquet(run / "item_tokens.parquet")
+    ig = np.asarray(planted["item_genre"])
+    assert normalized_mutual_info_score(ig, items["macro"]) > 0.5
+    # Micro tokens and planted intents: NMI of (user's micro code at each slot) with each user intent.
+    intents = np.asarray(planted["user_intents"])  # (U, k)
+    micro = users[[f"micro_{j}" for j in range(1, 6)]].to_numpy()
+    text_users = np.unique(pd.read_json(data / "explanations.jsonl", lines=True)["uid"])
+    def best(x: np.ndarray) -> float:
+        return np.mean([max(normalized_mutual_info_score(x[text_users, r], micro[text_users, j])
+                            for j in range(5)) for r in range(x.shape[1])])
+    real = best(intents)
+    shuffled = np.mean([best(intents[rng.permutation(len(intents))]) for _ in range(5)])
+    assert real > shuffled + 0.05, (real, shuffled)
+
+
+def test_zero_shot_texts_never_reach_training(tmp_path: Path, encoder: TextEncoder) -> None:
+    data = write_dataset(SyntheticConfig(n_users=200, n_items=120, seed=3), tmp_path / "data")
+    marker = "ZQXHELDOUTMARKER"
+    rows = pd.read_json(data / "explanations.jsonl", lines=True)
+    from beatrec.data.dataset import load_dataset
+    from beatrec.data.split import make_zero_shot_split
+
+    cfg = fast_config(max_epochs=2)
+    split = make_zero_shot_split(load_dataset(data), cfg.split)
+    held = set(split.val_users.tolist()) | set(split.test_users.tolist())
+    is_held = rows["uid"].isin(held)
+    for col in ("user_summary", "item_summary", "explanation", "title"):
+        rows.loc[is_held, col] = rows.loc[is_held, col] + f" {marker}"
+    rows.to_json(data / "explanations.jsonl", orient="records", lines=True)
+    assert marker in (data / "explanations.jsonl").read_text()  # the test can fail
+
+    seen_encoder: list[str] = []
+    seen_extractor: list[str] = []
+    encoder.on_encode = seen_encoder.extend
+    inner = make_extractor(ExtractorConfig(kind="splitter"))
+
+    class Spy:
+        identity = inner.identity
+        n_phrases = inner.n_phrases
+
+        def extract(self, kind: str, docs: list[list[str]], progress: bool = False) -> list[list[str] | None]:
+            seen_extractor.extend(t for d in docs for t in d)
+            return inner.extract(kind, docs, progress)
+
+    run = tmp_path / "run"
+    try:
+        run_tokenize(data, run, cfg, progress=False, encoder=encoder, extractor=Spy())
+    finally:
+        encoder.on_encode = None
+    assert seen_encoder and seen_extractor  # training did read texts
+    assert not any(marker in t for t in seen_encoder + seen_extractor)
+    cache = Path(__import__("os").environ["BEATREC_CACHE"])
+    for f in list(run.rglob("*")) + list(cache.rglob("*")):
+        if f.is_file():
+            assert marker.encode() not in f.read_bytes(), f
+    # and the held-out users' edges stay in the graph: they still get tokens
+    users = pd.read_parquet(run / "user_tokens.parquet")
+    assert set(held) <= set(users["id"])
+
+
+def test_same_seed_same_tokens(tmp_path: Path, synthetic_dir: Path, encoder: TextEncoder) -> None:
+    cfg = fast_config(max_epochs=2)
+    a = run_tokenize(synthetic_dir, tmp_path / "a", cfg, progress=False, encoder=encoder).run_dir
+    b = run_tokenize(synthetic_dir, tmp_path / "b", cfg, progress=False, encoder=encoder).run_dir
+    pd.testing.assert_frame_equal(pd.read_parquet(a / "user_tokens.parquet"), pd.read_parquet(b / "user_tokens.parquet"))
+    assert (a / "split.json").read_text() == (b / "split.json").read_text()
+
+
+def test_cli_demo_data_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo-data", "--out", str(out), "--users", "120", "--items", "80"]) == 0
+    assert (out / "interactions.csv").is_file()
+    # missing dataset directory
+    assert main(["tokenize", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 2
+    assert "nope" in capsys.readouterr().err
+    # unknown config key
+    assert main(["tokenize", "--data", str(out), "--out", str(tmp_path / "r"), "--set", "train.epochz=3"]) == 2
+    assert "epochz" in capsys.readouterr().err
+    # a corrupt row: non-integer id, named with file and line
+    csv = out / "interactions.csv"
+    lines = csv.read_text().splitlines()
+    lines[3] = "abc," + lines[3].split(",", 1)[1]
+    csv.write_text("\n".join(lines) + "\n")
+    assert main(["tokenize", "--data", str(out), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "interactions.csv" in err and "line 4" in err
+    # a config file that is not YAML
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    assert main(["tokenize", "--data", str(out), "--out", str(tmp_path / "r"), "--config", str(bad)]) == 2
+    assert "bad.yaml" in capsys.readouterr().err
