@@ -111,7 +111,7 @@ def fmt(x: float) -> str:
     return f"{x:.4f}"
 
 
-def write_report(results: list[dict], scaling: list[dict], path: Path, command: str) -> None:
+def write_report(results: list[dict], scaling: list[dict], path: Path, command: str, overrides: list[str]) -> None:
     k = 20
     out = [
         "# BEAT stage 1 — behavior tokenizer benchmark",
@@ -122,7 +122,7 @@ def write_report(results: list[dict], scaling: list[dict], path: Path, command: 
         f"- command: `{command}`",
         "- config: defaults (`beatrec tokenize --data ../shared/data/xrec/<name> --out runs/bench/<name>`):"
         " 1 macro + 5 micro parts of 32 dims, 512 codes per codebook, batch 1024, Adam 1e-3, early stopping on"
-        " validation HR@20 (patience 5), phrases by the packaged SmolLM2-135M-Instruct.",
+        " validation HR@20 (patience 5)" + (f"; overrides: `{' '.join(overrides)}`" if overrides else "") + ".",
         "- HR/NDCG: full ranking over all items of each user's XRec *test* edges, training and validation edges"
         " excluded; users with at least one test edge.",
         "",
@@ -197,12 +197,13 @@ def main() -> None:
     for ds in args.datasets:
         sets = [x for o in args.overrides for x in ("--set", o)]
         results.append(child(me + ["--one", ds, "--runs", str(args.runs)] + sets, args.runs / f"{ds}.log"))
-        write_report(results, scaling, args.out, command)
+        (args.runs / f"{ds}.result.json").write_text(json.dumps(results[-1]))
+        write_report(results, scaling, args.out, command, args.overrides)
     for i, n in enumerate(sorted(args.scaling)):
         extra = ["--full-epoch"] if i == 0 else []
         scaling.append(child(me + ["--scale-one", str(n), "--steps", str(args.steps)] + extra,
                              args.runs / f"scale_{n}.log"))
-        write_report(results, scaling, args.out, command)
+        write_report(results, scaling, args.out, command, args.overrides)
     print(f"wrote {args.out}")
 
 

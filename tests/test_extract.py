@@ -15,7 +15,14 @@ from tiny_lm import save_tiny_lm
 from beatrec.errors import ConfigError
 from beatrec.extract.base import ExtractionError, ExtractorConfig, PhraseExtractor, make_extractor
 from beatrec.extract.cache import extract_phrases, phrase_key, read_cache
-from beatrec.extract.prompt import PREFILL, budget_texts, build_messages, list_is_done, parse_phrases
+from beatrec.extract.prompt import (
+    PREFILL,
+    budget_texts,
+    build_messages,
+    drop_demo_copies,
+    list_is_done,
+    parse_phrases,
+)
 from beatrec.extract.splitter import rank_phrases, split_phrases
 
 # ---------------------------------------------------------------- prompt and parser
@@ -58,6 +65,15 @@ def test_list_is_done() -> None:
     assert list_is_done('a", "b", "c"', 3)
     assert list_is_done('life", "life",', 5)  # a repeat ends a looping generation
     assert not list_is_done('a", "b", "c', 3)
+
+
+def test_drop_demo_copies() -> None:
+    demo = json.loads(build_messages("user", ["x"], 5)[2]["content"])["preferences"]
+    assert drop_demo_copies("user", [demo[0], "witty dialogue"], ["Witty dialogue."]) == ["witty dialogue"]
+    assert drop_demo_copies("user", demo[:2], ["Nothing in common."]) is None
+    supported = f"I love {demo[0]}!"  # a demonstration phrase the entity's own text supports is kept
+    assert drop_demo_copies("user", [demo[0]], [supported]) == [demo[0]]
+    assert drop_demo_copies("user", None, ["x"]) is None
 
 
 def test_build_messages_and_budget() -> None:
@@ -286,16 +302,35 @@ def test_hf_extractor_retries_only_failures(tiny_lm_dir: Path) -> None:
     calls: list[tuple[int, bool, int]] = []
     answers = {0: ['a", "b"]}', "garbage", 'c"]}'], 1: ["still garbage"], 2: ['d", "e"]}']}
 
-    def fake_generate(prompts: list[str], sample: bool, seed: int) -> tuple[list[str], int, int]:
+    def fake_generate(
+        prompts: list[str], sample: bool, seed: int, kind: str | None = None
+    ) -> tuple[list[str], int, int]:
         attempt = len(calls)
         calls.append((len(prompts), sample, seed))
         return answers[attempt][: len(prompts)], 0, 0
 
     ex._generate = fake_generate
-    docs = [["one"], ["two two"], ["three three three"]]  # prompt lengths keep this order in the batch
-    assert ex.extract("user", docs) == [["a", "b"], ["d", "e"], ["c"]]
+    docs = [["one"], ["two two"], ["three three three"], [" "]]  # prompt lengths keep this order in the batch
+    assert ex.extract("user", docs) == [["a", "b"], ["d", "e"], ["c"], None]  # no text: None, never generated
     assert calls == [(3, False, 0), (1, True, 1), (1, True, 2)]
-    assert ex.last_stats.n_failed == 0
+    assert ex.last_stats.n_failed == 1
+
+
+def test_hf_extractor_prefix_cache_gives_the_same_outputs(tiny_lm_dir: Path) -> None:
+    cfg = ExtractorConfig(kind="hf", model=str(tiny_lm_dir), max_new_tokens=8, max_words=30, device="cpu")
+    with_cache = make_extractor(cfg)
+    without = make_extractor(ExtractorConfig(**{**vars(cfg), "prefix_cache": False}))
+    prompts = [
+        with_cache.prompt("item", d) for d in (["Great plot."], ["Sturdy, light, cheap " * 4], ["-5 stars"])
+    ]
+    a, _, n_prompt = with_cache._generate(prompts, sample=False, seed=0, kind="item")
+    b, _, _ = without._generate(prompts, sample=False, seed=0, kind="item")
+    assert a == b
+    assert n_prompt == sum(len(with_cache.tokenizer(p)["input_ids"]) for p in prompts)
+    batch, _ = with_cache._batch(with_cache._encode(prompts), "item")
+    assert batch["past_key_values"].get_seq_length() > 100  # the prefix path was taken
+    prefix = with_cache._prefixes["item"]
+    assert prefix is not None and len(prefix[0]) > 100  # system turn + demonstration + header
 
 
 @pytest.mark.slow

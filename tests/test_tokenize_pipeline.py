@@ -10,11 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from sklearn.metrics import normalized_mutual_info_score
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import normalized_mutual_info_score, roc_auc_score
+from sklearn.model_selection import cross_val_predict
 
 from beatrec.cli import main
 from beatrec.config import from_dict
-from beatrec.data.synthetic import SyntheticConfig, write_dataset
+from beatrec.data.synthetic import INTENT_PHRASES, SyntheticConfig, write_dataset
 from beatrec.extract.base import ExtractorConfig, make_extractor
 from beatrec.text_encoder import TextEncoder, TextEncoderConfig
 from beatrec.tokenizer.pipeline import TokenizeConfig, run_tokenize
@@ -42,13 +44,30 @@ def encoder() -> TextEncoder:
     return TextEncoder(TextEncoderConfig(), cache=False)
 
 
+class PlantedPhraseExtractor:
+    """Extracts exactly the planted intent phrases a text mentions (ranked by count): it isolates the tokenizer's
+    ability to absorb micro supervision from the quality of an LLM or the rule-based splitter."""
+
+    identity = "planted-phrases"
+    n_phrases = 5
+
+    def extract(self, kind: str, docs: list[list[str]], progress: bool = False) -> list[list[str] | None]:
+        out: list[list[str] | None] = []
+        for texts in docs:
+            text = " ".join(texts)
+            count = {p: text.count(p) for p in INTENT_PHRASES if p in text}
+            out.append(sorted(count, key=lambda p: -count[p])[: self.n_phrases] or None)
+        return out
+
+
 @pytest.fixture(scope="module")
 def planted_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A run on a dataset with clear structure (12 epochs max)."""
+    """A run on a dataset with clear structure (12 epochs, micro supervision weighted up: beta=5)."""
     data = write_dataset(SyntheticConfig(n_users=400, n_items=240, seed=1), tmp_path_factory.mktemp("planted"))
     run = tmp_path_factory.mktemp("planted_run")
     enc = TextEncoder(TextEncoderConfig(), cache=False)
-    run_tokenize(data, run, fast_config(max_epochs=12, patience=12), progress=False, encoder=enc)
+    cfg = fast_config(max_epochs=12, patience=12, batch_size=64, beta=5.0)
+    run_tokenize(data, run, cfg, progress=False, encoder=enc, extractor=PlantedPhraseExtractor())
     return data, run
 
 
@@ -59,7 +78,7 @@ def test_run_directory_artifacts(planted_run: tuple[Path, Path]) -> None:
                  "phrases_users.jsonl", "phrases_items.jsonl"):
         assert (run / name).is_file(), name
     cfg = from_dict(TokenizeConfig, yaml.safe_load((run / "config.yaml").read_text()))
-    assert cfg.model.n_codes == 16
+    assert cfg.model.n_codes == 16 and cfg.train.beta == 5.0
     users = pd.read_parquet(run / "user_tokens.parquet")
     assert list(users.columns) == ["id", "macro"] + [f"micro_{j}" for j in range(1, 6)]
     assert len(users) == 400 and users["macro"].between(0, 15).all()
@@ -68,6 +87,19 @@ def test_run_directory_artifacts(planted_run: tuple[Path, Path]) -> None:
     assert test["quantized_hr@20"] > 2 * test["popularity_hr@20"]
     assert test["quantized_hr@20"] >= 0.8 * test["continuous_hr@20"]
     assert m["codebooks"]["user_micro"]["used_fraction"] >= 0.5
+
+
+def _intent_probe_auc(bags: np.ndarray, has_intent: np.ndarray) -> float:
+    """Mean over intents of the 5-fold cross-validated ROC AUC of a logistic probe predicting 'user has
+    intent k' from the user's bag of micro codes (0.5 = no information)."""
+    aucs = []
+    for k in range(has_intent.shape[1]):
+        y = has_intent[:, k]
+        if y.sum() < 5 or (1 - y).sum() < 5:
+            continue
+        p = cross_val_predict(LogisticRegression(max_iter=2000), bags, y, cv=5, method="predict_proba")[:, 1]
+        aucs.append(roc_auc_score(y, p))
+    return float(np.mean(aucs))
 
 
 def test_tokens_recover_planted_structure(planted_run: tuple[Path, Path]) -> None:
@@ -80,18 +112,21 @@ def test_tokens_recover_planted_structure(planted_run: tuple[Path, Path]) -> Non
     chance = max(normalized_mutual_info_score(rng.permutation(genre), users["macro"]) for _ in range(20))
     assert nmi > 0.5 and nmi > 3 * chance, (nmi, chance)
     items = pd.read_parquet(run / "item_tokens.parquet")
-    ig = np.asarray(planted["item_genre"])
-    assert normalized_mutual_info_score(ig, items["macro"]) > 0.5
-    # Micro tokens and planted intents: NMI of (user's micro code at each slot) with each user intent.
-    intents = np.asarray(planted["user_intents"])  # (U, k)
-    micro = users[[f"micro_{j}" for j in range(1, 6)]].to_numpy()
-    text_users = np.unique(pd.read_json(data / "explanations.jsonl", lines=True)["uid"])
-    def best(x: np.ndarray) -> float:
-        return np.mean([max(normalized_mutual_info_score(x[text_users, r], micro[text_users, j])
-                            for j in range(5)) for r in range(x.shape[1])])
-    real = best(intents)
-    shuffled = np.mean([best(intents[rng.permutation(len(intents))]) for _ in range(5)])
-    assert real > shuffled + 0.05, (real, shuffled)
+    assert normalized_mutual_info_score(np.asarray(planted["item_genre"]), items["macro"]) > 0.5
+    # Micro tokens carry the planted intents of the users whose texts supervised them (training users).
+    split = json.loads((run / "split.json").read_text())
+    held = set(split["test_users"]) | set(split["val_users"])
+    text_users = np.array(sorted(set(pd.read_json(data / "explanations.jsonl", lines=True)["uid"]) - held))
+    micro = users[[f"micro_{j}" for j in range(1, 6)]].to_numpy()[text_users]  # (n, 5)
+    bags = np.zeros((len(text_users), 16))
+    for j in range(micro.shape[1]):
+        np.add.at(bags, (np.arange(len(text_users)), micro[:, j]), 1.0)
+    intents = np.asarray(planted["user_intents"])[text_users]  # (n, k)
+    has = np.zeros((len(text_users), int(np.max(planted["user_intents"])) + 1))
+    np.put_along_axis(has, intents, 1.0, axis=1)
+    real = _intent_probe_auc(bags, has)
+    shuffled = [_intent_probe_auc(bags, has[rng.permutation(len(has))]) for _ in range(3)]
+    assert real > max(shuffled) + 0.06 and real > 0.58, (real, shuffled)
 
 
 def test_zero_shot_texts_never_reach_training(tmp_path: Path, encoder: TextEncoder) -> None:
@@ -140,7 +175,8 @@ def test_zero_shot_texts_never_reach_training(tmp_path: Path, encoder: TextEncod
 
 
 def test_same_seed_same_tokens(tmp_path: Path, synthetic_dir: Path, encoder: TextEncoder) -> None:
-    cfg = fast_config(max_epochs=2)
+    # threads=1: with several threads, BLAS reductions may be ordered differently from run to run
+    cfg = fast_config(max_epochs=2, threads=1)
     a = run_tokenize(synthetic_dir, tmp_path / "a", cfg, progress=False, encoder=encoder).run_dir
     b = run_tokenize(synthetic_dir, tmp_path / "b", cfg, progress=False, encoder=encoder).run_dir
     pd.testing.assert_frame_equal(pd.read_parquet(a / "user_tokens.parquet"), pd.read_parquet(b / "user_tokens.parquet"))

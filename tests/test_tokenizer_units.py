@@ -120,8 +120,15 @@ def test_mask_embedding_is_trained() -> None:
     phrases = torch.randn(3, 5, 8)
     valid = torch.ones(3, 5, dtype=torch.bool)
     mask = choose_mask(valid, 2, torch.Generator().manual_seed(0))
-    rec(phrases, valid, torch.randn(3, 2, 4), mask).loss.backward()
+    memory = torch.randn(3, 2, 4)
+    opt = torch.optim.SGD(rec.parameters(), lr=0.1)
+    before = rec.mask_embedding.detach().clone()
+    for _ in range(2):  # the zero-initialised output layer passes no gradient back on the very first step
+        opt.zero_grad()
+        rec(phrases, valid, memory, mask).loss.backward()
+        opt.step()
     assert rec.mask_embedding.grad is not None and rec.mask_embedding.grad.abs().sum() > 0
+    assert not torch.equal(before, rec.mask_embedding.detach())
 
 
 def test_info_nce_hand_value() -> None:

@@ -122,7 +122,7 @@ def _make_readable(path: Path) -> None:
             f.chmod(0o666 & ~umask)
 
 
-def expand_smollm2(target: Path | None = None) -> Path:
+def expand_smollm2(target: Path | None = None, force: bool = False) -> Path:
     """De-quantise the packaged GGUF SmolLM2 and save it as a normal checkpoint, atomically.
 
     The model is written to a temporary sibling directory, checked to give the same logits as the GGUF
@@ -130,8 +130,12 @@ def expand_smollm2(target: Path | None = None) -> Path:
     a half-written cache. GGUF-quantised models refuse ``save_pretrained``; the weights are therefore copied
     into a fresh model built from the same config without its ``quantization_config``.
 
+    Args:
+        target: the checkpoint directory (default ``cache_dir("models") / "smollm2-135m-instruct"``).
+        force: replace ``target`` even if it is marked complete (used when it turned out to be corrupt).
+
     Returns:
-        the checkpoint directory (``cache_dir("models") / "smollm2-135m-instruct"`` by default).
+        the checkpoint directory.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -139,6 +143,9 @@ def expand_smollm2(target: Path | None = None) -> Path:
     gguf = packaged_gguf_path()
     target = target or cache_dir("models") / SMOLLM2_CACHE_NAME
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".tmp-{target.name}-*"):  # left by a killed expansion (> 1 h old)
+        if time.time() - stale.stat().st_mtime > 3600:
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
     try:
         kw = {"gguf_file": gguf.name, "local_files_only": True}
@@ -169,7 +176,9 @@ def expand_smollm2(target: Path | None = None) -> Path:
             )
         (tmp / _MARKER).write_text(json.dumps({"source": _source_stamp(gguf)}, indent=1))
         _make_readable(tmp)
-        _remove_dir(target)  # a stale or incomplete previous cache
+        if not force and _cache_is_complete(target, _source_stamp(gguf)):
+            return target  # another process finished an expansion meanwhile: keep its copy
+        _remove_dir(target)  # a stale, incomplete or corrupt previous cache
         try:
             tmp.rename(target)
         except OSError:
@@ -234,7 +243,7 @@ def load_causal_lm(cfg: LMConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerB
     except Exception as e:  # transformers raises OSError/ValueError/safetensors errors alike
         if cfg.name == SMOLLM2_NAME:
             # a corrupt cache (e.g. a truncated weights file): rebuild it once, then give up loudly
-            expand_smollm2(Path(path))
+            expand_smollm2(Path(path), force=True)
             try:
                 model, tok = _load(path, cfg)
             except Exception as e2:

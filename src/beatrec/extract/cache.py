@@ -127,7 +127,7 @@ def extract_phrases(
     done: dict[str, list[str]] = {}
     batch_size = int(getattr(getattr(extractor, "cfg", None), "batch_size", 16))
     chunk = chunk_size or max(4 * batch_size, 16)
-    todo_keys = list(todo)
+    todo_keys = sorted(todo, key=lambda k: sum(len(t) for t in todo[k]))  # similar lengths batch together
     with tqdm(total=len(todo_keys), desc=f"{kind} phrases", unit=kind, disable=not progress) as bar:
         for s in range(0, len(todo_keys), chunk):
             part = todo_keys[s : s + chunk]

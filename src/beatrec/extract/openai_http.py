@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from beatrec.extract.base import ExtractionError, ExtractorConfig
-from beatrec.extract.prompt import PROMPT_VERSION, build_messages, parse_phrases
+from beatrec.extract.prompt import PROMPT_VERSION, build_messages, drop_demo_copies, parse_phrases
 
 _RETRY_STATUS = (408, 409, 425, 429, 500, 502, 503, 504)
 
@@ -81,6 +81,8 @@ class OpenAIExtractor:
             return ""  # a malformed envelope counts as a failed answer (retried)
 
     def _one(self, kind: str, texts: list[str]) -> list[str] | None:
+        if not any(t.strip() for t in texts):
+            return None  # nothing to read: the entity fails without a request
         messages = build_messages(kind, texts, self.cfg.n_phrases, self.cfg.max_words)
         for attempt in range(self.cfg.retries + 1):
             payload: dict[str, Any] = {
@@ -91,7 +93,9 @@ class OpenAIExtractor:
                 "seed": self.cfg.seed + attempt,
             }
             try:
-                phrases = parse_phrases(self._post(payload), self.cfg.n_phrases)
+                phrases = drop_demo_copies(
+                    kind, parse_phrases(self._post(payload), self.cfg.n_phrases), texts
+                )
             except _Transient:
                 time.sleep(min(0.5 * 2**attempt, 8.0))
                 continue

@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any
 
-PROMPT_VERSION = "p2"  # bump when the prompt changes: it is part of every extractor identity (cache keys)
+PROMPT_VERSION = "p3"  # bump when the prompt changes: it is part of every extractor identity (cache keys)
 PREFILL = '{"preferences": ["'
 MAX_PHRASE_WORDS = 6
 _MIN_WORDS_PER_TEXT = 20
@@ -28,8 +28,8 @@ _QUESTION = {
 }
 _HEADER = {"user": "Texts about one user's purchases:", "item": "Texts about one item:"}
 # One hand-written demonstration per kind (a one-shot turn): the 135M default LM follows the format far more
-# reliably with it than from the instruction alone. Its phrases are about other domains than the data on
-# purpose, so copying them is easy to spot.
+# reliably with it than from the instruction alone (zero-shot it mostly echoes '"...", "..."'). It sometimes
+# copies the demonstration answer instead of reading the texts; ``drop_demo_copies`` removes such phrases.
 _DEMO_TEXTS = {
     "user": [
         "The user would buy this cookbook because they love quick vegetarian recipes and clear step-by-step "
@@ -37,8 +37,8 @@ _DEMO_TEXTS = {
         "The user would enjoy this thriller for its fast pacing and a twist ending they did not see coming.",
     ],
     "item": [
-        "People like this camping stove because it is light, folds small and boils water in two minutes.",
-        "A sturdy stove with a reliable igniter, though the fuel canister is sold separately.",
+        "The user would buy this cookbook because its quick vegetarian recipes need only a few ingredients.",
+        "Readers like the clear step-by-step instructions and the beautiful photos.",
     ],
 }
 _DEMO_PHRASES = {
@@ -52,15 +52,30 @@ _DEMO_PHRASES = {
         "suspense",
     ],
     "item": [
-        "lightweight",
-        "compact folding",
-        "fast boiling",
-        "sturdy build",
-        "reliable igniter",
-        "portability",
-        "outdoor cooking",
+        "quick vegetarian recipes",
+        "few ingredients",
+        "clear instructions",
+        "beautiful photos",
+        "easy cooking",
+        "healthy meals",
+        "step-by-step guidance",
     ],
 }
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def drop_demo_copies(kind: str, phrases: list[str] | None, texts: list[str]) -> list[str] | None:
+    """Remove phrases copied from the demonstration answer that the entity's own texts do not support.
+
+    Small LMs sometimes repeat the one-shot example instead of reading the texts; a demonstration phrase is
+    kept only when all its words occur in ``texts``. Returns None when nothing is left.
+    """
+    if not phrases:
+        return None
+    demo = set(_DEMO_PHRASES.get(kind, ()))
+    words = set(_WORD.findall(" ".join(texts).lower()))
+    kept = [p for p in phrases if p not in demo or set(_WORD.findall(p)) <= words]
+    return kept or None
 
 
 def budget_texts(texts: list[str], max_words: int) -> list[str]:

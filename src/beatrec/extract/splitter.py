@@ -34,6 +34,8 @@ would've they'd they're they've he's she's likely previously already enjoy enjoy
 liked love loves loved appreciate appreciates appreciated find finds found buy buys bought purchase purchased
 read reads reading use uses used get gets got make makes made think thinks thought feel feels felt seem seems
 seemed want wants wanted given based due since well
+value values valued care cares cared suit suits suited fan fans known offer offers offering deliver delivers
+delivering try tries give gives usual usually exactly look looks drawn rather outside
 """.split()
 )
 
@@ -79,7 +81,7 @@ class SplitterExtractor:
     def __init__(self, cfg: ExtractorConfig) -> None:
         cfg.validate()
         self.n_phrases = cfg.n_phrases
-        self.identity = "splitter:v1"
+        self.identity = "splitter:v2"
 
     def extract(self, kind: str, docs: list[list[str]], progress: bool = False) -> list[list[str] | None]:
         """Ranked phrases per entity; ``kind`` and ``progress`` are accepted for the protocol and unused."""

@@ -42,7 +42,9 @@ class TokenizerTrainConfig:
     batch_size: int = 1024  # training edges per step (BPR with one sampled negative each)
     text_batch_size: int = 256  # text pairs per step for the macro InfoNCE (in-batch negatives)
     micro_batch_size: int = 256  # entities per step for the micro reconstruction
-    continuous_weight: float = 1.0  # BPR on the pre-quantisation vectors too (keeps the continuous baseline honest)
+    # Extra BPR on the pre-quantisation vectors (not in the paper). Off by default: on the planted synthetic data
+    # it drowns the micro supervision (user micro-token intent probe AUC 0.63 -> 0.52 at beta=5).
+    continuous_weight: float = 0.0
     l2: float = 1e-4  # L2 on the batch's ID embeddings
     max_epochs: int = 60
     patience: int = 5  # early stopping on validation HitRatio@k

@@ -31,6 +31,7 @@ from beatrec.data.split import SplitConfig, ZeroShotSplit, make_zero_shot_split,
 from beatrec.extract.base import ExtractorConfig, PhraseExtractor, make_extractor
 from beatrec.extract.cache import extract_phrases
 from beatrec.metrics.ranking import evaluate_scores, interaction_matrix
+from beatrec.runtime import torch_threads
 from beatrec.text_encoder import TextEncoder, TextEncoderConfig
 from beatrec.tokenizer.codebook import codebook_usage
 from beatrec.tokenizer.config import TokenizerModelConfig, TokenizerTrainConfig
@@ -129,8 +130,21 @@ def run_tokenize(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, out / "config.yaml")
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    with torch_threads(cfg.train.threads):
+        return _run(Path(data_dir), out, cfg, progress, encoder, extractor, dataset, t_start, timings)
+
+
+def _run(
+    data_dir: Path,
+    out: Path,
+    cfg: TokenizeConfig,
+    progress: bool,
+    encoder: TextEncoder | None,
+    extractor: PhraseExtractor | None,
+    dataset: XRecDataset | None,
+    t_start: float,
+    timings: dict[str, float],
+) -> TokenizeResult:
     torch.manual_seed(cfg.train.seed)
 
     def log(msg: str) -> None:

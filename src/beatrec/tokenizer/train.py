@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from beatrec.metrics.ranking import RankingMetrics, evaluate_scores
+from beatrec.runtime import torch_threads
 from beatrec.tokenizer.codebook import codebook_usage
 from beatrec.tokenizer.config import TokenizerTrainConfig
 from beatrec.tokenizer.micro import choose_mask
@@ -106,8 +107,11 @@ def train_tokenizer(
     model: BehaviorTokenizer, data: TokenizerData, cfg: TokenizerTrainConfig, progress: bool = True
 ) -> TrainResult:
     """Train in place; on return ``model`` holds the weights of the best validation epoch."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    with torch_threads(cfg.threads):
+        return _train(model, data, cfg, progress)
+
+
+def _train(model: BehaviorTokenizer, data: TokenizerData, cfg: TokenizerTrainConfig, progress: bool) -> TrainResult:
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)

@@ -1,0 +1,24 @@
+"""Process-level runtime settings shared by every training loop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` intra-op torch threads (0 = leave the current setting), then restore it.
+
+    With one thread, CPU training is bit-for-bit reproducible under a seed; with several, BLAS may order
+    floating-point reductions differently from run to run.
+    """
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
