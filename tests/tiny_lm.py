@@ -15,7 +15,7 @@ _CORPUS = [
 ]
 
 
-def save_tiny_lm(path: Path, pad_token: bool = True, seed: int = 0) -> Path:
+def save_tiny_lm(path: Path, pad_token: bool = True, seed: int = 0, hidden: int = 32) -> Path:
     """Write a 2-layer, width-32 LlamaForCausalLM and a ~300-token BPE tokenizer (with chat template) to ``path``."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -43,8 +43,8 @@ def save_tiny_lm(path: Path, pad_token: bool = True, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     cfg = LlamaConfig(
         vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
         num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=1,

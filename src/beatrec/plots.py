@@ -48,3 +48,19 @@ def plot_codebook_usage(codes: dict[str, torch.Tensor], n_codes: int, path: Path
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_align_curves(history: pd.DataFrame, path: Path) -> None:
+    """Stage-2 training: explanation NLL and SAR against optimizer steps."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    a.plot(history["step"], history["nll"], marker="o", ms=3)
+    a.set_xlabel("step")
+    a.set_ylabel("mean explanation NLL (nats/token)")
+    a.set_title("NLL")
+    b.plot(history["step"], history["sar"], marker="o", ms=3, color="tab:orange")
+    b.set_xlabel("step")
+    b.set_ylabel("SAR (eq. 11)")
+    b.set_title("Semantic Alignment Regularization")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

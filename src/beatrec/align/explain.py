@@ -1,0 +1,105 @@
+"""Loading a stage-2 run and explaining pairs (``beatrec explain``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+import pandas as pd
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from beatrec.align.config import AlignConfig
+from beatrec.align.generate import generate_explanations
+from beatrec.align.model import BehaviorLM
+from beatrec.align.prompt import PromptBuilder
+from beatrec.align.train import ALIGN_DIR, WEIGHTS
+from beatrec.align.vocab import BehaviorVocab
+from beatrec.config import load_yaml
+from beatrec.errors import DataError, RunError
+from beatrec.lm import load_causal_lm
+
+
+class Aligned(NamedTuple):
+    model: BehaviorLM
+    tok: PreTrainedTokenizerBase
+    builder: PromptBuilder
+    cfg: AlignConfig
+    titles: dict[int, str]  # item id -> title (from the dataset's text rows)
+
+
+def load_aligned(run: str | Path, overrides: list[str] | None = None) -> Aligned:
+    """Rebuild the stage-2 model of ``run`` (stage-1 vocabulary + frozen LM + trained projector).
+
+    Raises RunError when stage-1 or stage-2 artifacts are missing, or when the configured LM does not match
+    the one the projector was trained for.
+    """
+    from safetensors.torch import load_file
+
+    run = Path(run)
+    vocab = BehaviorVocab.from_run(run)
+    adir = run / ALIGN_DIR
+    missing = [f for f in ("config.yaml", "meta.json", WEIGHTS) if not (adir / f).is_file()]
+    if missing:
+        raise RunError(f"{run}: no stage-2 artifacts ({', '.join(missing)} missing in {adir}); run `beatrec align` first")
+    cfg = load_yaml(AlignConfig, adir / "config.yaml", overrides)
+    meta = json.loads((adir / "meta.json").read_text())
+    lm, tok = load_causal_lm(cfg.lm)
+    emb = lm.get_input_embeddings()
+    if emb.embedding_dim != meta["lm_width"] or emb.num_embeddings != meta["lm_vocab"]:
+        raise RunError(
+            f"LM mismatch: {cfg.lm.name} has width {emb.embedding_dim} and vocabulary {emb.num_embeddings}, but the "
+            f"projector in {adir} was trained for {meta['lm']} (width {meta['lm_width']}, vocabulary {meta['lm_vocab']})"
+        )
+    model = BehaviorLM(lm, vocab, cfg.model)
+    try:
+        state = load_file(str(adir / WEIGHTS))
+    except Exception as e:
+        raise RunError(f"{adir / WEIGHTS}: cannot be read ({e})") from e
+    own = dict(model.named_parameters())
+    bad = [k for k in state if k not in own or own[k].shape != state[k].shape]
+    if bad or not any(k.startswith("projector.") for k in state):
+        raise RunError(f"{adir / WEIGHTS}: does not fit this model (unexpected or mis-shaped: {bad[:3]})")
+    with torch.no_grad():
+        for k, v in state.items():
+            own[k].copy_(v)
+    model.eval()
+    titles = _titles(Path(meta["data"]))
+    return Aligned(model, tok, PromptBuilder(tok, model.n_side_slots, model.n_side_slots), cfg, titles)
+
+
+def _titles(data: Path) -> dict[int, str]:
+    """Item titles from the dataset's text files (empty when the dataset is no longer there)."""
+    out: dict[int, str] = {}
+    for name in ("explanations.jsonl", "test.jsonl"):
+        p = data / name
+        if p.is_file():
+            rows = pd.read_json(p, lines=True, dtype={"iid": "int64"})
+            if {"iid", "title"} <= set(rows.columns):
+                out.update(dict(zip(rows["iid"].astype(int), rows["title"].astype(str), strict=True)))
+    return out
+
+
+def check_pairs(a: Aligned, pairs: list[dict], source: str) -> list[dict]:
+    """Validate ids and fill titles; DataError names the row of ``source`` and the problem."""
+    v = a.model.vocab
+    out = []
+    for row, p in enumerate(pairs, start=1):
+        for key, n, what in (("uid", v.n_users, "user"), ("iid", v.n_items, "item")):
+            if key not in p:
+                raise DataError(source, f"missing column {key!r}", row)
+            try:
+                val = int(p[key])
+            except (TypeError, ValueError):
+                raise DataError(source, f"{key} {p[key]!r} is not an integer id", row) from None
+            if not 0 <= val < n:
+                raise DataError(source, f"unknown {what} id {val} (the run has {what}s 0..{n - 1})", row)
+        title = p.get("title") or a.titles.get(int(p["iid"]), "")
+        out.append({"uid": int(p["uid"]), "iid": int(p["iid"]), "title": str(title)})
+    return out
+
+
+def explain(a: Aligned, pairs: list[dict], progress: bool = False) -> list[str]:
+    """Explanations for validated pairs (see :func:`check_pairs`)."""
+    return generate_explanations(a.model, a.tok, a.builder, pairs, a.cfg.generate, a.cfg.model.max_words, progress)

@@ -1,0 +1,86 @@
+"""The stage-1 behavior vocabulary as stage 2 reads it: token ids per entity and the codebook vectors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from beatrec.errors import RunError
+
+STAGE1_FILES = ("user_tokens.parquet", "item_tokens.parquet", "codebooks.safetensors")
+
+
+def _read_tokens(path: Path) -> np.ndarray:
+    """(n, 1+N) int64 codes indexed by entity id (ids are 0..n-1 in order)."""
+    frame = pd.read_parquet(path)
+    cols = ["macro"] + sorted((c for c in frame.columns if c.startswith("micro_")), key=lambda c: int(c[6:]))
+    if "id" not in frame.columns or "macro" not in frame.columns or len(cols) < 2:
+        raise RunError(f"{path}: not a behavior-token table (needs columns id, macro, micro_1..N)")
+    ids = frame["id"].to_numpy()
+    if not np.array_equal(ids, np.arange(len(frame))):
+        raise RunError(f"{path}: ids must be 0..{len(frame) - 1} in order")
+    return frame[cols].to_numpy(np.int64)
+
+
+class BehaviorVocab(nn.Module):
+    """Codes of every user and item plus the four codebooks (user/item × macro/micro).
+
+    ``vectors(side, ids)`` returns the codeword vectors of the entities' tokens, (B, 1+N, C). The codebooks are
+    parameters: frozen unless stage 2 is configured to fine-tune them.
+    """
+
+    def __init__(self, user_codes: np.ndarray, item_codes: np.ndarray, books: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.register_buffer("user_codes", torch.from_numpy(user_codes.copy()), persistent=False)
+        self.register_buffer("item_codes", torch.from_numpy(item_codes.copy()), persistent=False)
+        self.books = nn.ParameterDict({k: nn.Parameter(v.clone().float(), requires_grad=False) for k, v in books.items()})
+        self.n_micro = user_codes.shape[1] - 1
+        self.code_dim = books["user_macro"].shape[1]
+
+    @classmethod
+    def from_run(cls, run: str | Path) -> BehaviorVocab:
+        """Load from a ``beatrec tokenize`` run directory (clear error when stage-1 artifacts are missing)."""
+        from safetensors.torch import load_file
+
+        run = Path(run)
+        missing = [f for f in STAGE1_FILES if not (run / f).is_file()]
+        if missing:
+            raise RunError(f"{run}: no stage-1 artifacts ({', '.join(missing)} missing); run `beatrec tokenize` first")
+        try:
+            books = load_file(str(run / "codebooks.safetensors"))
+        except Exception as e:  # safetensors raises its own error types on a corrupt file
+            raise RunError(f"{run / 'codebooks.safetensors'}: cannot be read ({e})") from e
+        need = {"user_macro", "user_micro", "item_macro", "item_micro"}
+        if not need <= set(books):
+            raise RunError(f"{run / 'codebooks.safetensors'}: missing codebooks {sorted(need - set(books))}")
+        return cls(_read_tokens(run / "user_tokens.parquet"), _read_tokens(run / "item_tokens.parquet"), books)
+
+    @property
+    def n_users(self) -> int:
+        return int(self.user_codes.shape[0])
+
+    @property
+    def n_items(self) -> int:
+        return int(self.item_codes.shape[0])
+
+    def codes(self, side: str, ids: torch.Tensor) -> torch.Tensor:
+        """(B,) ids -> (B, 1+N) token ids."""
+        return (self.user_codes if side == "user" else self.item_codes)[ids]
+
+    def lookup(self, side: str, codes: torch.Tensor) -> torch.Tensor:
+        """(B, 1+N) token ids -> (B, 1+N, C) codeword vectors."""
+        macro = self.books[f"{side}_macro"][codes[:, :1]]
+        micro = self.books[f"{side}_micro"][codes[:, 1:]]
+        return torch.cat([macro, micro], dim=1)
+
+    def vectors(self, side: str, ids: torch.Tensor) -> torch.Tensor:
+        """(B,) ids -> (B, 1+N, C)."""
+        return self.lookup(side, self.codes(side, ids))
+
+    def set_trainable(self, flag: bool) -> None:
+        for p in self.books.values():
+            p.requires_grad_(flag)
