@@ -152,20 +152,19 @@ def test_training_never_reads_heldout_users_texts(stage1: tuple[Path, Path, Path
 
     data, run, lm_dir = stage1
     split = json.loads((run / "split.json").read_text())
-    held = set(split["val_users"]) | set(split["test_users"])
-    seen: list[int] = []
+    trained, validated = set(), set()
     real = T.collate_train
 
     def spy(builder, rows, **kw):  # noqa: ANN001, ANN003
+        # training batches are collated with gradients on; validation batches under no_grad
+        (trained if torch.is_grad_enabled() else validated).update(int(r["uid"]) for r in rows)
         return real(builder, rows, **kw)
 
-    monkeypatch.setattr(T, "pair_records", lambda frame: (seen.extend(frame["uid"].tolist()), T.pd.DataFrame.to_dict(frame[["uid", "iid", "title", "explanation"]], "records"))[1])
-    T.train_align(run, data, align_cfg(lm_dir, max_steps=1), progress=False)
-    train_part = seen[: len(seen)]  # both calls recorded: training pairs first
-    assert held and set(split["train_users"]) & set(train_part)
-    # the first pair_records call is the training pairs: none of them is a held-out user
-    n_train = sum(1 for u in seen if u not in held)
-    assert not set(seen[:n_train]) & held
+    monkeypatch.setattr(T, "collate_train", spy)
+    T.train_align(run, data, align_cfg(lm_dir, max_steps=0, epochs=1, val_pairs=0), progress=False)
+    assert trained and trained <= set(split["train_users"])
+    assert validated and validated <= set(split["val_users"])  # validation reads only validation users
+    assert not (trained | validated) & set(split["test_users"])
 
 
 def test_generation_and_explain_cli(stage1: tuple[Path, Path, Path], tmp_path: Path,

@@ -45,7 +45,20 @@ class BehaviorLM(nn.Module):
         self.parts = slot_parts(vocab.n_micro, cfg)
         width = lm.get_input_embeddings().embedding_dim
         self.projector = Projector(vocab.code_dim, width, cfg.projector_hidden, 2 * len(self.parts))
+        self._match_embedding_scale()
         self.generator = torch.Generator().manual_seed(seed)  # SAR pair sampling
+
+    @torch.no_grad()
+    def _match_embedding_scale(self) -> None:
+        """Scale the projector's last layer so projected tokens start at the spread of the LM's own input
+        embeddings (soft tokens far larger than any word embedding derail a frozen LM)."""
+        books = torch.cat([b for b in self.vocab.books.values()])  # (K·4, C)
+        out = self.projector.mlp(books.float())
+        target = self.lm.get_input_embeddings().weight.float().std()
+        factor = target / out.std().clamp_min(1e-8)
+        last = self.projector.mlp[-1]
+        last.weight.mul_(factor)
+        last.bias.mul_(factor)
 
     @property
     def n_side_slots(self) -> int:
