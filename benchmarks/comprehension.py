@@ -157,13 +157,24 @@ def main() -> None:
     ]
     args.report.write_text("\n".join(lines) + "\n")
     draw = np.sort(np.random.default_rng(12345).choice(len(pairs), min(10, len(pairs)), replace=False))
-    s = ["# Sample explanations for zero-shot test users", "",
-         f"Ten test pairs drawn with `numpy.random.default_rng(12345)`; run: `{command}`.", ""]
-    for i in draw:
+    pe, re_ = enc.encode([preds[int(i)] for i in draw]), enc.encode([refs[int(i)] for i in draw])
+    cos = (pe * re_).sum(1) / (np.linalg.norm(pe, axis=1) * np.linalg.norm(re_, axis=1)).clip(1e-12)
+    full = args.out / "explanations_samples_with_references.md"
+    head = [f"Ten test pairs drawn with `numpy.random.default_rng(12345)`; run: `{command}`.", ""]
+    s = ["# Sample explanations for zero-shot test users", "", *head,
+         "The references are the dataset's own text and stay out of the repository (DESIGN: nothing from",
+         "`../shared/data` is committed): the same command writes this file with each reference beside its",
+         f"explanation to `{os.path.relpath(full, ROOT)}`. `cos` = MiniLM cosine of explanation and reference.", "",
+         "| user | item | beatrec explanation (zero-shot user) | cos |", "|---|---|---|---|"]
+    side = ["# Sample explanations beside their references (not for the repository)", "", *head]
+    for j, i in enumerate(draw):
         r = test.iloc[int(i)]
-        s += [f"## user {r.uid}, item {r.iid}: {r.title}", "", f"- **beatrec:** {preds[int(i)]}",
-              f"- **reference:** {r.explanation}", ""]
-    args.samples.write_text("\n".join(s))
+        cell = preds[int(i)].replace("|", "/")
+        s.append(f"| {r.uid} | {r.iid} | {cell} | {cos[j]:.2f} |")
+        side += [f"## user {r.uid}, item {r.iid}: {r.title}", "", f"- **beatrec:** {preds[int(i)]}",
+                 f"- **reference:** {r.explanation}", ""]
+    args.samples.write_text("\n".join(s) + "\n")
+    full.write_text("\n".join(side) + "\n")
     (args.out / "test_predictions.jsonl").write_text(
         "".join(json.dumps({"uid": p["uid"], "iid": p["iid"], "prediction": x}) + "\n" for p, x in zip(pairs, preds, strict=True)))
     print(json.dumps(scores, indent=2))

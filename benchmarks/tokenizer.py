@@ -178,6 +178,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "tokenizer.md")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--reuse", action="store_true",
+                    help="take a dataset's result from RUNS/<name>.result.json when an earlier run left one")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--scale-one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--full-epoch", action="store_true", help=argparse.SUPPRESS)
@@ -196,6 +198,10 @@ def main() -> None:
     me = [sys.executable, str(Path(__file__).resolve())]
     for ds in args.datasets:
         sets = [x for o in args.overrides for x in ("--set", o)]
+        saved = args.runs / f"{ds}.result.json"
+        if args.reuse and saved.is_file():
+            results.append(json.loads(saved.read_text()))
+            continue
         results.append(child(me + ["--one", ds, "--runs", str(args.runs)] + sets, args.runs / f"{ds}.log"))
         (args.runs / f"{ds}.result.json").write_text(json.dumps(results[-1]))
         write_report(results, scaling, args.out, command, args.overrides)

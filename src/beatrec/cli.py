@@ -5,6 +5,10 @@
     beatrec tokenize --data DIR --out RUN [--config FILE] [--set section.key=value ...]
     beatrec align --data DIR --run RUN [--config FILE] [--set ...]   # BEAT stage 2 (torchrun/accelerate ok)
     beatrec explain --run RUN --user U --item I | --pairs FILE --out FILE
+    beatrec evaluate --data DIR --run RUN [--predictions FILE] [--out DIR]   # explanation metrics + floor
+    beatrec baseline --data DIR --run RUN --method floor|retrieval|idgen|itemtext|continuous|xrec --out FILE
+    beatrec seqrec train --data DIR --model eager|sasrec|tiger --out RUN [--config FILE] [--set ...]
+    beatrec seqrec evaluate --run RUN [--data DIR]
 
 Every bad input ends with one line ``error: <file, line: problem>`` on stderr and exit status 2.
 """
@@ -136,6 +140,69 @@ def cmd_explain(args: argparse.Namespace) -> None:
     print(f"wrote {len(preds)} explanations to {args.out}")
 
 
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from beatrec.config import load_yaml
+    from beatrec.evaluate import EvaluateConfig, evaluate_run
+
+    sets = [*args.overrides, *(f"score.{k}=false" for k in ("bertscore", "lm_score", "specificity")
+                               if getattr(args, f"no_{k}"))]
+    cfg = load_yaml(EvaluateConfig, args.config, sets)
+    res = evaluate_run(args.data, args.run, args.predictions, args.out, cfg, args.name, progress=not args.quiet)
+    from beatrec.metrics.explanations import markdown_table
+
+    print(res.report.summary())
+    print(markdown_table([(res.report.name, res.report.scores), ("floor (random training explanation)",
+                                                                 res.report.floor)]))
+    print(f"wrote {res.out_dir / 'metrics.json'} and {res.out_dir / 'metrics.md'}")
+
+
+def cmd_baseline(args: argparse.Namespace) -> None:
+    from beatrec.baselines.registry import BaselineConfig, run_baseline
+    from beatrec.config import load_yaml
+    from beatrec.predictions import write_predictions
+
+    cfg = load_yaml(BaselineConfig, args.config, args.overrides)
+    out = run_baseline(args.method, args.data, args.run, cfg, progress=not args.quiet)
+    p = out.predictions
+    write_predictions(args.out, p["uid"].tolist(), p["iid"].tolist(), p["prediction"].tolist())
+    cov = f" ({len(p)} of {out.info['pairs_asked']} test pairs covered)" if len(p) < out.info["pairs_asked"] else ""
+    print(f"wrote {len(p)} {args.method} predictions to {args.out}{cov}; "
+          f"score them with `beatrec evaluate --data {args.data} --run {args.run} --predictions {args.out}`")
+
+
+def cmd_seqrec_train(args: argparse.Namespace) -> None:
+    from beatrec.seqrec.train import load_seqrec_config, train_run
+
+    cfg = load_seqrec_config(args.model, args.config, args.overrides)
+    train_run(args.data, args.out, cfg, progress=not args.quiet)
+
+
+def cmd_seqrec_evaluate(args: argparse.Namespace) -> None:
+    import json
+
+    from beatrec.seqrec.train import evaluate_run
+
+    result = evaluate_run(args.run, args.data, progress=not args.quiet)
+    print(json.dumps({"model": result["model"], **result["test"]}))
+
+
+def _add_seqrec(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("seqrec", help="generative sequential recommendation: EAGER and its baselines")
+    ssub = p.add_subparsers(dest="seqrec_command", required=True)
+    t = ssub.add_parser("train", help="train EAGER, SASRec or the TIGER-style baseline (leave-one-out)")
+    t.add_argument("--data", type=Path, required=True,
+                   help="dataset directory (<Name>.txt or <Name>.inter.json, optional item_text.tsv)")
+    t.add_argument("--model", choices=("eager", "sasrec", "tiger"), default="eager")
+    t.add_argument("--out", type=Path, required=True, help="run directory to write")
+    _add_config_args(t)
+    t.set_defaults(func=cmd_seqrec_train)
+    e = ssub.add_parser("evaluate", help="test Recall/NDCG@5/10 of a trained run (writes RUN/evaluation.json)")
+    e.add_argument("--run", type=Path, required=True)
+    e.add_argument("--data", type=Path, help="the dataset directory, if it moved since training")
+    e.add_argument("--quiet", action="store_true", help="no progress messages")
+    e.set_defaults(func=cmd_seqrec_evaluate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="beatrec", description="LLM-based recommendation with behavior tokens.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -175,6 +242,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="jsonl to write (uid, iid, prediction)")
     _add_config_args(p)
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("evaluate", help="score explanations on the zero-shot test pairs (metrics.json, metrics.md)")
+    p.add_argument("--data", type=Path, required=True, help="the dataset directory of the run")
+    p.add_argument("--run", type=Path, required=True, help="a run directory (split.json; align/ to generate)")
+    p.add_argument("--predictions", type=Path, help="jsonl of uid, iid, prediction (default: "
+                   "RUN/test_predictions.jsonl, else generated with the run's stage-2 model)")
+    p.add_argument("--out", type=Path, help="output directory (default RUN/eval/NAME)")
+    p.add_argument("--name", help="method name in the table (default: the predictions file's stem)")
+    for k, what in (("bertscore", "BERTScore-MiniLM"), ("lm-score", "LM-score (loads the LM)"),
+                    ("specificity", "specificity")):
+        p.add_argument(f"--no-{k}", action="store_true", help=f"skip {what}")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("baseline", help="predict test-pair explanations with a baseline (score with `evaluate`)")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--run", type=Path, required=True, help="a `beatrec tokenize` run directory")
+    p.add_argument("--method", required=True, choices=["floor", "retrieval", "idgen", "itemtext", "continuous", "xrec"])
+    p.add_argument("--out", type=Path, required=True, help="jsonl to write (uid, iid, prediction)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_baseline)
+
+    _add_seqrec(sub)
     return ap
 
 

@@ -21,6 +21,8 @@ class AlignModelConfig:
         train_codebooks: also fine-tune the stage-1 codebook vectors (else only the projector trains).
         max_words: explanations are capped at this many words (training targets and generations).
         max_target_tokens: hard cap on explanation tokens in training.
+        source: what fills the slots: ``"tokens"`` (BEAT's behavior tokens) or ``"continuous"`` (the stage-1
+            LightGCN vectors, cut into the same 1+N parts, unquantised: the XRec-style baseline).
     """
 
     use_macro: bool = True
@@ -32,8 +34,11 @@ class AlignModelConfig:
     train_codebooks: bool = False
     max_words: int = 50
     max_target_tokens: int = 96
+    source: str = "tokens"
 
     def validate(self) -> None:
+        check(self.source in ("tokens", "continuous"),
+              f"model.source must be 'tokens' or 'continuous', got {self.source!r}")
         check(self.use_macro or self.use_micro, "model.use_macro and model.use_micro cannot both be false")
         check(self.gamma >= 0, f"model.gamma must be >= 0, got {self.gamma}")
         check(self.sar_pairs >= 1, f"model.sar_pairs must be >= 1, got {self.sar_pairs}")

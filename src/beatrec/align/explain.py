@@ -15,7 +15,7 @@ from beatrec.align.generate import generate_explanations
 from beatrec.align.model import BehaviorLM
 from beatrec.align.prompt import PromptBuilder
 from beatrec.align.train import ALIGN_DIR, WEIGHTS
-from beatrec.align.vocab import BehaviorVocab
+from beatrec.align.vocab import STAGE1_FILES, load_source
 from beatrec.config import load_yaml
 from beatrec.errors import DataError, RunError
 from beatrec.lm import load_causal_lm
@@ -29,8 +29,8 @@ class Aligned(NamedTuple):
     titles: dict[int, str]  # item id -> title (from the dataset's text rows)
 
 
-def load_aligned(run: str | Path, overrides: list[str] | None = None) -> Aligned:
-    """Rebuild the stage-2 model of ``run`` (stage-1 vocabulary + frozen LM + trained projector).
+def load_aligned(run: str | Path, overrides: list[str] | None = None, subdir: str = ALIGN_DIR) -> Aligned:
+    """Rebuild the stage-2 model of ``run/subdir`` (stage-1 vocabulary + frozen LM + trained projector).
 
     Raises RunError when stage-1 or stage-2 artifacts are missing, or when the configured LM does not match
     the one the projector was trained for.
@@ -38,13 +38,16 @@ def load_aligned(run: str | Path, overrides: list[str] | None = None) -> Aligned
     from safetensors.torch import load_file
 
     run = Path(run)
-    vocab = BehaviorVocab.from_run(run)
-    adir = run / ALIGN_DIR
+    missing = [f for f in STAGE1_FILES if not (run / f).is_file()]
+    if missing:
+        raise RunError(f"{run}: no stage-1 artifacts ({', '.join(missing)} missing); run `beatrec tokenize` first")
+    adir = run / subdir
     missing = [f for f in ("config.yaml", "meta.json", WEIGHTS) if not (adir / f).is_file()]
     if missing:
         raise RunError(f"{run}: no stage-2 artifacts ({', '.join(missing)} missing in {adir}); run `beatrec align` first")
     cfg = load_yaml(AlignConfig, adir / "config.yaml", overrides)
     meta = json.loads((adir / "meta.json").read_text())
+    vocab = load_source(run, cfg.model.source, meta.get("data"))
     lm, tok = load_causal_lm(cfg.lm)
     emb = lm.get_input_embeddings()
     if emb.embedding_dim != meta["lm_width"] or emb.num_embeddings != meta["lm_vocab"]:

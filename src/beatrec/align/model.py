@@ -31,11 +31,14 @@ class BehaviorLM(nn.Module):
 
     Args:
         lm: a Hugging Face causal LM; all its parameters are frozen here.
-        vocab: the stage-1 behavior vocabulary.
+        vocab: what fills the slots: the stage-1 behavior vocabulary (BEAT), or any module with the same
+            interface (``n_micro``, ``code_dim``, ``vectors(side, ids) -> (B, 1+N, C)``, ``scale_sample()``,
+            ``set_trainable(flag)``), e.g. :class:`~beatrec.align.continuous.ContinuousVectors` (XRec-style).
         cfg: model switches.
     """
 
-    def __init__(self, lm: PreTrainedModel, vocab: BehaviorVocab, cfg: AlignModelConfig, seed: int = 0) -> None:
+    def __init__(self, lm: PreTrainedModel, vocab: BehaviorVocab | nn.Module, cfg: AlignModelConfig,
+                 seed: int = 0) -> None:
         super().__init__()
         self.lm, self.vocab, self.cfg = lm, vocab, cfg
         for p in self.lm.parameters():
@@ -52,8 +55,8 @@ class BehaviorLM(nn.Module):
     def _match_embedding_scale(self) -> None:
         """Scale the projector's last layer so projected tokens start at the spread of the LM's own input
         embeddings (soft tokens far larger than any word embedding derail a frozen LM)."""
-        books = torch.cat([b for b in self.vocab.books.values()])  # (K·4, C)
-        out = self.projector.mlp(books.float())
+        sample = self.vocab.scale_sample()  # (K, C): every codeword, or a sample of continuous parts
+        out = self.projector.mlp(sample.float())
         target = self.lm.get_input_embeddings().weight.float().std()
         factor = target / out.std().clamp_min(1e-8)
         last = self.projector.mlp[-1]

@@ -22,7 +22,7 @@ from beatrec.align.batch import collate_train
 from beatrec.align.config import AlignConfig
 from beatrec.align.model import BehaviorLM
 from beatrec.align.prompt import PromptBuilder
-from beatrec.align.vocab import BehaviorVocab
+from beatrec.align.vocab import BehaviorVocab, load_source
 from beatrec.config import save_yaml
 from beatrec.data.dataset import XRecDataset, load_dataset
 from beatrec.data.split import ZeroShotSplit, eval_pairs, training_texts
@@ -66,12 +66,18 @@ def mean_nll(model: BehaviorLM, loader: DataLoader, accelerator) -> float:  # no
     return float(tot[0] / tot[1].clamp_min(1))
 
 
-def train_align(run: str | Path, data: str | Path, cfg: AlignConfig, progress: bool = True) -> AlignResult:
+def train_align(run: str | Path, data: str | Path, cfg: AlignConfig, progress: bool = True,
+                subdir: str = ALIGN_DIR) -> AlignResult:
+    """Train stage 2 on the stage-1 run ``run`` and write ``run/subdir`` (default ``align/``).
+
+    A different ``subdir`` keeps several stage-2 variants (ablations, the continuous baseline) beside one
+    stage-1 run; :func:`beatrec.align.explain.load_aligned` reads them back with the same ``subdir``.
+    """
     with torch_threads(cfg.train.threads):
-        return _train(Path(run), Path(data), cfg, progress)
+        return _train(Path(run), Path(data), cfg, progress, subdir)
 
 
-def _train(run: Path, data: Path, cfg: AlignConfig, progress: bool) -> AlignResult:
+def _train(run: Path, data: Path, cfg: AlignConfig, progress: bool, subdir: str = ALIGN_DIR) -> AlignResult:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from safetensors.torch import save_file
@@ -84,7 +90,7 @@ def _train(run: Path, data: Path, cfg: AlignConfig, progress: bool) -> AlignResu
 
     if not (run / "split.json").is_file():
         raise RunError(f"{run}: no split.json; run `beatrec tokenize --data {data} --out {run}` first")
-    vocab = BehaviorVocab.from_run(run)
+    vocab = load_source(run, cfg.model.source, data)
     ds = load_dataset(data)
     check_vocab_matches(vocab, ds, run)
     split = ZeroShotSplit.load(run / "split.json")
@@ -150,7 +156,7 @@ def _train(run: Path, data: Path, cfg: AlignConfig, progress: bool) -> AlignResu
             break
     bar.close()
     train_s = time.perf_counter() - t0
-    out_dir = run / ALIGN_DIR
+    out_dir = run / subdir
     hist = pd.DataFrame(history)
     accelerator.wait_for_everyone()
     if cfg.train.rank_weights:
@@ -166,7 +172,7 @@ def _train(run: Path, data: Path, cfg: AlignConfig, progress: bool) -> AlignResu
         emb = lm.get_input_embeddings()
         meta = {"data": str(data.resolve()), "lm": cfg.lm.name, "lm_width": emb.embedding_dim,
                 "lm_vocab": emb.num_embeddings, "n_users": vocab.n_users, "n_items": vocab.n_items,
-                "n_micro": vocab.n_micro, "code_dim": vocab.code_dim}
+                "n_micro": vocab.n_micro, "code_dim": vocab.code_dim, "source": cfg.model.source}
         (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
         hist.to_csv(out_dir / "history.csv", index=False)
         metrics = {"train_pairs": len(train_rows), "val_pairs": len(val_rows), "steps": step,

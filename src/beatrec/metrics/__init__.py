@@ -1,1 +1,1 @@
-"""Evaluation metrics: ranking (HR, NDCG, Recall) and, later, text metrics."""
+"""Evaluation metrics: ranking (HR, NDCG, Recall) and explanation text metrics (see metrics.explanations)."""

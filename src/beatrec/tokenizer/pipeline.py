@@ -6,7 +6,8 @@ Stages, each handing off artifacts on disk (DESIGN.md house style 5):
      ``phrases_users.jsonl`` / ``phrases_items.jsonl`` in the run);
   3. frozen text encoder: macro texts and phrases -> embeddings (cached on disk, keyed by hashes);
   4. LightGCN + VQ training with early stopping on validation HR@k;
-  5. tokens (Parquet), weights and codebooks (safetensors), ``metrics.json``, ``history.csv``, plots.
+  5. tokens (Parquet), weights, codebooks and continuous LightGCN vectors (safetensors), ``metrics.json``,
+     ``history.csv``, plots.
 
 No row of a validation or test user is passed to steps 2–4 (see :func:`beatrec.data.split.training_texts`).
 """
@@ -35,6 +36,7 @@ from beatrec.runtime import torch_threads
 from beatrec.text_encoder import TextEncoder, TextEncoderConfig
 from beatrec.tokenizer.codebook import codebook_usage
 from beatrec.tokenizer.config import TokenizerModelConfig, TokenizerTrainConfig
+from beatrec.tokenizer.embeddings import EMBEDDINGS
 from beatrec.tokenizer.graph import normalized_adjacency
 from beatrec.tokenizer.model import BehaviorTokenizer
 from beatrec.tokenizer.train import PhraseTable, TokenizerData, TrainResult, train_tokenizer
@@ -246,6 +248,9 @@ def _run(
     }, str(out / "codebooks.safetensors"))
     save_file({k_: t_.detach().contiguous() for k_, t_ in model.state_dict().items()},
               str(out / "tokenizer.safetensors"))
+    with torch.no_grad():  # continuous LightGCN vectors (eq. 3), for baselines that read vectors, not tokens
+        zu, zi = model.propagate(data.adj)
+    save_file({"user": zu.float().contiguous(), "item": zi.float().contiguous()}, str(out / EMBEDDINGS))
     hist = pd.DataFrame([h._asdict() for h in result.history])
     hist.to_csv(out / "history.csv", index=False)
     timings["artifacts_s"] = time.perf_counter() - t
