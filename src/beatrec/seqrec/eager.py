@@ -1,0 +1,329 @@
+"""EAGER: two-stream generative recommender with behavior-semantic collaboration (Wang et al., KDD 2024,
+arXiv 2406.14017). The TIGER-style baseline is a preset of the same model (:data:`TIGER_PRESET`).
+
+Architecture (paper §3.3):
+  - a shared bidirectional transformer encoder over the user's history of item ids, H = Enc(i_1..i_L);
+  - one transformer decoder per stream s ∈ {behavior, semantic}, trained with teacher forcing to generate the
+    target item's code c^s = (c_1..c_D) (codes: :mod:`beatrec.seqrec.codes`):
+    L_gen^s = -Σ_l log p(c_l | c_<l, H)  (the generation loss);
+  - global contrastive task (§3.4.1): a summary token [SUM] is appended after the code in each decoder; its
+    output h_sum^s is projected and contrasted with the target item's pre-trained embedding e^s (behavior:
+    the SASRec item embedding; semantic: the text-encoder embedding of the title) by in-batch InfoNCE,
+    L_con^s = -log exp(cos(W h_sum, e_i)/τ) / Σ_j exp(cos(W h_sum, e_j)/τ);
+  - semantic-guided transfer task (§3.4.2): an auxiliary decoder reads the behavior code with some positions
+    replaced by [MASK] and cross-attends to the semantic summary h_sum^sem; it (a) reconstructs the masked
+    behavior codes (L_recon, cross-entropy on masked positions) and (b) recognises whether the code and the
+    summary belong to the same item (L_match, binary cross-entropy; negatives: the summaries shuffled in the
+    batch);
+  - total: L = Σ_s L_gen^s + λ_con Σ_s L_con^s + λ_tr (L_recon + L_match).
+Inference (§3.5): trie-constrained beam search in each stream, then a confidence merge of the two ranked
+lists (:func:`beatrec.seqrec.beam.merge_streams`; default: each item's normalised likelihood).
+
+The loss weights λ_con, λ_tr, τ and the mask rate are our defaults, not values taken from the paper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from beatrec.config import check
+from beatrec.seqrec.beam import MERGES, BeamResult, constrained_beam_search, merge_streams
+from beatrec.seqrec.codes import ItemCodes
+from beatrec.seqrec.encoder import ItemSequenceEncoder
+from beatrec.seqrec.trie import Trie
+
+STREAMS = ("behavior", "semantic")
+BOS, SUM, MASK, N_SPECIAL = 0, 1, 2, 3  # special decoder tokens; code tokens follow, offset per level
+
+# ``beatrec seqrec train --model tiger``: a single semantic-code stream, no auxiliary tasks.
+TIGER_PRESET = ("eager.use_behavior=false", "eager.use_contrastive=false", "eager.use_transfer=false")
+
+
+@dataclass
+class EagerConfig:
+    """EAGER architecture, auxiliary tasks and inference. Each switch turns off one part (ablations)."""
+
+    d_model: int = 128
+    n_heads: int = 4
+    enc_layers: int = 2
+    dec_layers: int = 2
+    d_ff: int = 512
+    dropout: float = 0.1
+    use_behavior: bool = True  # behavior-code stream
+    use_semantic: bool = True  # semantic-code stream (off automatically for data without item text)
+    use_contrastive: bool = True  # global contrastive task (summary token + InfoNCE)
+    use_transfer: bool = True  # semantic-guided transfer task (needs both streams; inactive otherwise)
+    contrastive_weight: float = 0.1  # λ_con
+    transfer_weight: float = 0.1  # λ_tr
+    temperature: float = 0.1  # τ of the InfoNCE
+    mask_prob: float = 0.5  # share of behavior-code positions masked for reconstruction (>= 1 per sample)
+    beam_size: int = 20  # per stream
+    merge: str = "likelihood"  # likelihood | entropy (see beam.merge_streams)
+
+    def validate(self) -> None:
+        for name in ("d_model", "n_heads", "enc_layers", "dec_layers", "d_ff", "beam_size"):
+            check(getattr(self, name) >= 1, f"eager.{name} must be >= 1")
+        check(self.d_model % self.n_heads == 0, "eager.d_model must be divisible by eager.n_heads")
+        check(0 <= self.dropout < 1, "eager.dropout must be in [0, 1)")
+        check(self.use_behavior or self.use_semantic, "eager: at least one of use_behavior/use_semantic")
+        check(self.contrastive_weight >= 0 and self.transfer_weight >= 0, "eager loss weights must be >= 0")
+        check(self.temperature > 0, "eager.temperature must be > 0")
+        check(0 < self.mask_prob <= 1, "eager.mask_prob must be in (0, 1]")
+        check(self.merge in MERGES, f"eager.merge must be one of {MERGES}, got {self.merge!r}")
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        return tuple(s for s, on in zip(STREAMS, (self.use_behavior, self.use_semantic), strict=True) if on)
+
+    @property
+    def transfer_active(self) -> bool:
+        return self.use_transfer and self.use_behavior and self.use_semantic
+
+
+def _decoder_stack(d: int, heads: int, ff: int, dropout: float, layers: int) -> nn.TransformerDecoder:
+    layer = nn.TransformerDecoderLayer(d, heads, ff, dropout, activation="gelu", batch_first=True, norm_first=True)
+    return nn.TransformerDecoder(layer, layers)
+
+
+class CodeDecoder(nn.Module):
+    """One stream's decoder: [BOS] c_1 .. c_D [SUM] -> next-code logits per level and the summary state.
+
+    Args:
+        vocab_sizes: code alphabet size of each level (D levels).
+        target_dim: width of the pre-trained embedding the summary is contrasted with (None: no projector).
+    """
+
+    def __init__(self, vocab_sizes: tuple[int, ...], d: int, heads: int, ff: int, dropout: float, layers: int,
+                 target_dim: int | None) -> None:
+        super().__init__()
+        self.vocab_sizes = vocab_sizes
+        self.depth = len(vocab_sizes)
+        self.v_max = max(vocab_sizes)
+        self.register_buffer("offsets", N_SPECIAL + torch.tensor((0, *np.cumsum(vocab_sizes)[:-1].tolist())),
+                             persistent=False)
+        self.tok_emb = nn.Embedding(N_SPECIAL + sum(vocab_sizes), d)
+        self.pos_emb = nn.Embedding(self.depth + 2, d)
+        self.decoder = _decoder_stack(d, heads, ff, dropout, layers)
+        self.norm = nn.LayerNorm(d)
+        self.heads = nn.ModuleList(nn.Linear(d, v) for v in vocab_sizes)
+        self.proj = nn.Linear(d, target_dim) if target_dim else None
+
+    def code_tokens(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (N, t) level values -> (N, t) decoder token ids."""
+        return codes + self.offsets[: codes.shape[1]]
+
+    def _run(self, tokens: torch.Tensor, memory: torch.Tensor, mem_pad: torch.Tensor) -> torch.Tensor:
+        t = tokens.shape[1]
+        x = self.tok_emb(tokens) + self.pos_emb.weight[:t]  # (N, T, d)
+        causal = torch.triu(torch.ones(t, t, dtype=torch.bool, device=tokens.device), 1)
+        h = self.decoder(x, memory, tgt_mask=causal, memory_key_padding_mask=mem_pad)  # (N, T, d)
+        return self.norm(h)
+
+    def forward(self, codes: torch.Tensor, memory: torch.Tensor, mem_pad: torch.Tensor
+                ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Teacher forcing. codes (B, D), memory (B, L, d), mem_pad (B, L) ->
+        (per-level logits [(B, V_l)], summary (B, d))."""
+        b = codes.shape[0]
+        bos = torch.full((b, 1), BOS, dtype=torch.long, device=codes.device)
+        summ = torch.full((b, 1), SUM, dtype=torch.long, device=codes.device)
+        h = self._run(torch.cat([bos, self.code_tokens(codes), summ], 1), memory, mem_pad)  # (B, D+2, d)
+        logits = [head(h[:, lvl]) for lvl, head in enumerate(self.heads)]  # position l predicts c_{l+1}
+        return logits, h[:, self.depth + 1]
+
+    def next_logits_beams(self, prefix: torch.Tensor, memory: torch.Tensor, mem_pad: torch.Tensor) -> torch.Tensor:
+        """Beam-batched next-code logits without copying the memory per beam.
+
+        The b hypotheses of a user are laid side by side in one target sequence of length b·(t+1) with a
+        block-diagonal causal mask, so they cross-attend to the user's memory once (the same arithmetic as
+        :meth:`next_logits` on each hypothesis; the memory's keys and values are computed once per user, not
+        once per beam). prefix (B, b, t), memory (B, L, d), mem_pad (B, L) -> (B, b, v_max).
+        """
+        bsz, nb, t = prefix.shape
+        bos = torch.full((bsz, nb, 1), BOS, dtype=torch.long, device=prefix.device)
+        tok = torch.cat([bos, self.code_tokens(prefix.reshape(bsz * nb, t)).reshape(bsz, nb, t)], 2)
+        x = self.tok_emb(tok) + self.pos_emb.weight[: t + 1]  # (B, b, t+1, d)
+        x = x.reshape(bsz, nb * (t + 1), -1)  # (B, b·(t+1), d)
+        beam_of = torch.arange(nb, device=prefix.device).repeat_interleave(t + 1)  # (b·(t+1),)
+        pos = torch.arange(t + 1, device=prefix.device).repeat(nb)
+        blocked = (beam_of[:, None] != beam_of[None, :]) | (pos[None, :] > pos[:, None])  # True = hidden
+        h = self.norm(self.decoder(x, memory, tgt_mask=blocked, memory_key_padding_mask=mem_pad))
+        last = h.reshape(bsz, nb, t + 1, -1)[:, :, t]  # (B, b, d)
+        logits = self.heads[t](last)  # (B, b, V_t)
+        return F.pad(logits, (0, self.v_max - logits.shape[-1]), value=float("-inf"))
+
+    def next_logits(self, prefix: torch.Tensor, memory: torch.Tensor, mem_pad: torch.Tensor) -> torch.Tensor:
+        """prefix (N, t) codes so far, memory (N, L, d) -> logits of code t+1, (N, v_max) (-inf beyond V_t)."""
+        n, t = prefix.shape
+        bos = torch.full((n, 1), BOS, dtype=torch.long, device=prefix.device)
+        h = self._run(torch.cat([bos, self.code_tokens(prefix)], 1), memory, mem_pad)  # (N, t+1, d)
+        logits = self.heads[t](h[:, t])  # (N, V_t)
+        return F.pad(logits, (0, self.v_max - logits.shape[1]), value=float("-inf"))
+
+
+class TransferDecoder(nn.Module):
+    """Semantic-guided transfer (§3.4.2): [CLS] + (masked) behavior code, cross-attending to the semantic summary.
+
+    Returns per-level reconstruction logits and a match logit (is this code the summary's item?).
+    """
+
+    def __init__(self, vocab_sizes: tuple[int, ...], d: int, heads: int, ff: int, dropout: float, layers: int
+                 ) -> None:
+        super().__init__()
+        self.depth = len(vocab_sizes)
+        self.register_buffer("offsets", N_SPECIAL + torch.tensor((0, *np.cumsum(vocab_sizes)[:-1].tolist())),
+                             persistent=False)
+        self.tok_emb = nn.Embedding(N_SPECIAL + sum(vocab_sizes), d)
+        self.pos_emb = nn.Embedding(self.depth + 1, d)
+        self.decoder = _decoder_stack(d, heads, ff, dropout, layers)
+        self.norm = nn.LayerNorm(d)
+        self.heads = nn.ModuleList(nn.Linear(d, v) for v in vocab_sizes)
+        self.match = nn.Linear(d, 1)
+
+    def forward(self, codes: torch.Tensor, masked: torch.Tensor, summary: torch.Tensor
+                ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """codes (B, D), masked (B, D) bool, summary (B, d) -> ([(B, V_l)] per level, match logit (B,))."""
+        b = codes.shape[0]
+        tok = torch.where(masked, torch.full_like(codes, MASK), codes + self.offsets)  # (B, D)
+        tok = torch.cat([torch.full((b, 1), BOS, dtype=torch.long, device=codes.device), tok], 1)  # (B, D+1)
+        x = self.tok_emb(tok) + self.pos_emb.weight[None]  # (B, D+1, d)
+        h = self.norm(self.decoder(x, summary[:, None]))  # bidirectional self-attention; (B, D+1, d)
+        return [head(h[:, lvl + 1]) for lvl, head in enumerate(self.heads)], self.match(h[:, 0]).squeeze(1)
+
+
+class EagerOutput(NamedTuple):
+    loss: torch.Tensor  # () total
+    gen_behavior: torch.Tensor  # () L_gen, behavior stream (0 when off)
+    gen_semantic: torch.Tensor  # () L_gen, semantic stream
+    con_behavior: torch.Tensor  # () L_con, behavior stream
+    con_semantic: torch.Tensor  # () L_con, semantic stream
+    recon: torch.Tensor  # () masked behavior-code reconstruction
+    match: torch.Tensor  # () code-summary match recognition
+
+
+class Recommendation(NamedTuple):
+    items: torch.Tensor  # (B, k) merged ranking, -1 in empty slots
+    streams: dict[str, BeamResult]  # per-stream beam results
+
+
+def info_nce(z: torch.Tensor, e: torch.Tensor, items: torch.Tensor, tau: float) -> torch.Tensor:
+    """In-batch InfoNCE between z (B, d) and e (B, d) (cosine / τ); other rows of the same item are not negatives."""
+    sim = F.normalize(z, dim=1) @ F.normalize(e, dim=1).t() / tau  # (B, B)
+    same = (items[:, None] == items[None, :]) & ~torch.eye(len(items), dtype=torch.bool, device=z.device)
+    sim = sim.masked_fill(same, float("-inf"))
+    return F.cross_entropy(sim, torch.arange(len(items), device=z.device))
+
+
+class Eager(nn.Module):
+    """The EAGER model over ``n_items`` items.
+
+    Args:
+        n_items: number of items.
+        max_len: longest history.
+        codes: {stream: ItemCodes} for every enabled stream.
+        cfg: the model config.
+        target_dims: {stream: width of its pre-trained item embedding}, for the contrastive projectors.
+    """
+
+    def __init__(self, n_items: int, max_len: int, codes: dict[str, ItemCodes], cfg: EagerConfig,
+                 target_dims: dict[str, int] | None = None) -> None:
+        super().__init__()
+        cfg.validate()
+        self.cfg, self.n_items = cfg, n_items
+        missing = [s for s in cfg.streams if s not in codes]
+        if missing:
+            raise ValueError(f"no item codes for stream(s) {missing}")
+        self.encoder = ItemSequenceEncoder(n_items, cfg.d_model, cfg.n_heads, cfg.enc_layers, cfg.d_ff,
+                                           cfg.dropout, max_len, causal=False)
+        dims = target_dims or {}
+        if cfg.use_contrastive and any(s not in dims for s in cfg.streams):
+            raise ValueError("the contrastive task needs target_dims for every enabled stream")
+        self.decoders = nn.ModuleDict({
+            s: CodeDecoder(codes[s].vocab_sizes, cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.dropout, cfg.dec_layers,
+                           dims.get(s) if cfg.use_contrastive else None)
+            for s in cfg.streams
+        })
+        self.codes = {s: codes[s] for s in cfg.streams}
+        for s in cfg.streams:
+            if codes[s].n_items != n_items:
+                raise ValueError(f"{s} codes cover {codes[s].n_items} items, the model {n_items}")
+            self.register_buffer(f"codes_{s}", torch.from_numpy(codes[s].codes), persistent=False)
+        self.tries = {s: Trie(codes[s].codes, vocab_size=max(codes[s].vocab_sizes)) for s in cfg.streams}
+        self.transfer = (TransferDecoder(codes["behavior"].vocab_sizes, cfg.d_model, cfg.n_heads, cfg.d_ff,
+                                         cfg.dropout, cfg.dec_layers) if cfg.transfer_active else None)
+
+    def item_codes(self, stream: str, items: torch.Tensor) -> torch.Tensor:
+        """items (B,) -> codes (B, D_stream)."""
+        return getattr(self, f"codes_{stream}")[items]
+
+    def forward(self, history: torch.Tensor, target: torch.Tensor,
+                target_emb: dict[str, torch.Tensor] | None = None,
+                generator: torch.Generator | None = None) -> EagerOutput:
+        """Training losses.
+
+        Args:
+            history: (B, L) item ids, right-aligned, PAD = -1.
+            target: (B,) next items.
+            target_emb: {stream: (B, d_s)} pre-trained embeddings of the targets (needed with the contrastive task).
+            generator: RNG of the transfer task's masks and shuffles.
+        """
+        enc = self.encoder(history)  # states (B, L, d), pad (B, L)
+        zero = enc.states.new_zeros(())
+        gen = {s: zero for s in STREAMS}
+        con = {s: zero for s in STREAMS}
+        summaries: dict[str, torch.Tensor] = {}
+        for s in self.cfg.streams:
+            codes = self.item_codes(s, target)  # (B, D)
+            logits, summaries[s] = self.decoders[s](codes, enc.states, enc.pad)  # [(B, V_l)], (B, d)
+            gen[s] = torch.stack([F.cross_entropy(lg, codes[:, lvl]) for lvl, lg in enumerate(logits)]).mean()
+            if self.cfg.use_contrastive:
+                if target_emb is None or s not in target_emb:
+                    raise ValueError(f"the contrastive task needs target_emb['{s}']")
+                con[s] = info_nce(self.decoders[s].proj(summaries[s]), target_emb[s], target, self.cfg.temperature)
+        recon = match = zero
+        if self.transfer is not None:
+            recon, match = self._transfer_losses(target, summaries["semantic"], generator)
+        loss = (sum(gen.values()) + self.cfg.contrastive_weight * sum(con.values())
+                + self.cfg.transfer_weight * (recon + match))
+        return EagerOutput(loss, gen["behavior"], gen["semantic"], con["behavior"], con["semantic"], recon, match)
+
+    def _transfer_losses(self, target: torch.Tensor, summary: torch.Tensor, generator: torch.Generator | None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.transfer is not None
+        codes = self.item_codes("behavior", target)  # (B, D)
+        b, d = codes.shape
+        masked = torch.rand(b, d, generator=generator) < self.cfg.mask_prob  # (B, D)
+        forced = torch.randint(d, (b,), generator=generator)  # at least one masked position per sample
+        masked[torch.arange(b), forced] = True
+        perm = torch.randperm(b, generator=generator)
+        both_codes = torch.cat([codes, codes])  # (2B, D): true pairs, then shuffled pairs
+        both_summ = torch.cat([summary, summary[perm]])  # (2B, d)
+        logits, match_logit = self.transfer(both_codes, torch.cat([masked, masked]), both_summ)
+        recon = torch.stack([
+            F.cross_entropy(lg[:b][masked[:, lvl]], codes[masked[:, lvl], lvl], reduction="sum")
+            for lvl, lg in enumerate(logits)
+        ]).sum() / masked.sum()
+        label = torch.cat([torch.ones(b), (target[perm] == target).float()])  # (2B,)
+        return recon, F.binary_cross_entropy_with_logits(match_logit, label)
+
+    @torch.no_grad()
+    def recommend(self, history: torch.Tensor, k: int) -> Recommendation:
+        """Trie-constrained beam search per stream, merged by confidence -> Recommendation(items (B, k), ...)."""
+        enc = self.encoder(history)
+        b = history.shape[0]
+        beam = max(self.cfg.beam_size, k)
+        results = {}
+        for s in self.cfg.streams:
+            dec = self.decoders[s]
+
+            def logits_fn(prefix: torch.Tensor, dec: CodeDecoder = dec) -> torch.Tensor:
+                return dec.next_logits_beams(prefix, enc.states, enc.pad)  # (B, b, t) -> (B, b, V)
+
+            results[s] = constrained_beam_search(logits_fn, self.tries[s], b, beam)
+        items = merge_streams([results[s] for s in self.cfg.streams], k, self.cfg.merge)
+        return Recommendation(items, results)

@@ -1,0 +1,465 @@
+"""``beatrec seqrec train`` / ``evaluate``: one harness for SASRec, EAGER and the TIGER-style baseline.
+
+Stages of an EAGER (or TIGER-style) run, each leaving artifacts in the run directory:
+  1. load the dataset, leave-one-out split (``data``);
+  2. behavior embeddings: the item embeddings of a SASRec trained on the training windows (a nested run in
+     ``RUN/behavior``, or an existing SASRec run given by ``behavior_run``);
+  3. semantic embeddings: item titles through the frozen text encoder (only when the dataset has item text;
+     otherwise the run is behavior-stream only, and says so in its log and in ``metrics.json``);
+  4. balanced hierarchical k-means codes per stream (``codes_<stream>.csv``, code-quality report);
+  5. training with early stopping on validation NDCG@10, test evaluation, ``model.safetensors``,
+     ``config.yaml`` (the resolved config), ``run.json``, ``history.csv``, ``metrics.json``.
+A SASRec run is stages 1 and 5. Training is seeded; with one torch thread it is bit-for-bit repeatable.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from beatrec.config import check, load_yaml, save_yaml
+from beatrec.errors import ConfigError, RunError
+from beatrec.runtime import torch_threads
+from beatrec.seqrec.codes import CodesConfig, ItemCodes, build_codes
+from beatrec.seqrec.data import (
+    LeaveOneOut,
+    Samples,
+    SeqDataset,
+    item_popularity,
+    leave_one_out,
+    load_seq_dataset,
+)
+from beatrec.seqrec.eager import STREAMS, TIGER_PRESET, Eager, EagerConfig
+from beatrec.seqrec.evaluate import KS, SeqMetrics, metrics_from_topk, popularity_topk
+from beatrec.seqrec.sasrec import SASRec, SASRecConfig
+from beatrec.text_encoder import TextEncoder, TextEncoderConfig
+
+MODELS = ("eager", "sasrec", "tiger")
+PRESETS: dict[str, tuple[str, ...]] = {"eager": (), "sasrec": (), "tiger": TIGER_PRESET}
+UNTITLED = "untitled product"  # the text embedded for an item whose title is missing
+
+
+@dataclass
+class SeqTrainConfig:
+    """Optimisation and early stopping of one model."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    max_epochs: int = 50
+    patience: int = 5  # evaluations without a better validation NDCG@10 before stopping
+    eval_every: int = 1  # epochs between validation evaluations
+    max_steps_per_epoch: int = 0  # 0 = a full pass over the training windows
+    val_users: int = 0  # users scored for early stopping (seeded subset); 0 = all
+    eval_batch_size: int = 512
+    grad_clip: float = 1.0  # max gradient norm; 0 = off
+    seed: int = 0
+    threads: int = 0  # torch threads; 0 = leave torch's default
+
+    def validate(self) -> None:
+        check(self.lr > 0, "train.lr must be > 0")
+        for name in ("batch_size", "max_epochs", "patience", "eval_every", "eval_batch_size"):
+            check(getattr(self, name) >= 1, f"train.{name} must be >= 1")
+        for name in ("max_steps_per_epoch", "val_users", "threads"):
+            check(getattr(self, name) >= 0, f"train.{name} must be >= 0")
+        check(self.weight_decay >= 0 and self.grad_clip >= 0, "train.weight_decay and grad_clip must be >= 0")
+
+
+@dataclass
+class SeqRecConfig:
+    """Everything ``beatrec seqrec train`` uses; saved, resolved, as ``RUN/config.yaml``."""
+
+    model: str = "eager"  # eager | sasrec | tiger
+    max_len: int = 20  # history items per sample (sliding windows)
+    max_users: int = 0  # 0 = all users; else a seeded random subset (smoke runs)
+    subset_seed: int = 0
+    behavior_run: str = ""  # an existing SASRec run whose item embeddings make the behavior codes
+    sasrec: SASRecConfig = field(default_factory=SASRecConfig)
+    eager: EagerConfig = field(default_factory=EagerConfig)
+    codes: CodesConfig = field(default_factory=CodesConfig)
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    train: SeqTrainConfig = field(default_factory=SeqTrainConfig)
+    behavior_train: SeqTrainConfig = field(default_factory=SeqTrainConfig)  # the behavior SASRec of a run
+
+    def validate(self) -> None:
+        check(self.model in MODELS, f"model must be one of {MODELS}, got {self.model!r}")
+        check(self.max_len >= 1, "max_len must be >= 1")
+        check(self.max_users >= 0, "max_users must be >= 0")
+
+
+def load_seqrec_config(model: str, path: str | Path | None = None, overrides: list[str] | None = None
+                       ) -> SeqRecConfig:
+    """The config of a ``--model`` run: its preset (TIGER: semantic stream only, no auxiliary tasks), then
+    the YAML file, then ``--set`` overrides."""
+    if model not in MODELS:
+        raise ConfigError(f"--model must be one of {MODELS}, got {model!r}")
+    return load_yaml(SeqRecConfig, path, [*PRESETS[model], *(overrides or []), f"model={model}"])
+
+
+class TextEmbedder(Protocol):
+    dim: int
+
+    def encode(self, texts: list[str], progress: bool = False) -> np.ndarray: ...
+
+
+class FitResult(NamedTuple):
+    history: pd.DataFrame  # one row per evaluated epoch
+    best_epoch: int
+    best_val_ndcg10: float
+    stopped_early: bool
+    train_seconds: float
+
+
+class RunResult(NamedTuple):
+    run_dir: Path
+    metrics: dict[str, Any]
+
+
+def _log(progress: bool, msg: str) -> None:
+    if progress:
+        tqdm.write(msg)
+
+
+def predict_topk(recommend: Callable[[torch.Tensor, int], np.ndarray], samples: Samples, batch_size: int,
+                 k: int = max(KS)) -> np.ndarray:
+    """(U, k) ranked item ids for every row of ``samples`` (eval mode, no gradients, batched)."""
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(samples.target), batch_size):
+            out.append(recommend(torch.from_numpy(samples.history[s : s + batch_size]), k))
+    return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
+
+
+def _subset(samples: Samples, n: int, seed: int) -> Samples:
+    if n == 0 or n >= len(samples.target):
+        return samples
+    idx = np.sort(np.random.default_rng(seed).choice(len(samples.target), n, replace=False))
+    return Samples(samples.history[idx], samples.target[idx], samples.user[idx])
+
+
+def fit(model: torch.nn.Module, split: LeaveOneOut, cfg: SeqTrainConfig,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], tuple],
+        recommend: Callable[[torch.Tensor, int], np.ndarray], progress: bool = True, desc: str = "train"
+        ) -> FitResult:
+    """Mini-batch training over shuffled training windows; early stopping on validation NDCG@10.
+
+    ``loss_fn(history, target)`` returns a named tuple whose first field is the loss to minimise (the other
+    fields are logged as epoch means); ``recommend(history, k)`` returns (B, k) ranked items. On return
+    ``model`` holds the weights of the best validation evaluation.
+    """
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    val = _subset(split.val, cfg.val_users, cfg.seed)
+    n = len(split.train.target)
+    if n == 0:
+        raise ConfigError("no training windows: every user has fewer than 4 items")
+    steps = -(-n // cfg.batch_size)
+    if cfg.max_steps_per_epoch:
+        steps = min(steps, cfg.max_steps_per_epoch)
+    rows: list[dict[str, float]] = []
+    best, best_epoch, best_state, bad, stopped = -1.0, 0, None, 0, False
+    t_train = time.perf_counter()
+    for epoch in range(1, cfg.max_epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        perm = rng.permutation(n)
+        sums: dict[str, float] = {}
+        bar = tqdm(range(steps), desc=f"{desc} epoch {epoch}", leave=False, unit="step",
+                   disable=(not progress) or None)
+        for step in bar:
+            idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            out = loss_fn(torch.from_numpy(split.train.history[idx]), torch.from_numpy(split.train.target[idx]))
+            opt.zero_grad(set_to_none=True)
+            out[0].backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            for name, v in out._asdict().items():
+                sums[name] = sums.get(name, 0.0) + float(v.detach())
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{float(out[0].detach()):.3f}")
+        bar.close()
+        if epoch % cfg.eval_every and epoch != cfg.max_epochs:
+            continue
+        model.eval()
+        t_eval = time.perf_counter()
+        m = metrics_from_topk(predict_topk(recommend, val, cfg.eval_batch_size), val.target)
+        row = {"epoch": epoch, "seconds": t_eval - t0, "eval_seconds": time.perf_counter() - t_eval,
+               **{k: v / steps for k, v in sums.items()},
+               **{f"val_{k}": v for k, v in m.as_dict().items() if k != "n_users"}}
+        rows.append(row)
+        _log(progress, f"{desc} epoch {epoch}: loss {row['loss']:.4f} val R@10 {m.recall10:.4f} "
+                       f"N@10 {m.ndcg10:.4f} [{row['seconds']:.1f}s + eval {row['eval_seconds']:.1f}s]")
+        if m.ndcg10 > best:
+            best, best_epoch, bad = m.ndcg10, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                stopped = True
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return FitResult(pd.DataFrame(rows), best_epoch, best, stopped, time.perf_counter() - t_train)
+
+
+def _dataset_fingerprint(ds: SeqDataset) -> str:
+    return hashlib.sha256(ds.item_raw_ids.astype(np.int64).tobytes()).hexdigest()[:16]
+
+
+def _load_dataset(data: str | Path, cfg: SeqRecConfig) -> SeqDataset:
+    ds = load_seq_dataset(data)
+    return ds.subset_users(cfg.max_users, cfg.subset_seed) if cfg.max_users else ds
+
+
+class _SASRecLoss(NamedTuple):
+    loss: torch.Tensor
+
+
+def _sasrec_fns(model: SASRec) -> tuple[Callable, Callable]:
+    def loss_fn(h: torch.Tensor, t: torch.Tensor) -> _SASRecLoss:
+        return _SASRecLoss(model(h, t).loss)
+
+    return loss_fn, model.recommend
+
+
+def _eager_fns(model: Eager, target_emb: dict[str, torch.Tensor], seed: int) -> tuple[Callable, Callable]:
+    gen = torch.Generator().manual_seed(seed + 1)
+
+    def loss_fn(h: torch.Tensor, t: torch.Tensor) -> tuple:
+        return model(h, t, {s: e[t] for s, e in target_emb.items()}, gen)
+
+    return loss_fn, lambda h, k: model.recommend(h, k).items.numpy()
+
+
+def _stream_plan(cfg: SeqRecConfig, ds: SeqDataset, progress: bool) -> tuple[EagerConfig, str]:
+    """The streams this run can use; without item text the semantic stream (and transfer task) go off."""
+    ecfg = dataclasses.replace(cfg.eager)
+    note = "both streams" if ecfg.use_behavior and ecfg.use_semantic else f"{'+'.join(ecfg.streams)} stream only"
+    if ecfg.use_semantic and not ds.has_text:
+        if not ecfg.use_behavior:
+            raise ConfigError(f"{ds.root}: the {cfg.model} model needs item text (item_text.tsv) for semantic "
+                              "codes, and this dataset has none")
+        ecfg.use_semantic = False
+        note = "behavior stream only: the dataset has no item text (item_text.tsv)"
+        _log(progress, f"[streams] {note}; the semantic stream and the transfer task are off")
+    ecfg.validate()
+    return ecfg, note
+
+
+def _write_common(out: Path, cfg: SeqRecConfig, ds: SeqDataset, data: str | Path, model: torch.nn.Module,
+                  fit_res: FitResult) -> None:
+    save_yaml(cfg, out / "config.yaml")
+    (out / "run.json").write_text(json.dumps({
+        "data": str(Path(data).resolve()), "model": cfg.model, "n_items": ds.n_items, "n_users": ds.n_users,
+        "items_fingerprint": _dataset_fingerprint(ds)}, indent=2))
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
+    fit_res.history.to_csv(out / "history.csv", index=False)
+
+
+def _test_block(recommend: Callable, split: LeaveOneOut, cfg: SeqTrainConfig, n_items: int
+                ) -> tuple[SeqMetrics, SeqMetrics, SeqMetrics, float]:
+    t = time.perf_counter()
+    test = metrics_from_topk(predict_topk(recommend, split.test, cfg.eval_batch_size), split.test.target)
+    per_1000 = (time.perf_counter() - t) / max(len(split.test.target), 1) * 1000
+    val = metrics_from_topk(predict_topk(recommend, split.val, cfg.eval_batch_size), split.val.target)
+    pop = item_popularity(split.train, n_items)
+    popm = metrics_from_topk(popularity_topk(pop, len(split.test.target)), split.test.target)
+    return test, val, popm, per_1000
+
+
+def train_run(data: str | Path, out_dir: str | Path, cfg: SeqRecConfig | None = None, progress: bool = True,
+              encoder: TextEmbedder | None = None, dataset: SeqDataset | None = None) -> RunResult:
+    """Train ``cfg.model`` on a dataset directory and write the run directory ``out_dir``.
+
+    ``encoder`` (anything with ``dim`` and ``encode(texts)``) and ``dataset`` may be passed in (tests).
+    """
+    cfg = cfg or SeqRecConfig()
+    cfg.validate()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with torch_threads(cfg.train.threads):
+        return _train_run(data, out, cfg, progress, encoder, dataset)
+
+
+def _train_run(data: str | Path, out: Path, cfg: SeqRecConfig, progress: bool, encoder: TextEmbedder | None,
+               dataset: SeqDataset | None) -> RunResult:
+    t_start = time.perf_counter()
+    torch.manual_seed(cfg.train.seed)
+    ds = dataset or _load_dataset(data, cfg)
+    split = leave_one_out(ds, cfg.max_len)
+    _log(progress, f"[data] {ds.name}: {ds.n_users} users, {ds.n_items} items, {ds.n_interactions} interactions, "
+                   f"{len(split.train.target)} training windows; dropped {ds.n_dropped_users} users with < 3 items"
+                   f"; item text: {'yes' if ds.has_text else 'no'}")
+    extra: dict[str, Any] = {}
+    timings: dict[str, float] = {}
+    if cfg.model == "sasrec":
+        model: torch.nn.Module = SASRec(ds.n_items, cfg.max_len, cfg.sasrec)
+        loss_fn, recommend = _sasrec_fns(model)
+    else:
+        ecfg, note = _stream_plan(cfg, ds, progress)
+        cfg = dataclasses.replace(cfg, eager=ecfg)
+        emb: dict[str, torch.Tensor] = {}
+        t = time.perf_counter()
+        need_behavior = ecfg.use_behavior
+        if need_behavior:
+            emb["behavior"] = _behavior_embeddings(data, out, cfg, ds, progress)
+        timings["behavior_encoder_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        if ecfg.use_semantic:
+            assert ds.titles is not None
+            enc = encoder or TextEncoder(cfg.text_encoder)
+            texts = [ti if ti else UNTITLED for ti in ds.titles]
+            emb["semantic"] = torch.from_numpy(enc.encode(texts, progress=progress)).float()
+            _log(progress, f"[semantic] embedded {len(texts)} titles ({ds.n_missing_titles} missing -> "
+                           f"{UNTITLED!r})")
+        timings["text_encoding_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        codes: dict[str, ItemCodes] = {}
+        reports = {}
+        for s in ecfg.streams:
+            x = torch.nn.functional.normalize(emb[s], dim=1)  # cosine geometry for the k-means
+            codes[s] = build_codes(x.numpy(), cfg.codes)
+            codes[s].save(out / f"codes_{s}.csv", ds.item_raw_ids)
+            reports[s] = codes[s].report().as_dict()
+            r = reports[s]
+            _log(progress, f"[codes] {s}: depth {r['depth']} vocab {r['vocab_sizes']}, unique-prefix fraction "
+                           f"{r['unique_prefix_fraction']:.3f}, level usage "
+                           f"{[round(u, 2) for u in r['level_used_fraction']]}")
+        timings["codes_s"] = time.perf_counter() - t
+        dims = {s: int(e.shape[1]) for s, e in emb.items()}
+        model = Eager(ds.n_items, cfg.max_len, codes, ecfg, dims)
+        loss_fn, recommend = _eager_fns(model, {s: emb[s] for s in ecfg.streams if ecfg.use_contrastive},
+                                        cfg.train.seed)
+        extra = {"streams": list(ecfg.streams), "streams_note": note, "codes": reports,
+                 "tasks": {"contrastive": ecfg.use_contrastive, "transfer": ecfg.transfer_active},
+                 "merge": ecfg.merge, "beam_size": ecfg.beam_size}
+    n_params = sum(p.numel() for p in model.parameters())
+    _log(progress, f"[train] {cfg.model}: {n_params:,} parameters")
+    fit_res = fit(model, split, cfg.train, loss_fn, recommend, progress, desc=cfg.model)
+    timings["training_s"] = fit_res.train_seconds
+    _write_common(out, cfg, ds, data, model, fit_res)
+    test, val, popm, per_1000 = _test_block(recommend, split, cfg.train, ds.n_items)
+    timings["inference_s_per_1000_users"] = per_1000
+    timings["total_s"] = time.perf_counter() - t_start
+    metrics = {
+        "model": cfg.model,
+        "dataset": {"path": str(Path(data).resolve()), "name": ds.name, "n_users": ds.n_users,
+                    "n_items": ds.n_items, "n_interactions": ds.n_interactions,
+                    "n_train_windows": int(len(split.train.target)), "dropped_users_lt3": ds.n_dropped_users,
+                    "has_text": ds.has_text},
+        "test": test.as_dict(), "val": val.as_dict(), "popularity_test": popm.as_dict(),
+        "training": {"epochs_run": int(len(fit_res.history)), "best_epoch": fit_res.best_epoch,
+                     "best_val_ndcg@10": fit_res.best_val_ndcg10, "stopped_early": fit_res.stopped_early},
+        "n_parameters": n_params,
+        **extra,
+        "timings": timings,
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "torch": torch.__version__, "threads": torch.get_num_threads()},
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _log(progress, f"[test] {cfg.model}: R@5 {test.recall5:.4f} R@10 {test.recall10:.4f} N@5 {test.ndcg5:.4f} "
+                   f"N@10 {test.ndcg10:.4f} (popularity N@10 {popm.ndcg10:.4f}); wrote {out} "
+                   f"in {timings['total_s']:.0f}s")
+    return RunResult(out, metrics)
+
+
+def _behavior_embeddings(data: str | Path, out: Path, cfg: SeqRecConfig, ds: SeqDataset, progress: bool
+                         ) -> torch.Tensor:
+    """(n_items, d) SASRec item embeddings: from ``cfg.behavior_run`` or a SASRec trained into RUN/behavior."""
+    if cfg.behavior_run:
+        run = Path(cfg.behavior_run)
+        info = _read_run_json(run)
+        if info["model"] != "sasrec":
+            raise RunError(f"{run}: behavior_run must be a SASRec run, this one is {info['model']!r}")
+        if info["items_fingerprint"] != _dataset_fingerprint(ds):
+            raise RunError(f"{run}: behavior_run was trained on other items than this dataset")
+        model = load_model(run, ds)
+        _log(progress, f"[behavior] SASRec item embeddings from {run}")
+    else:
+        _log(progress, f"[behavior] training SASRec (behavior encoder) into {out / 'behavior'}")
+        sub = dataclasses.replace(cfg, model="sasrec", train=cfg.behavior_train, behavior_run="")
+        train_run(data, out / "behavior", sub, progress=progress, dataset=ds)
+        model = load_model(out / "behavior", ds)
+    assert isinstance(model, SASRec)
+    return model.item_embeddings().detach().clone()
+
+
+def _read_run_json(run: Path) -> dict[str, Any]:
+    p = run / "run.json"
+    if not p.is_file():
+        raise RunError(f"{run}: not a seqrec run directory (run.json missing)")
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise RunError(f"{p}: corrupt ({e.msg})") from e
+
+
+def load_model(run: str | Path, ds: SeqDataset | None = None) -> torch.nn.Module:
+    """Rebuild a trained model from its run directory (config.yaml, codes_*.csv, model.safetensors)."""
+    run = Path(run)
+    info = _read_run_json(run)
+    cfg = load_yaml(SeqRecConfig, run / "config.yaml")
+    n_items = int(info["n_items"]) if ds is None else ds.n_items
+    if n_items != info["n_items"]:
+        raise RunError(f"{run}: trained on {info['n_items']} items, the dataset has {n_items}")
+    wfile = run / "model.safetensors"
+    if not wfile.is_file():
+        raise RunError(f"{run}: model.safetensors missing")
+    state = load_file(str(wfile))
+    if cfg.model == "sasrec":
+        model: torch.nn.Module = SASRec(n_items, cfg.max_len, cfg.sasrec)
+    else:
+        codes = {s: ItemCodes.load(run / f"codes_{s}.csv") for s in cfg.eager.streams}
+        dims = {s: int(state[f"decoders.{s}.proj.weight"].shape[0]) for s in STREAMS
+                if f"decoders.{s}.proj.weight" in state}
+        model = Eager(n_items, cfg.max_len, codes, cfg.eager, dims)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise RunError(f"{wfile}: does not match config.yaml ({str(e).splitlines()[0]})") from e
+    return model.eval()
+
+
+def evaluate_run(run: str | Path, data: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Reload a run, score the test (and validation) users, write ``RUN/evaluation.json`` and return it."""
+    run = Path(run)
+    info = _read_run_json(run)
+    cfg = load_yaml(SeqRecConfig, run / "config.yaml")
+    with torch_threads(cfg.train.threads):
+        ds = _load_dataset(data or info["data"], cfg)
+        if _dataset_fingerprint(ds) != info["items_fingerprint"]:
+            raise RunError(f"{run}: the dataset's items differ from those the run was trained on")
+        split = leave_one_out(ds, cfg.max_len)
+        model = load_model(run, ds)
+        if isinstance(model, SASRec):
+            recommend = model.recommend
+        else:
+            assert isinstance(model, Eager)
+
+            def recommend(h: torch.Tensor, k: int) -> np.ndarray:
+                return model.recommend(h, k).items.numpy()
+
+        test, val, popm, per_1000 = _test_block(recommend, split, cfg.train, ds.n_items)
+    result = {"model": cfg.model, "run": str(run), "test": test.as_dict(), "val": val.as_dict(),
+              "popularity_test": popm.as_dict(), "inference_s_per_1000_users": per_1000}
+    (run / "evaluation.json").write_text(json.dumps(result, indent=2))
+    _log(progress, f"{cfg.model} test: R@5 {test.recall5:.4f} R@10 {test.recall10:.4f} "
+                   f"N@5 {test.ndcg5:.4f} N@10 {test.ndcg10:.4f}")
+    return result

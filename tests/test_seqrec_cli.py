@@ -1,0 +1,104 @@
+"""``beatrec seqrec train`` / ``evaluate`` end to end on tiny generated datasets."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from safetensors.torch import load_file
+
+from beatrec.cli import main
+from beatrec.seqrec.codes import ItemCodes
+from beatrec.seqrec.synthetic import SyntheticSeqConfig, write_seq_dataset
+from beatrec.seqrec.train import evaluate_run, load_seqrec_config, train_run
+
+TINY = ["train.max_epochs=2", "behavior_train.max_epochs=2", "train.threads=1", "behavior_train.threads=1",
+        "codes.k=4", "eager.d_model=16", "eager.n_heads=2", "eager.d_ff=32", "eager.enc_layers=1",
+        "eager.dec_layers=1", "eager.beam_size=10", "sasrec.d_model=16", "sasrec.d_ff=32"]
+
+
+class ClusterEncoder:
+    """Stand-in text encoder: 'collection c piece j' -> a vector that knows the cluster."""
+
+    dim = 12
+
+    def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for i, t in enumerate(texts):
+            m = re.search(r"collection (\d+) piece (\d+)", t)
+            assert m, t
+            out[i, int(m.group(1)) % 8] = 1.0
+            out[i, 8 + int(m.group(2)) % 4] = 0.3
+        return out
+
+
+def _sets(xs: list[str]) -> list[str]:
+    return [a for x in xs for a in ("--set", x)]
+
+
+def test_cli_train_and_evaluate_behavior_only(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = write_seq_dataset(SyntheticSeqConfig(n_users=80, with_text=False), tmp_path)
+    run = tmp_path / "run"
+    assert main(["seqrec", "train", "--data", str(data), "--model", "eager", "--out", str(run), "--quiet",
+                 *_sets(TINY)]) == 0
+    for f in ("config.yaml", "run.json", "model.safetensors", "metrics.json", "history.csv", "codes_behavior.csv",
+              "behavior/model.safetensors", "behavior/metrics.json"):
+        assert (run / f).is_file(), f
+    assert not (run / "codes_semantic.csv").exists()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["streams"] == ["behavior"] and "no item text" in metrics["streams_note"]
+    assert metrics["tasks"] == {"contrastive": True, "transfer": False}
+    assert set(metrics["test"]) == {"recall@5", "recall@10", "ndcg@5", "ndcg@10", "n_users"}
+    assert metrics["codes"]["behavior"]["unique_prefix_fraction"] <= 1.0
+    assert "use_semantic: false" in (run / "config.yaml").read_text()  # the config that actually ran
+    capsys.readouterr()
+    assert main(["seqrec", "evaluate", "--run", str(run), "--quiet"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["ndcg@10"] == pytest.approx(metrics["test"]["ndcg@10"])  # reloaded model, same ranking
+    assert (run / "evaluation.json").is_file()
+
+
+def test_cli_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = write_seq_dataset(SyntheticSeqConfig(n_users=10, with_text=False), tmp_path)
+    assert main(["seqrec", "train", "--data", str(data), "--model", "tiger", "--out", str(tmp_path / "r"),
+                 "--quiet", *_sets(TINY)]) == 2
+    assert "needs item text" in capsys.readouterr().err
+    assert main(["seqrec", "evaluate", "--run", str(tmp_path / "nothing")]) == 2
+    assert "run.json missing" in capsys.readouterr().err
+    assert main(["seqrec", "train", "--data", str(data), "--out", str(tmp_path / "r"),
+                 "--set", "eager.merge=vote"]) == 2
+    assert "eager.merge" in capsys.readouterr().err
+    (data / "Synthetic.txt").write_text("1 1 2 3\n2 4 x\n")
+    assert main(["seqrec", "train", "--data", str(data), "--model", "sasrec", "--out", str(tmp_path / "r")]) == 2
+    assert "Synthetic.txt, line 2: non-integer item id 'x'" in capsys.readouterr().err
+
+
+def test_two_stream_run_is_seeded(tmp_path: Path) -> None:
+    data = write_seq_dataset(SyntheticSeqConfig(n_users=60), tmp_path)
+    cfg = load_seqrec_config("eager", None, [*TINY, "train.max_epochs=1", "behavior_train.max_epochs=1"])
+    a = train_run(data, tmp_path / "a", cfg, progress=False, encoder=ClusterEncoder())
+    b = train_run(data, tmp_path / "b", cfg, progress=False, encoder=ClusterEncoder())
+    assert a.metrics["streams"] == ["behavior", "semantic"] and a.metrics["tasks"]["transfer"]
+    assert a.metrics["test"] == b.metrics["test"]
+    wa, wb = load_file(str(tmp_path / "a/model.safetensors")), load_file(str(tmp_path / "b/model.safetensors"))
+    assert all((wa[k] == wb[k]).all() for k in wa)
+    sem = ItemCodes.load(tmp_path / "a/codes_semantic.csv")
+    raw = pd.read_csv(tmp_path / "a/codes_semantic.csv", comment="#")["raw_item"].to_numpy() - 1
+    # titles name the cluster: items of one cluster share the first semantic code
+    for c in range(8):
+        assert len(set(sem.codes[raw // 12 == c, 0])) == 1
+    assert evaluate_run(tmp_path / "a", progress=False)["test"] == a.metrics["test"]
+
+
+def test_tiger_preset(tmp_path: Path) -> None:
+    cfg = load_seqrec_config("tiger", None, ["eager.beam_size=5"])
+    assert cfg.model == "tiger" and cfg.eager.streams == ("semantic",)
+    assert not cfg.eager.use_contrastive and not cfg.eager.use_transfer and cfg.eager.beam_size == 5
+    data = write_seq_dataset(SyntheticSeqConfig(n_users=40), tmp_path)
+    r = train_run(data, tmp_path / "t", load_seqrec_config("tiger", None, [*TINY, "train.max_epochs=1"]),
+                  progress=False, encoder=ClusterEncoder())
+    assert r.metrics["streams"] == ["semantic"] and not (tmp_path / "t/behavior").exists()
