@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_stage1
 from safetensors.torch import load_file
 from tiny_lm import save_tiny_lm
 
@@ -22,9 +23,7 @@ from beatrec.align.sar import match_behavior_tokens, sample_pairs, sar_loss
 from beatrec.align.vocab import BehaviorVocab
 from beatrec.cli import main
 from beatrec.config import from_dict
-from beatrec.data.synthetic import SyntheticConfig, write_dataset
 from beatrec.lm import LMConfig, load_causal_lm
-from beatrec.tokenizer.pipeline import TokenizeConfig, run_tokenize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,15 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def stage1(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """(data dir, tokenized run dir, tiny LM dir)."""
-    os.environ.setdefault("BEATREC_CACHE", str(tmp_path_factory.mktemp("cache")))
-    data = write_dataset(SyntheticConfig(n_users=120, n_items=80, seed=2), tmp_path_factory.mktemp("data"))
-    run = tmp_path_factory.mktemp("run")
-    cfg = from_dict(TokenizeConfig, {"model": {"n_codes": 8, "part_dim": 8, "code_dim": 8},
-                                     "train": {"max_epochs": 2, "batch_size": 512},
-                                     "extractor": {"kind": "splitter"}})
-    run_tokenize(data, run, cfg, progress=False)
-    lm = save_tiny_lm(tmp_path_factory.mktemp("lm") / "tiny")
-    return data, run, lm
+    return tiny_stage1(tmp_path_factory, seed=2)
 
 
 def align_cfg(lm: Path, **train: object) -> AlignConfig:

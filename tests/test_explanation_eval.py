@@ -4,13 +4,12 @@ dataset with a tiny random LM: one prediction per test pair, no held-out text re
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from tiny_lm import save_tiny_lm
+from conftest import tiny_stage1
 
 from beatrec.baselines.floor import floor_predictions
 from beatrec.baselines.idgen import IdGenConfig, WordVocab, idgen_predictions, train_idgen
@@ -21,28 +20,19 @@ from beatrec.cli import main
 from beatrec.config import from_dict
 from beatrec.data.dataset import load_dataset
 from beatrec.data.split import ZeroShotSplit, eval_pairs, training_texts
-from beatrec.data.synthetic import SyntheticConfig, write_dataset
 from beatrec.errors import DataError
 from beatrec.evaluate import evaluate_predictions
 from beatrec.lm import LMConfig
 from beatrec.metrics.explanations import ScoreConfig, Scorer
 from beatrec.predictions import read_predictions, write_predictions
 from beatrec.tokenizer.embeddings import EMBEDDINGS, load_graph_embeddings
-from beatrec.tokenizer.pipeline import TokenizeConfig, run_tokenize
 
 CHEAP = ScoreConfig(bertscore=False, lm_score=False, specificity=False)
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    os.environ.setdefault("BEATREC_CACHE", str(tmp_path_factory.mktemp("cache")))
-    data = write_dataset(SyntheticConfig(n_users=120, n_items=80, seed=3), tmp_path_factory.mktemp("data"))
-    run = tmp_path_factory.mktemp("run")
-    cfg = from_dict(TokenizeConfig, {"model": {"n_codes": 8, "part_dim": 8, "code_dim": 8},
-                                     "train": {"max_epochs": 2, "batch_size": 512},
-                                     "extractor": {"kind": "splitter"}})
-    run_tokenize(data, run, cfg, progress=False)
-    lm = save_tiny_lm(tmp_path_factory.mktemp("lm") / "tiny")
+    data, run, lm = tiny_stage1(tmp_path_factory, seed=3)
     ds = load_dataset(data)
     split = ZeroShotSplit.load(run / "split.json")
     return {"data": data, "run": run, "lm": lm, "ds": ds, "split": split, "test": eval_pairs(ds, split, "test")}

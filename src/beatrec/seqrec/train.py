@@ -14,7 +14,6 @@ A SASRec run is stages 1 and 5. Training is seeded; with one torch thread it is 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -32,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from beatrec.config import check, load_yaml, save_yaml
+from beatrec.early_stop import EarlyStopping
 from beatrec.errors import ConfigError, RunError
 from beatrec.runtime import torch_threads
 from beatrec.seqrec.codes import CodesConfig, ItemCodes, build_codes
@@ -172,7 +172,7 @@ def fit(model: torch.nn.Module, split: LeaveOneOut, cfg: SeqTrainConfig,
     if cfg.max_steps_per_epoch:
         steps = min(steps, cfg.max_steps_per_epoch)
     rows: list[dict[str, float]] = []
-    best, best_epoch, best_state, bad, stopped = -1.0, 0, None, 0, False
+    stopper = EarlyStopping(cfg.patience)
     t_train = time.perf_counter()
     for epoch in range(1, cfg.max_epochs + 1):
         t0 = time.perf_counter()
@@ -205,18 +205,12 @@ def fit(model: torch.nn.Module, split: LeaveOneOut, cfg: SeqTrainConfig,
         rows.append(row)
         _log(progress, f"{desc} epoch {epoch}: loss {row['loss']:.4f} val R@10 {m.recall10:.4f} "
                        f"N@10 {m.ndcg10:.4f} [{row['seconds']:.1f}s + eval {row['eval_seconds']:.1f}s]")
-        if m.ndcg10 > best:
-            best, best_epoch, bad = m.ndcg10, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                stopped = True
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        if stopper.update(m.ndcg10, epoch, model):
+            break
+    stopper.restore(model)
     model.eval()
-    return FitResult(pd.DataFrame(rows), best_epoch, best, stopped, time.perf_counter() - t_train)
+    return FitResult(pd.DataFrame(rows), stopper.best_epoch, stopper.best, stopper.stopped,
+                     time.perf_counter() - t_train)
 
 
 def _dataset_fingerprint(ds: SeqDataset) -> str:

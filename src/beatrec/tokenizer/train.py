@@ -6,7 +6,6 @@ validation HitRatio@k of the *quantised* vectors (patience ``train.patience``) a
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -16,6 +15,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
+from beatrec.early_stop import EarlyStopping
 from beatrec.metrics.ranking import RankingMetrics, evaluate_scores
 from beatrec.runtime import torch_threads
 from beatrec.tokenizer.codebook import codebook_usage
@@ -120,8 +120,7 @@ def _train(model: BehaviorTokenizer, data: TokenizerData, cfg: TokenizerTrainCon
     n_steps = max(1, int(np.ceil(n_edges / cfg.batch_size)))
     n_pairs = int(data.text_users.shape[0])
     history: list[EpochLog] = []
-    best_hr, best_epoch, best_state, bad = -1.0, 0, None, 0
-    stopped = False
+    stopper = EarlyStopping(cfg.patience)
     model.train()
     for epoch in range(1, cfg.max_epochs + 1):
         t0 = time.perf_counter()
@@ -176,15 +175,8 @@ def _train(model: BehaviorTokenizer, data: TokenizerData, cfg: TokenizerTrainCon
                 f"micro {log.micro:.3f}) val HR@{cfg.eval_k} quant {q.hr:.4f} cont {c.hr:.4f} "
                 f"micro usage u/i {log.user_micro_usage:.2f}/{log.item_micro_usage:.2f} [{log.seconds:.1f}s]"
             )
-        if q.hr > best_hr:
-            best_hr, best_epoch, bad = q.hr, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                stopped = True
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        if stopper.update(q.hr, epoch, model):
+            break
+    stopper.restore(model)
     model.eval()
-    return TrainResult(history, best_epoch, best_hr, stopped)
+    return TrainResult(history, stopper.best_epoch, stopper.best, stopper.stopped)

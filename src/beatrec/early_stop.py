@@ -1,0 +1,38 @@
+"""Early stopping on a validation metric (higher is better), keeping the best weights in memory."""
+
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+
+
+class EarlyStopping:
+    """Tracks the best validation score and stops after ``patience`` epochs without improvement.
+
+    Usage: call :meth:`update` once per epoch (it returns True when training should stop), then
+    :meth:`restore` to load the best epoch's weights back into the model.
+    """
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.best = -1.0
+        self.best_epoch = 0
+        self.stopped = False
+        self._bad = 0
+        self._state: dict | None = None
+
+    def update(self, score: float, epoch: int, model: nn.Module) -> bool:
+        """Record epoch ``epoch``'s validation ``score``; True when ``patience`` epochs passed without a gain."""
+        if score > self.best:
+            self.best, self.best_epoch, self._bad = score, epoch, 0
+            self._state = copy.deepcopy(model.state_dict())
+        else:
+            self._bad += 1
+            self.stopped = self._bad >= self.patience
+        return self.stopped
+
+    def restore(self, model: nn.Module) -> None:
+        """Load the best epoch's weights (no-op before any :meth:`update`)."""
+        if self._state is not None:
+            model.load_state_dict(self._state)
