@@ -1,0 +1,136 @@
+"""Benchmark of generative sequential recommendation: EAGER, its three ablations, SASRec and TIGER-style.
+
+    python benchmarks/seqrec.py                                   # Beauty (both streams) and Sports (behavior)
+    python benchmarks/seqrec.py --datasets Beauty --max-users 2000 --set train.max_epochs=10   # a quick slice
+
+Every model of a dataset runs in one process, one after another, on the same leave-one-out split, with the same
+full-ranking evaluator (Recall/NDCG@5/10 over all items, history not masked). SASRec is trained first and is
+also EAGER's behavior encoder (``behavior_run``), so the behavior codes of every EAGER variant are the same.
+Writes ``benchmarks/seqrec.md`` (machine, date, command, training time and inference time per 1,000 users)
+after each model, and every run directory under ``--runs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SEQREC = ROOT / ".." / "shared" / "data" / "seqrec"
+
+# (row label, --model, extra --set overrides); EAGER variants reuse the dataset's SASRec run.
+VARIANTS = (
+    ("SASRec", "sasrec", ()),
+    ("TIGER-style (semantic codes)", "tiger", ()),
+    ("EAGER", "eager", ()),
+    ("EAGER w/o second stream", "eager", ("eager.use_semantic=false",)),
+    ("EAGER w/o contrastive task", "eager", ("eager.use_contrastive=false",)),
+    ("EAGER w/o transfer task", "eager", ("eager.use_transfer=false",)),
+)
+ANCHORS = {  # Beauty, from the LLM-BS paper's table (issue 6)
+    "TIGER (paper)": (0.0454, 0.0648, 0.0321, 0.0384),
+    "LC-Rec 7B (paper)": (None, 0.0681, None, 0.0409),
+    "LLM-BS 7B (paper)": (None, 0.0830, None, 0.0459),
+}
+
+
+def fmt(x: float | None) -> str:
+    return "—" if x is None else f"{x:.4f}"
+
+
+def write_report(path: Path, command: str, blocks: dict[str, list[dict]], notes: dict[str, str]) -> None:
+    import torch
+
+    out = ["# Generative sequential recommendation — EAGER, ablations, SASRec, TIGER-style", "",
+           f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
+           f"- machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+           f"torch {torch.__version__}",
+           f"- command: `{command}`",
+           "- protocol: leave-one-out (last item test, second-to-last validation), full ranking over all items,"
+           " history not masked; early stopping on validation NDCG@10; test metrics of the best epoch.", ""]
+    for ds, rows in blocks.items():
+        out += [f"## {ds}", "", notes.get(ds, ""), "",
+                "| model | R@5 | R@10 | N@5 | N@10 | params | epochs (best) | train s | infer s / 1k users |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            m = r["metrics"]
+            t = m["test"]
+            out.append(f"| {r['label']} | {fmt(t['recall@5'])} | {fmt(t['recall@10'])} | {fmt(t['ndcg@5'])} | "
+                       f"{fmt(t['ndcg@10'])} | {m['n_parameters'] / 1e6:.2f}M | {m['training']['epochs_run']} "
+                       f"({m['training']['best_epoch']}) | {m['timings']['training_s']:.0f} | "
+                       f"{m['timings']['inference_s_per_1000_users']:.2f} |")
+        if rows:
+            p = rows[0]["metrics"]["popularity_test"]
+            out.append(f"| popularity | {fmt(p['recall@5'])} | {fmt(p['recall@10'])} | {fmt(p['ndcg@5'])} | "
+                       f"{fmt(p['ndcg@10'])} | — | — | — | — |")
+        if ds == "Beauty":
+            for name, (r5, r10, n5, n10) in ANCHORS.items():
+                out.append(f"| {name} | {fmt(r5)} | {fmt(r10)} | {fmt(n5)} | {fmt(n10)} | — | — | — | — |")
+        out.append("")
+    path.write_text("\n".join(out) + "\n")
+
+
+def _with_skips(notes: dict[str, str], skipped: dict[str, list[str]]) -> dict[str, str]:
+    return {ds: " ".join([notes.get(ds, ""), *[f"{x}." for x in skipped.get(ds, [])]]).strip()
+            for ds in {*notes, *skipped}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--datasets", nargs="*", default=["Beauty", "Sports_and_Outdoors"])
+    ap.add_argument("--models", nargs="*", default=[v[0] for v in VARIANTS], help="row labels to run")
+    ap.add_argument("--max-users", type=int, default=0, help="seeded user subset (0 = all)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="applied to every model")
+    ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "seqrec")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "seqrec.md")
+    args = ap.parse_args()
+    if not SEQREC.is_dir():
+        raise SystemExit(f"{SEQREC} not found: the seqrec data must sit in ../shared/data/seqrec beside the repository")
+
+    from beatrec.seqrec.train import load_seqrec_config, train_run
+
+    command = "python benchmarks/seqrec.py " + " ".join(sys.argv[1:])
+    blocks: dict[str, list[dict]] = {}
+    notes: dict[str, str] = {}
+    skipped: dict[str, list[str]] = {}
+    for ds in args.datasets:
+        blocks[ds] = []
+        data = SEQREC / ds
+        sasrec_run = args.runs / ds / "sasrec"
+        base = [*args.overrides] + ([f"max_users={args.max_users}"] if args.max_users else [])
+        for label, model, extra in VARIANTS:
+            if label not in args.models:
+                continue
+            if "eager.use_semantic=false" in extra and not (data / "item_text.tsv").is_file():
+                continue  # without item text EAGER already runs one stream: the same row twice
+            sets = [*base, *extra]
+            if model == "eager" and (sasrec_run / "model.safetensors").is_file():
+                sets.append(f"behavior_run={sasrec_run}")
+            slug = label.lower().replace(" ", "-").replace("/", "").replace("(", "").replace(")", "")
+            run = sasrec_run if model == "sasrec" else args.runs / ds / slug
+            t = time.perf_counter()
+            try:
+                res = train_run(data, run, load_seqrec_config(model, None, sets), progress=True)
+            except Exception as e:  # noqa: BLE001 - e.g. TIGER on a dataset without titles: say so, go on
+                print(f"[seqrec bench] {ds} / {label}: {e}", file=sys.stderr)
+                skipped.setdefault(ds, []).append(f"{label}: not run ({e})")
+                continue
+            print(f"[seqrec bench] {ds} / {label}: {json.dumps(res.metrics['test'])} "
+                  f"({time.perf_counter() - t:.0f}s)", flush=True)
+            blocks[ds].append({"label": label, "metrics": res.metrics})
+            n = res.metrics["dataset"]
+            notes[ds] = (f"{n['n_users']} users, {n['n_items']} items, {n['n_interactions']} interactions; item "
+                         f"text: {'yes' if n['has_text'] else 'no (EAGER runs the behavior stream only)'}.")
+            write_report(args.out, command, blocks, _with_skips(notes, skipped))
+    write_report(args.out, command, blocks, _with_skips(notes, skipped))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
