@@ -111,6 +111,35 @@ def fmt(x: float) -> str:
     return f"{x:.4f}"
 
 
+def plot_scaling(scaling: list[dict], path: Path) -> Path:
+    """Log-log plot of seconds per epoch (and per step) against the number of edges."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    e = [s["n_edges"] for s in scaling]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.loglog(e, [s["epoch_s_extrapolated"] for s in scaling], marker="o", label="s / epoch (steps x s/step)")
+    ax.loglog(e, [s["s_per_step"] for s in scaling], marker="s", label="s / step (batch 1024)")
+    meas = [(s["n_edges"], s["epoch_s_measured"]) for s in scaling if s.get("epoch_s_measured")]
+    if meas:
+        ax.scatter(*zip(*meas, strict=True), marker="x", s=60, color="k", zorder=3, label="s / epoch, measured")
+    for s in scaling:
+        ax.annotate(f"{s['n_users']:,} users", (s["n_edges"], s["epoch_s_extrapolated"]), fontsize=8,
+                    textcoords="offset points", xytext=(4, -10))
+    ax.margins(x=0.2)
+    ax.set_xlabel("training edges")
+    ax.set_ylabel("seconds (2 CPU cores)")
+    ax.set_title("BEAT stage 1: training time against graph size")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def write_report(results: list[dict], scaling: list[dict], path: Path, command: str, overrides: list[str]) -> None:
     k = 20
     out = [
@@ -163,7 +192,8 @@ def write_report(results: list[dict], scaling: list[dict], path: Path, command: 
             meas = f"{s['epoch_s_measured']:.1f}" if s["epoch_s_measured"] else "—"
             out.append(f"| {s['n_users']} | {s['n_items']} | {s['n_edges']} | {s['s_per_step']:.3f} | "
                        f"{s['steps_per_epoch']} | {s['epoch_s_extrapolated']:.1f} | {meas} | {s['peak_mib']:.0f} |")
-        out += ["", "Every step propagates the whole graph (LightGCN), so time per step grows linearly with the"
+        out += ["", f"![seconds per epoch against edges]({plot_scaling(scaling, path.with_name('tokenizer_scaling.png')).name})",
+                "", "Every step propagates the whole graph (LightGCN), so time per step grows linearly with the"
                 " number of edges and time per epoch quadratically; at 1M users a full epoch at batch 1024 is"
                 " impractical on 2 cores, and a larger batch (or a sampled-subgraph mode, not implemented) is"
                 " the way to scale.", ""]
