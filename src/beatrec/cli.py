@@ -106,6 +106,7 @@ def cmd_explain(args: argparse.Namespace) -> None:
     import json
 
     from beatrec.align.explain import check_pairs, explain, load_aligned
+    from beatrec.data.jsonl import json_objects
     from beatrec.errors import ConfigError, DataError
 
     if (args.pairs is None) == (args.user is None and args.item is None):
@@ -121,13 +122,7 @@ def cmd_explain(args: argparse.Namespace) -> None:
         raise ConfigError("--pairs needs --out FILE")
     if not args.pairs.is_file():
         raise DataError(args.pairs, "file not found")
-    rows = []
-    for n, line in enumerate(args.pairs.read_text().splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise DataError(args.pairs, f"not valid JSON ({e.msg})", n) from None
+    rows = [obj for _, obj in json_objects(args.pairs)]
     if not rows:
         raise DataError(args.pairs, "no pairs (the file is empty)")
     a = load_aligned(args.run, args.overrides)

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import pandas as pd
 
+from beatrec.data.jsonl import json_objects
 from beatrec.errors import DataError
 
 COLUMNS = ("uid", "iid", "prediction")
@@ -40,30 +41,21 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
         raise DataError(path, "predictions file not found")
     rows: list[dict] = []
     seen: dict[tuple[int, int], int] = {}
-    with path.open() as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(path, f"not valid JSON ({e.msg})", n) from None
-            if not isinstance(obj, dict):
-                raise DataError(path, "each line must be a JSON object with uid, iid, prediction", n)
-            for key in COLUMNS:
-                if key not in obj:
-                    raise DataError(path, f"missing column {key!r}", n)
-            for key in ("uid", "iid"):
-                v = obj[key]
-                if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                    raise DataError(path, f"{key} must be an integer id >= 0, got {v!r}", n)
-            if not isinstance(obj["prediction"], str):
-                raise DataError(path, f"prediction must be a string, got {type(obj['prediction']).__name__}", n)
-            key = (obj["uid"], obj["iid"])
-            if key in seen:
-                raise DataError(path, f"pair uid={key[0]}, iid={key[1]} occurs twice (first on line {seen[key]})", n)
-            seen[key] = n
-            rows.append({"uid": obj["uid"], "iid": obj["iid"], "prediction": obj["prediction"]})
+    for n, obj in json_objects(path):
+        for key in COLUMNS:
+            if key not in obj:
+                raise DataError(path, f"missing column {key!r}", n)
+        for key in ("uid", "iid"):
+            v = obj[key]
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise DataError(path, f"{key} must be an integer id >= 0, got {v!r}", n)
+        if not isinstance(obj["prediction"], str):
+            raise DataError(path, f"prediction must be a string, got {type(obj['prediction']).__name__}", n)
+        key = (obj["uid"], obj["iid"])
+        if key in seen:
+            raise DataError(path, f"pair uid={key[0]}, iid={key[1]} occurs twice (first on line {seen[key]})", n)
+        seen[key] = n
+        rows.append({"uid": obj["uid"], "iid": obj["iid"], "prediction": obj["prediction"]})
     if not rows:
         raise DataError(path, "no predictions (the file is empty)")
     return pd.DataFrame(rows).astype({"uid": "int64", "iid": "int64"})

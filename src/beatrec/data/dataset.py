@@ -30,7 +30,6 @@ JSONL line is line 1) and the problem. The rules:
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from beatrec.data.jsonl import json_objects
 from beatrec.errors import DataError
 
 TEXT_COLUMNS = ("uid", "iid", "title", "user_summary", "item_summary", "explanation")
@@ -253,38 +253,24 @@ def read_texts(path: str | Path, users: np.ndarray, items: np.ndarray) -> pd.Dat
             duplicate pair.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "file not found")
     rows: list[tuple] = []
     lines: list[int] = []
-    try:
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(path, f"not valid JSON ({e.msg} at column {e.colno})", row=lineno) from None
-                if not isinstance(obj, dict):
-                    raise DataError(path, f"not a JSON object (got {type(obj).__name__})", row=lineno)
-                missing = [k for k in TEXT_COLUMNS if k not in obj]
-                if missing:
-                    raise DataError(path, f"missing key(s) {', '.join(repr(k) for k in missing)}", row=lineno)
-                for key in ("uid", "iid"):
-                    v = obj[key]
-                    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                        raise DataError(path, f"'{key}' must be an integer >= 0, got {v!r}", row=lineno)
-                for key in TEXT_COLUMNS[2:]:
-                    if not isinstance(obj[key], str):
-                        raise DataError(path, f"'{key}' must be a string, got {type(obj[key]).__name__}",
-                                        row=lineno)
-                if not obj["explanation"].strip():
-                    raise DataError(path, "empty or whitespace-only 'explanation'", row=lineno)
-                rows.append(tuple(obj[k] for k in TEXT_COLUMNS))
-                lines.append(lineno)
-    except UnicodeDecodeError as e:
-        raise DataError(path, f"not UTF-8 text ({e})") from None
+    for lineno, obj in json_objects(path):
+        missing = [k for k in TEXT_COLUMNS if k not in obj]
+        if missing:
+            raise DataError(path, f"missing key(s) {', '.join(repr(k) for k in missing)}", row=lineno)
+        for key in ("uid", "iid"):
+            v = obj[key]
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise DataError(path, f"'{key}' must be an integer >= 0, got {v!r}", row=lineno)
+        for key in TEXT_COLUMNS[2:]:
+            if not isinstance(obj[key], str):
+                raise DataError(path, f"'{key}' must be a string, got {type(obj[key]).__name__}",
+                                row=lineno)
+        if not obj["explanation"].strip():
+            raise DataError(path, "empty or whitespace-only 'explanation'", row=lineno)
+        rows.append(tuple(obj[k] for k in TEXT_COLUMNS))
+        lines.append(lineno)
     if not rows:
         raise DataError(path, "empty file (no rows)")
     df = pd.DataFrame(rows, columns=list(TEXT_COLUMNS))
