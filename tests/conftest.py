@@ -33,3 +33,43 @@ def tiny_stage1(factory: pytest.TempPathFactory, seed: int) -> tuple[Path, Path,
                                      "extractor": {"kind": "splitter"}})
     run_tokenize(data, run, cfg, progress=False)
     return data, run, save_tiny_lm(factory.mktemp("lm") / "tiny")
+
+
+class PlantedPhraseExtractor:
+    """Extracts exactly the planted intent phrases a text mentions (ranked by count): it isolates the tokenizer's
+    ability to absorb micro supervision from the quality of an LLM or the rule-based splitter."""
+
+    identity = "planted-phrases"
+    n_phrases = 5
+
+    def extract(self, kind: str, docs: list[list[str]], progress: bool = False) -> list[list[str] | None]:
+        from beatrec.data.synthetic import INTENT_PHRASES
+
+        out: list[list[str] | None] = []
+        for texts in docs:
+            text = " ".join(texts)
+            count = {p: text.count(p) for p in INTENT_PHRASES if p in text}
+            out.append(sorted(count, key=lambda p: -count[p])[: self.n_phrases] or None)
+        return out
+
+
+@pytest.fixture(scope="session")
+def planted_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(data dir, run dir): a well-trained stage-1 run on a dataset with clear structure (400 users, 16-code
+    books, 12 epochs, micro supervision weighted up: beta=5), shared by the tokenizer and cold-start tests."""
+    import os
+
+    from beatrec.config import from_dict
+    from beatrec.text_encoder import TextEncoder, TextEncoderConfig
+    from beatrec.tokenizer.pipeline import TokenizeConfig, run_tokenize
+
+    os.environ.setdefault("BEATREC_CACHE", str(tmp_path_factory.mktemp("cache")))
+    data = write_dataset(SyntheticConfig(n_users=400, n_items=240, seed=1), tmp_path_factory.mktemp("planted"))
+    run = tmp_path_factory.mktemp("planted_run")
+    cfg = from_dict(TokenizeConfig, {"model": {"n_codes": 16, "part_dim": 16, "code_dim": 16},
+                                     "train": {"batch_size": 64, "max_epochs": 12, "patience": 12, "seed": 0,
+                                               "beta": 5.0},
+                                     "extractor": {"kind": "splitter"}})
+    enc = TextEncoder(TextEncoderConfig(), cache=False)
+    run_tokenize(data, run, cfg, progress=False, encoder=enc, extractor=PlantedPhraseExtractor())
+    return data, run

@@ -16,7 +16,7 @@ from sklearn.model_selection import cross_val_predict
 
 from beatrec.cli import main
 from beatrec.config import from_dict
-from beatrec.data.synthetic import INTENT_PHRASES, SyntheticConfig, write_dataset
+from beatrec.data.synthetic import SyntheticConfig, write_dataset
 from beatrec.extract.base import ExtractorConfig, make_extractor
 from beatrec.text_encoder import TextEncoder, TextEncoderConfig
 from beatrec.tokenizer.pipeline import TokenizeConfig, run_tokenize
@@ -42,33 +42,6 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
 @pytest.fixture(scope="module")
 def encoder() -> TextEncoder:
     return TextEncoder(TextEncoderConfig(), cache=False)
-
-
-class PlantedPhraseExtractor:
-    """Extracts exactly the planted intent phrases a text mentions (ranked by count): it isolates the tokenizer's
-    ability to absorb micro supervision from the quality of an LLM or the rule-based splitter."""
-
-    identity = "planted-phrases"
-    n_phrases = 5
-
-    def extract(self, kind: str, docs: list[list[str]], progress: bool = False) -> list[list[str] | None]:
-        out: list[list[str] | None] = []
-        for texts in docs:
-            text = " ".join(texts)
-            count = {p: text.count(p) for p in INTENT_PHRASES if p in text}
-            out.append(sorted(count, key=lambda p: -count[p])[: self.n_phrases] or None)
-        return out
-
-
-@pytest.fixture(scope="module")
-def planted_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A run on a dataset with clear structure (12 epochs, micro supervision weighted up: beta=5)."""
-    data = write_dataset(SyntheticConfig(n_users=400, n_items=240, seed=1), tmp_path_factory.mktemp("planted"))
-    run = tmp_path_factory.mktemp("planted_run")
-    enc = TextEncoder(TextEncoderConfig(), cache=False)
-    cfg = fast_config(max_epochs=12, patience=12, batch_size=64, beta=5.0)
-    run_tokenize(data, run, cfg, progress=False, encoder=enc, extractor=PlantedPhraseExtractor())
-    return data, run
 
 
 def test_run_directory_artifacts(planted_run: tuple[Path, Path]) -> None:

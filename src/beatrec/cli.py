@@ -4,7 +4,11 @@
     beatrec demo-data --out DIR [--users N --items N --seed S]
     beatrec tokenize --data DIR --out RUN [--config FILE] [--set section.key=value ...]
     beatrec align --data DIR --run RUN [--config FILE] [--set ...]   # BEAT stage 2 (torchrun/accelerate ok)
-    beatrec explain --run RUN --user U --item I | --pairs FILE --out FILE
+    beatrec explain --run RUN --user U --item I | --pairs FILE --out FILE | --tokens NEW.json --item I
+    beatrec tokens --run RUN --items I1,I2,... | --users U1,U2,... [--out NEW.json]   # cold start (fold-in)
+    beatrec profile --run RUN --user U | --tokens NEW.json
+    beatrec attention --run RUN --user U --item I [--out DIR]
+    beatrec vocab --run RUN [--out DIR]
     beatrec evaluate --data DIR --run RUN [--predictions FILE] [--out DIR]   # explanation metrics + floor
     beatrec baseline --data DIR --run RUN --method floor|retrieval|idgen|itemtext|continuous|xrec --out FILE
     beatrec seqrec train --data DIR --model eager|sasrec|tiger --out RUN [--config FILE] [--set ...]
@@ -106,16 +110,16 @@ def cmd_explain(args: argparse.Namespace) -> None:
     import json
 
     from beatrec.align.explain import check_pairs, explain, load_aligned
+    from beatrec.cli_inspect import resolve_pair
     from beatrec.data.jsonl import json_objects
     from beatrec.errors import ConfigError, DataError
 
-    if (args.pairs is None) == (args.user is None and args.item is None):
-        raise ConfigError("give either --user and --item, or --pairs FILE --out FILE")
+    if (args.pairs is None) == (args.user is None and args.item is None and args.tokens is None):
+        raise ConfigError("give either --user and --item (or --tokens FILE for a new one), or --pairs FILE --out FILE")
     if args.pairs is None:
-        if args.user is None or args.item is None:
-            raise ConfigError("--user and --item go together")
         a = load_aligned(args.run, args.overrides)
-        pairs = check_pairs(a, [{"uid": args.user, "iid": args.item}], "--user/--item")
+        uid, iid = resolve_pair(a, args.user, args.item, args.tokens)
+        pairs = check_pairs(a, [{"uid": uid, "iid": iid}], "--user/--item")
         print(explain(a, pairs)[0])
         return
     if args.out is None:
@@ -235,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--item", type=int)
     p.add_argument("--pairs", type=Path, help="jsonl with uid, iid (and optionally title) per line")
     p.add_argument("--out", type=Path, help="jsonl to write (uid, iid, prediction)")
+    p.add_argument("--tokens", type=Path, help="a new user's or item's tokens from `beatrec tokens --out`")
     _add_config_args(p)
     p.set_defaults(func=cmd_explain)
 
@@ -259,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_baseline)
 
+    from beatrec.cli_inspect import add_inspect_commands
+
+    add_inspect_commands(sub, _add_config_args)
     _add_seqrec(sub)
     return ap
 

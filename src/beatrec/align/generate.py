@@ -39,24 +39,30 @@ def generate_explanations(
     for part in _chunks(rows, cfg.batch_size):
         batch = collate_prompt(builder, part)
         embeds, _, _ = model.embed(batch)
-        with warnings.catch_warnings():  # penalties apply to generated tokens only: intended (the prompt is fixed)
-            warnings.filterwarnings("ignore", message=".*inputs_embeds.*without `input_ids`")
-            gen = model.lm.generate(
-                inputs_embeds=embeds,
-                attention_mask=batch.attention_mask,
-                max_new_tokens=cfg.max_new_tokens,
-                do_sample=cfg.do_sample,
-                temperature=cfg.temperature if cfg.do_sample else None,
-                top_p=None,
-                top_k=None,
-                repetition_penalty=cfg.repetition_penalty,
-                no_repeat_ngram_size=cfg.no_repeat_ngram_size or None,
-                pad_token_id=builder.pad,
-                eos_token_id=tok.eos_token_id,
-                use_cache=True,
-            )
-        texts = tok.batch_decode(gen, skip_special_tokens=True)
-        out += [cap_words(t, max_words) for t in texts]
+        gen = generate_from_embeds(model, tok, embeds, batch.attention_mask, cfg, builder.pad)
+        out += [cap_words(t, max_words) for t in tok.batch_decode(gen, skip_special_tokens=True)]
         bar.update(len(part))
     bar.close()
     return out
+
+
+@torch.no_grad()
+def generate_from_embeds(model: BehaviorLM, tok: PreTrainedTokenizerBase, embeds: torch.Tensor,
+                         attention_mask: torch.Tensor, cfg: GenerateConfig, pad: int) -> torch.Tensor:
+    """Decode from left-padded prompt embeddings (B, L, d) with ``cfg``'s settings. -> new token ids (B, T)."""
+    with warnings.catch_warnings():  # penalties apply to generated tokens only: intended (the prompt is fixed)
+        warnings.filterwarnings("ignore", message=".*inputs_embeds.*without `input_ids`")
+        return model.lm.generate(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            max_new_tokens=cfg.max_new_tokens,
+            do_sample=cfg.do_sample,
+            temperature=cfg.temperature if cfg.do_sample else None,
+            top_p=None,
+            top_k=None,
+            repetition_penalty=cfg.repetition_penalty,
+            no_repeat_ngram_size=cfg.no_repeat_ngram_size or None,
+            pad_token_id=pad,
+            eos_token_id=tok.eos_token_id,
+            use_cache=True,
+        )

@@ -24,6 +24,13 @@ def cap_words(text: str, max_words: int) -> str:
     return " ".join(_WORD.findall(text)[:max_words])
 
 
+def render_chat(tok: PreTrainedTokenizerBase, text: str, answer_cue: str) -> str:
+    """``text`` as one user turn of the LM's chat template, ready for the answer (plain text + cue without one)."""
+    if getattr(tok, "chat_template", None):
+        return tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+    return text + "\n" + answer_cue
+
+
 class PromptIds(NamedTuple):
     ids: list[int]  # prompt token ids, slots hold the pad id
     slots: list[int]  # positions of the S placeholder slots, in slot order (user slots, then item slots)
@@ -37,12 +44,7 @@ class PromptBuilder:
         self.pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         marker_u, marker_i, marker_t = "\x01U\x01", "\x01I\x01", "\x01T\x01"
         text = INSTRUCTION.replace("{USER}", marker_u).replace("{ITEM}", marker_i).replace("{TITLE}", marker_t)
-        if getattr(tok, "chat_template", None):
-            rendered = tok.apply_chat_template(
-                [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
-            )
-        else:
-            rendered = text + "\nExplanation:"
+        rendered = render_chat(tok, text, "Explanation:")
         pre, rest = rendered.split(marker_u)
         mid, rest = rest.split(marker_i)
         self._title_pre, self._post = rest.split(marker_t)

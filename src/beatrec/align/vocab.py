@@ -71,6 +71,24 @@ class BehaviorVocab(nn.Module):
         """(B,) ids -> (B, 1+N) token ids."""
         return (self.user_codes if side == "user" else self.item_codes)[ids]
 
+    def add_entity(self, side: str, codes: list[int] | torch.Tensor) -> int:
+        """Append a new (cold-start) entity with the given 1+N tokens; returns its id in this vocabulary.
+
+        Raises:
+            RunError: wrong number of tokens, or a token outside its codebook.
+        """
+        name = f"{side}_codes"
+        table = getattr(self, name)
+        c = torch.as_tensor(codes, dtype=torch.long).flatten()
+        if c.numel() != table.shape[1]:
+            raise RunError(f"a {side} needs {table.shape[1]} tokens (1 macro + {table.shape[1] - 1} micro), got {c.numel()}")
+        for part, sl in (("macro", c[:1]), ("micro", c[1:])):
+            k = self.books[f"{side}_{part}"].shape[0]
+            if ((sl < 0) | (sl >= k)).any():
+                raise RunError(f"{side} {part} token(s) {sl.tolist()} outside the codebook 0..{k - 1}")
+        setattr(self, name, torch.cat([table, c[None]]))
+        return table.shape[0]
+
     def lookup(self, side: str, codes: torch.Tensor) -> torch.Tensor:
         """(B, 1+N) token ids -> (B, 1+N, C) codeword vectors."""
         macro = self.books[f"{side}_macro"][codes[:, :1]]
