@@ -66,6 +66,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-bertscore", action="store_true")
     ap.add_argument("--no-lm-score", action="store_true")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    ap.add_argument("--resume", action="store_true",
+                    help="datasets whose --out/NAME/results.json exists are read from it, not re-run")
     ap.add_argument("--lm", default="smollm2", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
@@ -161,26 +163,26 @@ def run_dataset(name: str, args: argparse.Namespace, stage1: dict[str, Path], lo
               "n_test_pairs_all": n_all, "n_test_pairs": len(pairs), "n_test_users": int(pairs.uid.nunique()),
               "reports": {k: r.to_dict() for k, r in reports.items()}, "info": info, "timings": timings}
     (run / "results.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    result["_reports"] = reports
     return result
 
 
 def dataset_block(res: dict) -> list[str]:
-    from beatrec.metrics.explanations import markdown_table
+    """The markdown block of one dataset, from its ``results.json`` form (fresh or resumed runs alike)."""
+    from beatrec.metrics.explanations import ExplanationScores, markdown_table
 
-    reports = res["_reports"]
+    reports = res["reports"]  # key -> EvalReport.to_dict()
     rows, times = [], []
     t = res["timings"]
     for key, r in reports.items():
-        rows.append((r.name, r.scores))
+        rows.append((r["name"], ExplanationScores(**r["metrics"])))
         secs = t.get(key, t.get(f"{key}: train", 0.0) + t.get(f"{key}: explain", 0.0))
         times.append(fmt_s(secs))
     if reports:
-        full = max(reports.values(), key=lambda r: r.scores.n)
-        rows.append(("random training explanation (floor)", full.floor))
+        full = max(reports.values(), key=lambda r: r["n_scored"])
+        rows.append(("random training explanation (floor)", ExplanationScores(**full["floor"])))
         times.append("–")
-        if "xrec" in reports and reports["xrec"].scores.n < full.scores.n:
-            rows.append(("floor on the XRec-covered pairs", reports["xrec"].floor))
+        if "xrec" in reports and reports["xrec"]["n_scored"] < full["n_scored"]:
+            rows.append(("floor on the XRec-covered pairs", ExplanationScores(**reports["xrec"]["floor"])))
             times.append("–")
     lines = [f"## {res['dataset']}", "",
              f"- test pairs scored: {res['n_test_pairs']} of {res['n_test_pairs_all']} "
@@ -189,9 +191,10 @@ def dataset_block(res: dict) -> list[str]:
     if rows:
         lines += [markdown_table(rows, {"time": times}), ""]
     for r in reports.values():
-        if r.missing:
-            lines.append(f"- {r.name}: {len(r.missing)} of {r.n_test_pairs} test pairs have no prediction "
-                         f"(scored on the {r.scores.n} covered)")
+        n_missing = r["missing_pairs"]["count"]
+        if n_missing:
+            lines.append(f"- {r['name']}: {n_missing} of {r['n_test_pairs']} test pairs have no prediction "
+                         f"(scored on the {r['n_scored']} covered)")
     lines += ["", "Wall time per stage: " + ", ".join(f"{k} {fmt_s(v)}" for k, v in t.items()), ""]
     return lines
 
@@ -240,7 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     results = []
     for name in args.datasets:
-        results.append(run_dataset(name, args, stage1, lambda m: print(m, flush=True)))
+        done = args.out / name / "results.json"
+        if args.resume and done.is_file():
+            results.append(json.loads(done.read_text()))
+            print(f"[{name}] read from {done} (--resume)", flush=True)
+        else:
+            results.append(run_dataset(name, args, stage1, lambda m: print(m, flush=True)))
         write_report(args.report, results, args, command, started, time.perf_counter() - t0)
         print(f"wrote {args.report}", flush=True)
     return 0

@@ -62,6 +62,12 @@ def test_benchmark_end_to_end_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     res = json.loads((tmp_path / "runs" / "amazon" / "results.json").read_text())
     assert res["n_test_pairs"] == 6 and all(r["n_scored"] == 6 for k, r in res["reports"].items() if k != "xrec")
     assert not (stage1 / "align").exists()  # the reused stage-1 run is not modified
+    # --resume reads finished datasets back from results.json: the same tables without re-running anything
+    report2 = tmp_path / "resumed.md"
+    assert load_script().main([*argv[:argv.index("--report")], "--report", str(report2), *argv[argv.index("--report") + 2:],
+                               "--resume", "--lm", "/nonexistent"]) == 0
+    body = lambda text: text[text.index("## amazon"):]  # noqa: E731
+    assert body(report2.read_text()) == body(md)
     run = tmp_path / "runs" / "amazon"
     # `beatrec evaluate` with no predictions file generates BEAT's explanations with the run's aligned model
     assert cli(["evaluate", "--data", str(data), "--run", str(run), "--no-bertscore", "--no-lm-score", "--quiet",
