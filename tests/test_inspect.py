@@ -222,3 +222,15 @@ def test_attention_shares_sum_to_one(aligned: tuple[Path, Path], tmp_path: Path)
     assert main(["attention", "--run", str(run), "--user", "0", "--item", "1", "--out", str(tmp_path)]) == 0
     d = json.loads((tmp_path / "attention_u0_i1.json").read_text())
     assert d["words"] == am.words and (tmp_path / "attention_u0_i1.png").stat().st_size > 1000
+
+
+def test_distinct_terms_and_boilerplate() -> None:
+    from beatrec.tokenizer.vocab_report import boilerplate_terms, distinct_terms
+
+    assert distinct_terms(["lord rings", "rings", "lord", "hobbit", "tolkien"], 3) == ["lord rings", "hobbit", "tolkien"]
+    names = ["apple", "brick", "cloud", "delta", "ember", "fjord", "grove", "haven", "islet", "jewel", "koala",
+             "lemon", "maple", "noble", "ocean"]
+    docs = ["the user would likely enjoy dragons"] * 5 + [f"unique {w} here" for w in names]  # 20 documents
+    stop = set(boilerplate_terms(docs, max_share=0.2))
+    assert {"likely", "enjoy", "dragons", "the", "here", "unique"} <= stop  # in 25% or more of the documents
+    assert not stop & set(names)  # each in 5%

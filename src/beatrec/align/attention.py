@@ -130,21 +130,23 @@ def plot_attention(am: AttentionMap, path, max_words: int = 40) -> None:  # noqa
     import matplotlib.pyplot as plt
 
     w = min(len(am.words), max_words)
-    mat = np.concatenate([am.slot_share[:w], am.text_share[:w, None]], axis=1)  # (W, S+1)
-    labels = [*am.token_labels, "prompt text"]
-    # One colour scale for the behavior tokens; the text column is far larger, so it gets its own annotation.
-    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * len(labels), 1.2 + 0.28 * w))
-    im = ax.imshow(mat[:, :-1], aspect="auto", cmap="viridis")
-    ax.set_xticks(range(len(labels) - 1), labels[:-1], rotation=45, ha="right", fontsize=8)
+    mat = am.slot_share[:w]  # (W, S)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(2.0 + 0.55 * mat.shape[1] + 1.6, 2.2 + 0.28 * w), sharey=True,
+                                 gridspec_kw={"width_ratios": [mat.shape[1], 2.5], "wspace": 0.05})
+    im = ax.imshow(mat, aspect="auto", cmap="viridis", vmin=0)
+    ax.set_xticks(range(mat.shape[1]), am.token_labels, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(w), [_printable(x) for x in am.words[:w]], fontsize=8)
-    for r in range(w):
-        ax.text(len(labels) - 1.5 + 0.9, r, f"text {mat[r, -1]:.2f}", va="center", fontsize=7)
-    half = len(am.token_labels) // 2
-    ax.axvline(half - 0.5, color="white", lw=1.5)
-    ax.set_title(f"user {am.uid} · item {am.iid}: attention share on behavior tokens\n"
-                 f"(mean over words: user {am.user_share:.3f}, item {am.item_share:.3f}, "
-                 f"text {float(am.text_share.mean()):.3f})", fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.12, label="share of the word's attention to the input")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    ax.axvline(mat.shape[1] / 2 - 0.5, color="white", lw=1.5)  # user tokens | item tokens
+    # The prompt text takes most of the attention: its own panel, so it does not wash out the token colours.
+    bx.barh(range(w), am.text_share[:w], color="#999999", height=0.8)
+    bx.set_xlim(0, 1)
+    bx.set_xlabel("share on\nprompt text", fontsize=8)
+    bx.tick_params(labelsize=7)
+    ax.set_title(f"user {am.uid} · item {am.iid} — mean over words: user tokens {am.user_share:.3f}, "
+                 f"item tokens {am.item_share:.3f}, text {float(am.text_share.mean()):.3f}", fontsize=9, loc="left")
+    cb = fig.colorbar(im, ax=[ax, bx], orientation="horizontal", fraction=0.5 / (2.2 + 0.28 * w), pad=0.12,
+                      aspect=40)
+    cb.set_label("share of the word's attention to the input, per behavior token", fontsize=8)
+    cb.ax.tick_params(labelsize=7)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)

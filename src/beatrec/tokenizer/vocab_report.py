@@ -4,7 +4,10 @@ For every code of the four codebooks (user/item × macro/micro): how many users 
 words most associated with it by TF-IDF, where a code's "document" is the concatenated training texts of the
 entities that carry it (a micro code is carried by an entity when any of its N micro positions holds it) and
 the corpus is the codebook's codes. Only training texts are read (rows of training users, as in stage 1), so
-zero-shot users' texts never describe a token. Writes ``vocab.md`` and a static, self-contained ``vocab.html``.
+zero-shot users' texts never describe a token. Most entities have no text of their own (on XRec's Amazon only
+~8% of users do), and codes often gather entities without text; such a code is described instead by the texts
+of the counterparts its carriers interacted with (its users' items, or its item's users; the 50 most frequent),
+and marked so (``source``: ``own`` / ``interacted`` / ``none``). Writes ``vocab.md`` and a static, self-contained ``vocab.html``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import scipy.sparse as sp
 
 from beatrec.errors import RunError
 
@@ -23,8 +27,9 @@ BOOKS = ("user_macro", "user_micro", "item_macro", "item_micro")
 class CodeEntry(NamedTuple):
     code: int
     n_entities: int  # users/items carrying it
-    terms: list[str]  # top TF-IDF terms (empty when no carrier has training text)
+    terms: list[str]  # top TF-IDF terms (empty when no text describes it)
     examples: list[int]  # a few carrier ids
+    source: str  # "own": carriers' own texts; "interacted": texts of what the carriers interacted with; "none"
 
 
 class VocabReport(NamedTuple):
@@ -32,6 +37,38 @@ class VocabReport(NamedTuple):
     n_codes: int
     n_users: int
     n_items: int
+
+
+TOKEN = r"(?u)\b[a-zA-Z][a-zA-Z]+\b"
+
+
+def boilerplate_terms(entity_docs: list[str], max_share: float = 0.1) -> list[str]:
+    """English stop words plus the words in more than ``max_share`` of the entity documents: the templates of a
+    dataset's texts ("the user would likely enjoy ...") that would otherwise top every code's list."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
+
+    stop = set(ENGLISH_STOP_WORDS)
+    if len(entity_docs) >= 10:
+        cv = CountVectorizer(binary=True, token_pattern=TOKEN, lowercase=True)
+        x = cv.fit_transform(entity_docs)
+        share = np.asarray(x.sum(0)).ravel() / x.shape[0]
+        stop |= set(cv.get_feature_names_out()[share > max_share].tolist())
+    return sorted(stop)
+
+
+def distinct_terms(ranked: list[str], k: int) -> list[str]:
+    """The first ``k`` terms that add a word: "lord rings" then "rings" keeps only "lord rings"."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for t in ranked:
+        words = set(t.split())
+        if words <= seen:
+            continue
+        out.append(t)
+        seen |= words
+        if len(out) == k:
+            break
+    return out
 
 
 def carriers(codes: np.ndarray, part: str, n_codes: int) -> list[np.ndarray]:
@@ -44,37 +81,58 @@ def carriers(codes: np.ndarray, part: str, n_codes: int) -> list[np.ndarray]:
     return [pairs[split[c] : split[c + 1], 1] for c in range(n_codes)]
 
 
+def _code_documents(per_code: list[np.ndarray], own: dict[int, str], other: dict[int, str],
+                    links: sp.csr_matrix | None, n_counterparts: int = 50) -> tuple[list[str], list[str]]:
+    """Each code's document and its source: the carriers' own texts, else their counterparts' texts."""
+    texts, sources = [], []
+    for ids in per_code:
+        t = " ".join(own[int(e)] for e in ids if int(e) in own)
+        src = "own" if t.strip() else "none"
+        if not t.strip() and links is not None and len(ids):
+            counts = np.asarray(links[ids].sum(0)).ravel()
+            order = [j for j in np.argsort(-counts, kind="stable") if counts[j] > 0 and int(j) in other]
+            t = " ".join(other[int(j)] for j in order[:n_counterparts])
+            src = "interacted" if t.strip() else "none"
+        texts.append(t)
+        sources.append(src)
+    return texts, sources
+
+
 def build_report(codes: dict[str, np.ndarray], docs: dict[str, dict[int, str]], n_codes: int, top_terms: int = 8,
-                 n_examples: int = 5) -> VocabReport:
+                 n_examples: int = 5, links: dict[str, sp.csr_matrix] | None = None) -> VocabReport:
     """Counts and TF-IDF terms per code.
 
     Args:
         codes: {"user": (U, 1+N), "item": (I, 1+N)} token tables.
         docs: {"user": {id: text}, "item": {id: text}} training text of each entity that has some.
+        links: {"user": (U, I), "item": (I, U)} training interactions, for codes whose carriers have no text.
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
 
+    stop = boilerplate_terms([*docs["user"].values(), *docs["item"].values()])
     books: dict[str, list[CodeEntry]] = {}
     for name in BOOKS:
         side, part = name.split("_")
         per_code = carriers(codes[side], part, n_codes)
-        texts = [" ".join(docs[side][int(e)] for e in ids if int(e) in docs[side]) for ids in per_code]
+        other = "item" if side == "user" else "user"
+        texts, sources = _code_documents(per_code, docs[side], docs[other], (links or {}).get(side))
         terms: list[list[str]] = [[] for _ in per_code]
         if any(t.strip() for t in texts):
-            vec = TfidfVectorizer(stop_words="english", ngram_range=(1, 2), min_df=2, max_df=0.5, sublinear_tf=True,
-                                  token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]+\b")
+            vec = TfidfVectorizer(stop_words=stop, ngram_range=(1, 2), min_df=2, max_df=0.5, sublinear_tf=True,
+                                  token_pattern=TOKEN)
             try:
                 mat = vec.fit_transform(texts)
             except ValueError:  # too few documents for min_df / max_df: fall back to plain counts
-                vec = TfidfVectorizer(stop_words="english", token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]+\b")
+                vec = TfidfVectorizer(stop_words=stop, token_pattern=TOKEN)
                 mat = vec.fit_transform(texts)
             vocab = np.asarray(vec.get_feature_names_out())
             for c in range(len(texts)):
                 row = mat.getrow(c)
                 if row.nnz:
-                    order = np.argsort(-row.data, kind="stable")[:top_terms]
-                    terms[c] = vocab[row.indices[order]].tolist()
-        entries = [CodeEntry(c, len(ids), terms[c], ids[:n_examples].tolist()) for c, ids in enumerate(per_code)]
+                    ranked = vocab[row.indices[np.argsort(-row.data, kind="stable")]].tolist()
+                    terms[c] = distinct_terms(ranked, top_terms)
+        entries = [CodeEntry(c, len(ids), terms[c], ids[:n_examples].tolist(), sources[c] if terms[c] else "none")
+                   for c, ids in enumerate(per_code)]
         books[name] = sorted(entries, key=lambda e: (-e.n_entities, e.code))
     return VocabReport(books, n_codes, len(codes["user"]), len(codes["item"]))
 
@@ -105,11 +163,17 @@ def load_report(run: str | Path, data: str | Path | None = None, top_terms: int 
     codes = {"user": _read_tokens(run / "user_tokens.parquet"), "item": _read_tokens(run / "item_tokens.parquet")}
     docs = {"user": {k: " ".join(v) for k, v in entity_documents(rows, "uid", cfg.user_texts).items()},
             "item": {k: " ".join(v) for k, v in entity_documents(rows, "iid", cfg.item_texts).items()}}
-    return build_report(codes, docs, cfg.model.n_codes, top_terms)
+    tr = ds.interactions[ds.interactions["split"] == "train"]
+    r = sp.csr_matrix((np.ones(len(tr)), (tr["user"].to_numpy(), tr["item"].to_numpy())), shape=(ds.n_users, ds.n_items))
+    r.data[:] = 1.0
+    return build_report(codes, docs, cfg.model.n_codes, top_terms, links={"user": r, "item": r.T.tocsr()})
 
 
 def _rows(report: VocabReport, name: str) -> list[CodeEntry]:
     return [e for e in report.books[name] if e.n_entities > 0]
+
+
+_SOURCE = {"own": "own texts", "interacted": "interacted-with texts", "none": "—"}
 
 
 def write_markdown(report: VocabReport, path: Path) -> None:
@@ -117,15 +181,16 @@ def write_markdown(report: VocabReport, path: Path) -> None:
     lines = ["# Behavior vocabulary", "",
              f"{report.n_users} users, {report.n_items} items, {report.n_codes} codes per codebook. Terms: top TF-IDF "
              "words and bigrams of the training texts of the entities that carry each code (codes ordered by how "
-             "many carry them; unused codes omitted).", ""]
+             "many carry them; unused codes omitted). *From*: the carriers' own training texts, or, when none of them "
+             "has any, the texts of what they interacted with.", ""]
     for name in BOOKS:
         rows = _rows(report, name)
         side = name.split("_")[0]
         lines += [f"## {name.replace('_', ' ')} ({len(rows)} of {report.n_codes} codes used)", "",
-                  f"| token | {side}s | share | terms | e.g. {side} ids |", "|---|---|---|---|---|"]
+                  f"| token | {side}s | share | terms | from | e.g. {side} ids |", "|---|---|---|---|---|---|"]
         for e in rows:
             lines.append(f"| <{name}_{e.code}> | {e.n_entities} | {e.n_entities / side_n[side]:.1%} | "
-                         f"{', '.join(e.terms) or '—'} | {', '.join(map(str, e.examples))} |")
+                         f"{', '.join(e.terms) or '—'} | {_SOURCE[e.source]} | {', '.join(map(str, e.examples))} |")
         lines.append("")
     path.write_text("\n".join(lines) + "\n")
 
@@ -142,6 +207,7 @@ td.tok{font-family:ui-monospace,Menlo,Consolas,monospace;white-space:nowrap}
 td.n{text-align:right;white-space:nowrap}
 .bar{display:inline-block;height:.7rem;background:#4c78a8;vertical-align:middle;margin-right:.4rem}
 .term{display:inline-block;background:#eef3fa;border-radius:3px;padding:0 .35rem;margin:.1rem .15rem}
+.term.via{background:#f4f4f4;color:#555;font-style:italic}
 .none{color:#999}
 """
 
@@ -159,7 +225,9 @@ def write_html(report: VocabReport, path: Path) -> None:
              "<h1>Behavior vocabulary</h1>",
              f"<p>{report.n_users} users, {report.n_items} items, {report.n_codes} codes per codebook. "
              "<b>Terms</b> are the top TF-IDF words and bigrams of the training texts of the entities that carry a "
-             "code; codes are ordered by how many entities carry them; unused codes are omitted.</p>",
+             "code; <i class='term via'>grey italic terms</i> come from the texts of what the carriers interacted "
+             "with, for codes none of whose carriers has text of its own. Codes are ordered by how many entities "
+             "carry them; unused codes are omitted.</p>",
              "<nav>" + "".join(f"<a href='#{n}'>{n.replace('_', ' ')}</a>" for n in BOOKS) + "</nav>",
              "<input id='q' oninput='filt()' placeholder='filter: a word, a token id…'>"]
     for name in BOOKS:
@@ -170,8 +238,8 @@ def write_html(report: VocabReport, path: Path) -> None:
                   f"<table><thead><tr><th>token</th><th>{side}s</th><th>terms</th><th>e.g. {side} ids</th></tr></thead><tbody>"]
         for e in rows:
             width = max(1, int(80 * e.n_entities / top))
-            terms = "".join(f"<span class='term'>{html.escape(t)}</span>" for t in e.terms) or \
-                "<span class='none'>no training text</span>"
+            terms = "".join(f"<span class='term{' via' if e.source == 'interacted' else ''}'>{html.escape(t)}</span>"
+                            for t in e.terms) or "<span class='none'>no training text</span>"
             parts.append(f"<tr><td class='tok'>&lt;{name}_{e.code}&gt;</td>"
                          f"<td class='n'><span class='bar' style='width:{width}px'></span>{e.n_entities} "
                          f"({e.n_entities / side_n[side]:.1%})</td><td>{terms}</td>"
