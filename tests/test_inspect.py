@@ -179,6 +179,11 @@ def test_explain_with_cold_start_tokens(aligned: tuple[Path, Path], tmp_path: Pa
     assert capsys.readouterr().out.strip() != ""
     assert main(["explain", "--run", str(run), "--tokens", str(tok), "--user", "4"]) == 2
     assert "describes a new user" in capsys.readouterr().err
+    item = tmp_path / "i.json"  # a brand-new item, from the users who interacted with it
+    assert main(["tokens", "--run", str(run), "--users", "0,1", "--out", str(item)]) == 0
+    assert "new item folded in from 2 users" in capsys.readouterr().out
+    assert main(["explain", "--run", str(run), "--tokens", str(item), "--user", "4"]) == 0
+    assert capsys.readouterr().out.strip() != ""
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"side": "user", "tokens": [1, 2]}))
     assert main(["explain", "--run", str(run), "--tokens", str(bad), "--item", "4"]) == 2
