@@ -203,9 +203,17 @@ def build_codes(emb: np.ndarray | torch.Tensor, cfg: CodesConfig) -> ItemCodes:
             codes[g, lvl] = labels
             nxt.extend(g[labels == c] for c in np.unique(labels))
         groups = [g for g in nxt if len(g) > 1]
-    vocab = [cfg.k] * cfg.levels
+    return disambiguate(codes, (cfg.k,) * cfg.levels)
+
+
+def disambiguate(codes: np.ndarray, vocab: tuple[int, ...]) -> ItemCodes:
+    """Make (n_items, L) codes collision-free: when prefixes collide, append a level ranking the items of each
+    colliding group by item id (0, 1, ...); ``vocab`` gives the alphabet size of each of the L levels."""
+    n = codes.shape[0]
+    vocab = list(vocab)
     _, inverse, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
     inverse = inverse.reshape(-1)
+    levels = codes.shape[1]
     if counts.max() > 1:  # disambiguation level: rank by item id inside each prefix group
         order = np.lexsort((np.arange(n), inverse))
         first = np.searchsorted(inverse[order], inverse[order], side="left")
@@ -213,4 +221,4 @@ def build_codes(emb: np.ndarray | torch.Tensor, cfg: CodesConfig) -> ItemCodes:
         suffix[order] = np.arange(n) - first
         codes = np.concatenate([codes, suffix[:, None]], axis=1)
         vocab.append(int(counts.max()))
-    return ItemCodes(codes, tuple(vocab), cfg.levels)
+    return ItemCodes(codes, tuple(vocab), levels)

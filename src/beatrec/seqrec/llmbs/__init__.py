@@ -1,0 +1,1 @@
+"""LLM-BS: a decoder-only LM recommender whose vocabulary is extended with dual-source item codes."""
