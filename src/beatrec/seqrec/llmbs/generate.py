@@ -1,0 +1,45 @@
+"""Constrained recommendation with an LLM-BS model: beam search (beam 20) over item codes, restricted by the
+prefix trie of valid codes (:func:`beatrec.seqrec.beam.constrained_beam_search`); items ranked by sequence
+log-probability. Every returned item is a real item."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from beatrec.seqrec.beam import BeamResult, constrained_beam_search
+from beatrec.seqrec.llmbs.model import prompt_text
+from beatrec.seqrec.llmbs.tasks import history_text
+from beatrec.seqrec.llmbs.templates import SEQREC
+from beatrec.seqrec.llmbs.vocab import CodeVocab
+
+
+@torch.no_grad()
+def recommend(lm, tok, vocab: CodeVocab, histories: np.ndarray, code_text: list[str], beam: int = 20,  # noqa: ANN001
+              max_history: int = 10) -> BeamResult:
+    """Top-``beam`` items for each history (B, max_len) (right-aligned, PAD = -1), best first.
+
+    The prompt is the first sequential-recommendation template; prefixes are re-scored in one forward pass per
+    step (codes are 3–5 tokens long, so a KV cache would save little).
+    """
+    lm.eval()
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    prompts = [tok(prompt_text(tok, SEQREC[0].format(history=history_text(h, code_text, max_history))),
+                   add_special_tokens=False)["input_ids"] for h in histories]
+    width = max(len(p) for p in prompts)
+    base = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(base)
+    for b, p in enumerate(prompts):  # left padding: every prompt ends at the last column
+        base[b, width - len(p):] = torch.tensor(p)
+        mask[b, width - len(p):] = 1
+
+    def logits_fn(prefix: torch.Tensor) -> torch.Tensor:  # (B, b, t) -> (B, b, V)
+        n, k, t = prefix.shape
+        ids = torch.cat([base[:, None].expand(n, k, width), prefix], dim=2).reshape(n * k, width + t)
+        att = torch.cat([mask[:, None].expand(n, k, width), torch.ones(n, k, t, dtype=torch.long)], 2)
+        att = att.reshape(n * k, width + t)
+        pos = (att.cumsum(1) - 1).clamp_min(0)  # positions count real tokens only (left padding)
+        out = lm(input_ids=ids, attention_mask=att, position_ids=pos).logits[:, -1]  # (n·k, V_lm)
+        return out.float().reshape(n, k, -1)[..., : vocab.trie.vocab_size]
+
+    return constrained_beam_search(logits_fn, vocab.trie, len(prompts), beam)
