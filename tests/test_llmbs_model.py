@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -94,3 +96,48 @@ def test_recommend_returns_only_valid_items_deterministically(setup) -> None:  #
     one = recommend(lm, tok, vocab, train.history[2:3], code_text, beam=10)  # left padding changes nothing
     assert torch.equal(one.values[0], res.values[2])
     torch.testing.assert_close(one.scores[0], res.scores[2], atol=1e-4, rtol=1e-4)
+
+
+def _fresh(tmp_path: Path, finetune: str):  # noqa: ANN202
+    from beatrec.seqrec.llmbs.train import LLMBSTrainConfig
+
+    lm_dir = save_tiny_lm(tmp_path / "lm")
+    lm, tok = load_causal_lm(LMConfig(name=str(lm_dir)))
+    rng = np.random.default_rng(1)
+    sem, beh = rng.normal(size=(N_ITEMS, 6)), rng.normal(size=(N_ITEMS, 5))
+    codes = build_index(IndexConfig(kind="dual", k=3, semantic_levels=1, behavior_levels=1), N_ITEMS, sem, beh)
+    vocab = add_code_tokens(lm, tok, codes)
+    code_text = [vocab.text(i, tok) for i in range(N_ITEMS)]
+    hist = np.full((8, 4), PAD)
+    for r in range(8):
+        hist[r, 1:] = rng.choice(N_ITEMS, 3, replace=False)
+    train = Samples(hist, rng.integers(0, N_ITEMS, 8), np.arange(8) // 2)
+    model = LLMBS(lm, torch.tensor(sem), torch.tensor(beh), GCDConfig())
+    cfg = LLMBSTrainConfig(finetune=finetune, lr=5e-3, anneal_lr=5e-2, batch_size=4, epochs=2, anneal_epochs=3)
+    return model, tok, vocab, code_text, train, cfg
+
+
+@pytest.mark.parametrize("finetune", ["lora", "full"])
+def test_fit_trains_new_rows_only_and_adapter_switches(tmp_path: Path, finetune: str) -> None:
+    from beatrec.seqrec.llmbs.train import adapter_disabled, anneal, fit, recent_slice
+
+    model, tok, vocab, code_text, train, cfg = _fresh(tmp_path, finetune)
+    emb0 = model.lm.get_input_embeddings().weight.detach().clone()
+    ex = build_examples(train, code_text, None, TaskConfig())
+    res = fit(model, tok, ex, cfg, vocab.first_new_id)
+    assert res.steps == 4 and len(res.losses) == 2
+    emb1 = model.lm.get_input_embeddings().weight.detach().clone()
+    torch.testing.assert_close(emb1[: vocab.first_new_id], emb0[: vocab.first_new_id])  # original vocabulary fixed
+    assert not torch.equal(emb1[vocab.first_new_id :], emb0[vocab.first_new_id :])  # code tokens learned
+    before = recommend(model.inference_modules(), tok, vocab, train.history[:3], code_text, beam=5)
+    frozen = [(w, w.detach().clone()) for w in model.lm.parameters()]  # the same objects after wrapping
+    sl = recent_slice(ex, train.user.tolist(), n_users=3)
+    assert len(sl) == 3 and all(e.task == "seqrec" for e in sl)
+    anneal(model, tok, sl, cfg)
+    assert all(torch.equal(w, w0) for w, w0 in frozen)  # stage-1 and base weights unchanged
+    assert any(".anneal." in k for k, _ in model.lm.named_parameters())
+    on = recommend(model.inference_modules(), tok, vocab, train.history[:3], code_text, beam=5)
+    with adapter_disabled(model):
+        off = recommend(model.inference_modules(), tok, vocab, train.history[:3], code_text, beam=5)
+    torch.testing.assert_close(off.scores, before.scores, atol=1e-4, rtol=1e-4)  # off = the stage-1 model
+    assert not torch.allclose(on.scores, off.scores)  # the adapter changes the outputs

@@ -2,7 +2,7 @@
 
 Level l's code c is the token ``<L_c>`` with L = "a", "b", ... (e.g. ``<a_3><b_17><c_0><d_9>``), so a code
 sequence is a short string the tokenizer maps to exactly one id per level. New input (and, for untied heads,
-output) embedding rows start at the mean of the existing rows.
+output) embedding rows start at the mean of the existing rows plus seeded noise (2% of their spread).
 """
 
 from __future__ import annotations
@@ -41,9 +41,12 @@ def add_code_tokens(lm, tok, codes: ItemCodes) -> CodeVocab:  # noqa: ANN001
     emb = lm.get_input_embeddings()
     old = emb.weight.shape[0]
     lm.resize_token_embeddings(len(tok), mean_resizing=False)
-    with torch.no_grad():
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # the mean row plus a little seeded noise, so the new tokens are not interchangeable
         for layer in {id(x): x for x in (lm.get_input_embeddings(), lm.get_output_embeddings()) if x is not None}.values():
-            layer.weight[old:] = layer.weight[:old].mean(0)
+            w = layer.weight
+            noise = torch.randn(w.shape[0] - old, w.shape[1], generator=gen) * 0.02 * w[:old].std()
+            w[old:] = w[:old].mean(0) + noise.to(w.dtype)
     lookup = np.array([tok.convert_tokens_to_ids(n) for n in names], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(codes.vocab_sizes)[:-1]])
     item_ids = torch.from_numpy(lookup[codes.codes + offsets[None, :]])  # (n_items, depth)
