@@ -119,7 +119,8 @@ def _fresh(tmp_path: Path, finetune: str):  # noqa: ANN202
 
 @pytest.mark.parametrize("finetune", ["lora", "full"])
 def test_fit_trains_new_rows_only_and_adapter_switches(tmp_path: Path, finetune: str) -> None:
-    from beatrec.seqrec.llmbs.train import adapter_disabled, anneal, fit, recent_slice
+    from beatrec.seqrec.llmbs.run import last_windows
+    from beatrec.seqrec.llmbs.train import adapter_disabled, anneal, fit
 
     model, tok, vocab, code_text, train, cfg = _fresh(tmp_path, finetune)
     emb0 = model.lm.get_input_embeddings().weight.detach().clone()
@@ -131,8 +132,9 @@ def test_fit_trains_new_rows_only_and_adapter_switches(tmp_path: Path, finetune:
     assert not torch.equal(emb1[vocab.first_new_id :], emb0[vocab.first_new_id :])  # code tokens learned
     before = recommend(model.inference_modules(), tok, vocab, train.history[:3], code_text, beam=5)
     frozen = [(w, w.detach().clone()) for w in model.lm.parameters()]  # the same objects after wrapping
-    sl = recent_slice(ex, train.user.tolist(), n_users=3)
-    assert len(sl) == 3 and all(e.task == "seqrec" for e in sl)
+    recent = last_windows(train)  # users 0..3, two windows each: the second one is the most recent
+    assert recent.user.tolist() == [0, 1, 2, 3] and np.array_equal(recent.target, train.target[1::2])
+    sl = build_examples(recent, code_text, None, TaskConfig())
     anneal(model, tok, sl, cfg)
     assert all(torch.equal(w, w0) for w, w0 in frozen)  # stage-1 and base weights unchanged
     assert any(".anneal." in k for k, _ in model.lm.named_parameters())

@@ -102,3 +102,26 @@ def test_tiger_preset(tmp_path: Path) -> None:
     r = train_run(data, tmp_path / "t", load_seqrec_config("tiger", None, [*TINY, "train.max_epochs=1"]),
                   progress=False, encoder=ClusterEncoder())
     assert r.metrics["streams"] == ["semantic"] and not (tmp_path / "t/behavior").exists()
+
+
+def test_llmbs_cli_end_to_end_tiny_lm(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`seqrec train --model llmbs` on a tiny random LM: index, tasks, both stages, metrics with and without the
+    annealing adapter, only valid items recommended (full-ranking metrics computed from the constrained lists)."""
+    from tiny_lm import save_tiny_lm
+
+    data = write_seq_dataset(SyntheticSeqConfig(n_users=30), tmp_path)
+    lm = save_tiny_lm(tmp_path / "lm")
+    run = tmp_path / "run"
+    assert main(["seqrec", "train", "--data", str(data), "--model", "llmbs", "--out", str(run), "--quiet",
+                 *_sets([f"lm.name={lm}", "index.k=4", "tasks.preference=10", "train.batch_size=16",
+                         "behavior_train.max_epochs=1", "beam=10",
+                         "anneal_users=10", "eval_batch_size=8"])]) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["index"] == "dual" and m["stage1"]["steps"] >= 1 and m["anneal"]["steps"] == 1
+    for key in ("test", "val", "test_without_adapter"):
+        assert set(m[key]) == {"recall@5", "recall@10", "ndcg@5", "ndcg@10", "n_users"} and m[key]["n_users"] == 30
+    assert (run / "codes_llmbs.csv").is_file() and (run / "llmbs_trained.safetensors").is_file()
+    assert "anneal_users: 10" in (run / "config.yaml").read_text()
+    assert main(["seqrec", "train", "--data", str(data), "--model", "llmbs", "--out", str(run), "--quiet",
+                 "--set", "beam=5"]) == 2
+    assert "beam must be >= 10" in capsys.readouterr().err

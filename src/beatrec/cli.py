@@ -11,7 +11,7 @@
     beatrec vocab --run RUN [--out DIR]
     beatrec evaluate --data DIR --run RUN [--predictions FILE] [--out DIR]   # explanation metrics + floor
     beatrec baseline --data DIR --run RUN --method floor|retrieval|idgen|itemtext|continuous|xrec --out FILE
-    beatrec seqrec train --data DIR --model eager|sasrec|tiger --out RUN [--config FILE] [--set ...]
+    beatrec seqrec train --data DIR --model eager|sasrec|tiger|llmbs --out RUN [--config FILE] [--set ...]
     beatrec seqrec evaluate --run RUN [--data DIR]
 
 Every bad input ends with one line ``error: <file, line: problem>`` on stderr and exit status 2.
@@ -172,6 +172,12 @@ def cmd_baseline(args: argparse.Namespace) -> None:
 def cmd_seqrec_train(args: argparse.Namespace) -> None:
     from beatrec.seqrec.train import load_seqrec_config, train_run
 
+    if args.model == "llmbs":
+        from beatrec.config import load_yaml
+        from beatrec.seqrec.llmbs.run import LLMBSConfig, train_llmbs
+
+        train_llmbs(args.data, args.out, load_yaml(LLMBSConfig, args.config, args.overrides), progress=not args.quiet)
+        return
     cfg = load_seqrec_config(args.model, args.config, args.overrides)
     train_run(args.data, args.out, cfg, progress=not args.quiet)
 
@@ -191,7 +197,7 @@ def _add_seqrec(sub: argparse._SubParsersAction) -> None:
     t = ssub.add_parser("train", help="train EAGER, SASRec or the TIGER-style baseline (leave-one-out)")
     t.add_argument("--data", type=Path, required=True,
                    help="dataset directory (<Name>.txt or <Name>.inter.json, optional item_text.tsv)")
-    t.add_argument("--model", choices=("eager", "sasrec", "tiger"), default="eager")
+    t.add_argument("--model", choices=("eager", "sasrec", "tiger", "llmbs"), default="eager")
     t.add_argument("--out", type=Path, required=True, help="run directory to write")
     _add_config_args(t)
     t.set_defaults(func=cmd_seqrec_train)

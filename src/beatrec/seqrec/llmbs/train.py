@@ -183,17 +183,3 @@ def adapter_disabled(model: LLMBS) -> Iterator[None]:
     else:
         with lm.disable_adapter():
             yield
-
-
-def recent_slice(examples: list[Example], users: list[int], n_users: int, seed: int = 0) -> list[Example]:
-    """The annealing slice: the seqrec example of each user's most recent training window, for a seeded subset
-    of ``n_users`` users (``users[i]`` = the user of ``examples[i]``; examples in time order per user)."""
-    last: dict[int, int] = {}
-    for i, (ex, u) in enumerate(zip(examples, users, strict=True)):
-        if ex.task == "seqrec":
-            last[u] = i
-    keys = sorted(last)
-    if 0 < n_users < len(keys):
-        g = torch.Generator().manual_seed(seed)
-        keys = sorted(keys[i] for i in torch.randperm(len(keys), generator=g)[:n_users].tolist())
-    return [examples[last[u]] for u in keys]
