@@ -154,9 +154,14 @@ def train_llmbs(data: str | Path, out_dir: str | Path, cfg: LLMBSConfig | None =
         with adapter_disabled(model):
             results["test_without_adapter"] = scored(split.test)
     timings["inference_s_per_1000_users"] = per_1000
-    state = {k: v.detach().contiguous() for k, v in model.lm.named_parameters() if v.requires_grad or "lora_" in k}
-    emb = model.lm.get_input_embeddings().weight
-    state["new_token_rows"] = emb[vocab.first_new_id :].detach().contiguous()
+    # What training changed: LoRA adapters (or every LM weight under full fine-tuning) and the new vocabulary rows.
+    full = cfg.train.finetune == "full"
+    state = {k: v.detach().contiguous() for k, v in model.lm.named_parameters()
+             if "lora_" in k or (full and "embed_tokens" not in k and "lm_head" not in k)}
+    state["new_token_rows.input"] = model.lm.get_input_embeddings().weight[vocab.first_new_id :].detach().contiguous()
+    head = model.lm.get_output_embeddings()
+    if head is not None and head.weight is not model.lm.get_input_embeddings().weight:
+        state["new_token_rows.output"] = head.weight[vocab.first_new_id :].detach().contiguous()
     save_file(state, str(out / "llmbs_trained.safetensors"))
     metrics = {"model": "llmbs", "dataset": str(data), "n_users": ds.n_users, "n_items": ds.n_items,
                "index": index_cfg.kind, "index_note": note, "code_report": rep.as_dict(),
