@@ -42,7 +42,7 @@ class VocabReport(NamedTuple):
 TOKEN = r"(?u)\b[a-zA-Z][a-zA-Z]+\b"
 
 
-def boilerplate_terms(entity_docs: list[str], max_share: float = 0.1) -> list[str]:
+def boilerplate_terms(entity_docs: list[str], max_share: float = 0.2) -> list[str]:
     """English stop words plus the words in more than ``max_share`` of the entity documents: the templates of a
     dataset's texts ("the user would likely enjoy ...") that would otherwise top every code's list."""
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
