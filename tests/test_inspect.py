@@ -142,9 +142,9 @@ def test_vocab_report_names_planted_genres(planted_run: tuple[Path, Path], tmp_p
 
 
 def pd_tokens(run: Path, side: str) -> np.ndarray:
-    from beatrec.align.vocab import _read_tokens
+    from beatrec.align.vocab import read_token_table
 
-    return _read_tokens(run / f"{side}_tokens.parquet")
+    return read_token_table(run / f"{side}_tokens.parquet")
 
 
 def test_carriers_by_hand() -> None:

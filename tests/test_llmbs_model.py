@@ -20,15 +20,19 @@ from beatrec.seqrec.llmbs.vocab import CON, add_code_tokens
 N_ITEMS = 24
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    lm_dir = save_tiny_lm(tmp_path_factory.mktemp("lm") / "tiny")
+def coded_lm(lm_dir: Path, rng: np.random.Generator):  # noqa: ANN201
+    """A tiny LM with the code tokens of a 1+1-level dual index over random item embeddings."""
     lm, tok = load_causal_lm(LMConfig(name=str(lm_dir)))
-    rng = np.random.default_rng(0)
     sem, beh = rng.normal(size=(N_ITEMS, 6)), rng.normal(size=(N_ITEMS, 5))
     codes = build_index(IndexConfig(kind="dual", k=3, semantic_levels=1, behavior_levels=1), N_ITEMS, sem, beh)
     vocab = add_code_tokens(lm, tok, codes)
-    code_text = [vocab.text(i, tok) for i in range(N_ITEMS)]
+    return lm, tok, vocab, [vocab.text(i, tok) for i in range(N_ITEMS)], sem, beh
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    rng = np.random.default_rng(0)
+    lm, tok, vocab, code_text, sem, beh = coded_lm(save_tiny_lm(tmp_path_factory.mktemp("lm") / "tiny"), rng)
     titles = [f"Golden Harbor volume {i}" if i % 3 else "" for i in range(N_ITEMS)]
     hist = np.full((6, 4), PAD)
     for r in range(6):
@@ -101,13 +105,8 @@ def test_recommend_returns_only_valid_items_deterministically(setup) -> None:  #
 def _fresh(tmp_path: Path, finetune: str):  # noqa: ANN202
     from beatrec.seqrec.llmbs.train import LLMBSTrainConfig
 
-    lm_dir = save_tiny_lm(tmp_path / "lm")
-    lm, tok = load_causal_lm(LMConfig(name=str(lm_dir)))
     rng = np.random.default_rng(1)
-    sem, beh = rng.normal(size=(N_ITEMS, 6)), rng.normal(size=(N_ITEMS, 5))
-    codes = build_index(IndexConfig(kind="dual", k=3, semantic_levels=1, behavior_levels=1), N_ITEMS, sem, beh)
-    vocab = add_code_tokens(lm, tok, codes)
-    code_text = [vocab.text(i, tok) for i in range(N_ITEMS)]
+    lm, tok, vocab, code_text, sem, beh = coded_lm(save_tiny_lm(tmp_path / "lm"), rng)
     hist = np.full((8, 4), PAD)
     for r in range(8):
         hist[r, 1:] = rng.choice(N_ITEMS, 3, replace=False)

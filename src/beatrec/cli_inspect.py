@@ -96,10 +96,10 @@ def cmd_profile(args: argparse.Namespace) -> None:
     from beatrec.align.explain import check_pairs, load_aligned
     from beatrec.align.profile import user_profiles
 
-    a = load_aligned(args.run, args.overrides)
-    uid, _ = resolve_pair(a, args.user, None, args.tokens, need_item=False)
     if args.tokens is not None and read_tokens_file(args.tokens)["side"] != "user":
         raise ConfigError(f"{args.tokens} describes an item; a profile needs a user")
+    a = load_aligned(args.run, args.overrides)
+    uid, _ = resolve_pair(a, args.user, None, args.tokens, need_item=False)
     check_pairs(a, [{"uid": uid, "iid": 0}], "--user")
     print(user_profiles(a, [uid])[0])
 

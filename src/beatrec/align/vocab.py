@@ -14,7 +14,7 @@ from beatrec.errors import RunError
 STAGE1_FILES = ("user_tokens.parquet", "item_tokens.parquet", "codebooks.safetensors")
 
 
-def _read_tokens(path: Path) -> np.ndarray:
+def read_token_table(path: Path) -> np.ndarray:
     """(n, 1+N) int64 codes indexed by entity id (ids are 0..n-1 in order)."""
     frame = pd.read_parquet(path)
     cols = ["macro"] + sorted((c for c in frame.columns if c.startswith("micro_")), key=lambda c: int(c[6:]))
@@ -57,7 +57,7 @@ class BehaviorVocab(nn.Module):
         need = {"user_macro", "user_micro", "item_macro", "item_micro"}
         if not need <= set(books):
             raise RunError(f"{run / 'codebooks.safetensors'}: missing codebooks {sorted(need - set(books))}")
-        return cls(_read_tokens(run / "user_tokens.parquet"), _read_tokens(run / "item_tokens.parquet"), books)
+        return cls(read_token_table(run / "user_tokens.parquet"), read_token_table(run / "item_tokens.parquet"), books)
 
     @property
     def n_users(self) -> int:

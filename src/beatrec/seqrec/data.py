@@ -273,6 +273,14 @@ def leave_one_out(ds: SeqDataset, max_len: int = 20) -> LeaveOneOut:
     return LeaveOneOut(train, val, test)
 
 
+def subset_samples(samples: Samples, n: int, seed: int) -> Samples:
+    """A seeded subset of ``n`` rows in their original order (``n`` = 0 or >= the rows: all of them)."""
+    if n == 0 or n >= len(samples.target):
+        return samples
+    idx = np.sort(np.random.default_rng(seed).choice(len(samples.target), n, replace=False))
+    return Samples(samples.history[idx], samples.target[idx], samples.user[idx])
+
+
 def item_popularity(train: Samples, n_items: int) -> np.ndarray:
     """(n_items,) training-interaction counts: every item of a training part counted once per occurrence.
 

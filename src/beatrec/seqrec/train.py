@@ -42,6 +42,7 @@ from beatrec.seqrec.data import (
     item_popularity,
     leave_one_out,
     load_seq_dataset,
+    subset_samples,
 )
 from beatrec.seqrec.eager import STREAMS, TIGER_PRESET, Eager, EagerConfig
 from beatrec.seqrec.evaluate import KS, SeqMetrics, metrics_from_topk, popularity_topk
@@ -144,13 +145,6 @@ def predict_topk(recommend: Callable[[torch.Tensor, int], np.ndarray], samples: 
     return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
 
 
-def _subset(samples: Samples, n: int, seed: int) -> Samples:
-    if n == 0 or n >= len(samples.target):
-        return samples
-    idx = np.sort(np.random.default_rng(seed).choice(len(samples.target), n, replace=False))
-    return Samples(samples.history[idx], samples.target[idx], samples.user[idx])
-
-
 def fit(model: torch.nn.Module, split: LeaveOneOut, cfg: SeqTrainConfig,
         loss_fn: Callable[[torch.Tensor, torch.Tensor], tuple],
         recommend: Callable[[torch.Tensor, int], np.ndarray], progress: bool = True, desc: str = "train"
@@ -164,7 +158,7 @@ def fit(model: torch.nn.Module, split: LeaveOneOut, cfg: SeqTrainConfig,
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    val = _subset(split.val, cfg.val_users, cfg.seed)
+    val = subset_samples(split.val, cfg.val_users, cfg.seed)
     n = len(split.train.target)
     if n == 0:
         raise ConfigError("no training windows: every user has fewer than 4 items")

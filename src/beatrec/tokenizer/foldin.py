@@ -271,29 +271,16 @@ def load_foldin(run: str | Path, data: str | Path | None = None, cfg: FoldInConf
     Raises:
         RunError: a stage-1 artifact is missing or unreadable, or the run does not match the dataset.
     """
-    import json
-
     from safetensors.torch import load_file
 
-    from beatrec.align.vocab import _read_tokens
-    from beatrec.config import load_yaml
-    from beatrec.data.dataset import load_dataset
+    from beatrec.align.vocab import read_token_table
     from beatrec.data.split import ZeroShotSplit, training_texts
     from beatrec.tokenizer.model import Side
-    from beatrec.tokenizer.pipeline import TokenizeConfig
+    from beatrec.tokenizer.pipeline import open_stage1_run
 
     run = Path(run)
     need = ("tokenizer.safetensors", "config.yaml", "split.json", "user_tokens.parquet", "item_tokens.parquet")
-    missing = [f for f in need if not (run / f).is_file()]
-    if missing:
-        raise RunError(f"{run}: no stage-1 artifacts ({', '.join(missing)} missing); run `beatrec tokenize` first")
-    tcfg = load_yaml(TokenizeConfig, run / "config.yaml")
-    if data is None:
-        try:
-            data = json.loads((run / "metrics.json").read_text())["dataset"]
-        except (OSError, ValueError, KeyError) as e:
-            raise RunError(f"{run}: the dataset directory is not recorded (metrics.json); pass --data DIR") from e
-    ds = load_dataset(data)
+    tcfg, ds = open_stage1_run(run, data, need)
     try:
         state = load_file(str(run / "tokenizer.safetensors"))
     except Exception as e:  # safetensors raises its own error types on a corrupt file
@@ -311,7 +298,7 @@ def load_foldin(run: str | Path, data: str | Path | None = None, cfg: FoldInConf
         except RuntimeError as e:
             raise RunError(f"{run / 'tokenizer.safetensors'}: the {s} codebooks do not fit config.yaml ({e})") from e
         sides[s] = side.eval()
-    tokens = {s: torch.from_numpy(_read_tokens(run / f"{s}_tokens.parquet").copy()) for s in SIDES}
+    tokens = {s: torch.from_numpy(read_token_table(run / f"{s}_tokens.parquet").copy()) for s in SIDES}
     tr = ds.interactions[ds.interactions["split"] == "train"]
     sem = None
     if semantic:

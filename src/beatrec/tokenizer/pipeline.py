@@ -284,3 +284,29 @@ def _run(
         f"{usage['user_micro']['used_fraction']:.2f}/{usage['item_micro']['used_fraction']:.2f}; "
         f"wrote {out} in {timings['total_s']:.0f}s")
     return TokenizeResult(out, metrics, result)
+
+
+def open_stage1_run(run: str | Path, data: str | Path | None, need: tuple[str, ...]
+                    ) -> tuple[TokenizeConfig, XRecDataset]:
+    """The config and dataset of a ``beatrec tokenize`` run, for tools that read its artifacts.
+
+    Args:
+        need: artifact file names that must exist in ``run``.
+        data: the dataset directory (default: the one recorded in the run's ``metrics.json``).
+    Raises:
+        RunError: an artifact is missing, or the dataset directory is not given and not recorded.
+    """
+    from beatrec.config import load_yaml
+    from beatrec.errors import RunError
+
+    run = Path(run)
+    missing = [f for f in need if not (run / f).is_file()]
+    if missing:
+        raise RunError(f"{run}: no stage-1 artifacts ({', '.join(missing)} missing); run `beatrec tokenize` first")
+    cfg = load_yaml(TokenizeConfig, run / "config.yaml")
+    if data is None:
+        try:
+            data = json.loads((run / "metrics.json").read_text())["dataset"]
+        except (OSError, ValueError, KeyError) as e:
+            raise RunError(f"{run}: the dataset directory is not recorded (metrics.json); pass --data DIR") from e
+    return cfg, load_dataset(data)

@@ -19,8 +19,6 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-from beatrec.errors import RunError
-
 BOOKS = ("user_macro", "user_micro", "item_macro", "item_micro")
 
 
@@ -139,28 +137,15 @@ def build_report(codes: dict[str, np.ndarray], docs: dict[str, dict[int, str]], 
 
 def load_report(run: str | Path, data: str | Path | None = None, top_terms: int = 8) -> VocabReport:
     """Build the report of a ``beatrec tokenize`` run from its token tables and the dataset's training texts."""
-    import json
-
-    from beatrec.align.vocab import _read_tokens
-    from beatrec.config import load_yaml
-    from beatrec.data.dataset import load_dataset
+    from beatrec.align.vocab import read_token_table
     from beatrec.data.split import ZeroShotSplit, training_texts
-    from beatrec.tokenizer.pipeline import TokenizeConfig, entity_documents
+    from beatrec.tokenizer.pipeline import entity_documents, open_stage1_run
 
     run = Path(run)
     need = ("user_tokens.parquet", "item_tokens.parquet", "config.yaml", "split.json")
-    missing = [f for f in need if not (run / f).is_file()]
-    if missing:
-        raise RunError(f"{run}: no stage-1 artifacts ({', '.join(missing)} missing); run `beatrec tokenize` first")
-    cfg = load_yaml(TokenizeConfig, run / "config.yaml")
-    if data is None:
-        try:
-            data = json.loads((run / "metrics.json").read_text())["dataset"]
-        except (OSError, ValueError, KeyError) as e:
-            raise RunError(f"{run}: the dataset directory is not recorded (metrics.json); pass --data DIR") from e
-    ds = load_dataset(data)
+    cfg, ds = open_stage1_run(run, data, need)
     rows = training_texts(ds, ZeroShotSplit.load(run / "split.json"))
-    codes = {"user": _read_tokens(run / "user_tokens.parquet"), "item": _read_tokens(run / "item_tokens.parquet")}
+    codes = {"user": read_token_table(run / "user_tokens.parquet"), "item": read_token_table(run / "item_tokens.parquet")}
     docs = {"user": {k: " ".join(v) for k, v in entity_documents(rows, "uid", cfg.user_texts).items()},
             "item": {k: " ".join(v) for k, v in entity_documents(rows, "iid", cfg.item_texts).items()}}
     tr = ds.interactions[ds.interactions["split"] == "train"]

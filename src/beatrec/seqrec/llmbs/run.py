@@ -21,7 +21,7 @@ import torch
 
 from beatrec.config import check, save_yaml
 from beatrec.lm import LMConfig
-from beatrec.seqrec.data import Samples, leave_one_out
+from beatrec.seqrec.data import Samples, leave_one_out, subset_samples
 from beatrec.seqrec.evaluate import KS, metrics_from_topk
 from beatrec.seqrec.llmbs.indices import IndexConfig
 from beatrec.seqrec.llmbs.model import GCDConfig
@@ -65,13 +65,6 @@ def last_windows(train: Samples) -> Samples:
         last[u] = i
     idx = np.asarray([last[u] for u in sorted(last)], dtype=np.int64)
     return Samples(train.history[idx], train.target[idx], train.user[idx])
-
-
-def _subset(s: Samples, n: int, seed: int) -> Samples:
-    if n == 0 or n >= len(s.target):
-        return s
-    idx = np.sort(np.random.default_rng(seed).choice(len(s.target), n, replace=False))
-    return Samples(s.history[idx], s.target[idx], s.user[idx])
 
 
 def train_llmbs(data: str | Path, out_dir: str | Path, cfg: LLMBSConfig | None = None, progress: bool = True
@@ -130,7 +123,7 @@ def train_llmbs(data: str | Path, out_dir: str | Path, cfg: LLMBSConfig | None =
         f"loss per epoch {[round(x, 4) for x in stage1.losses]}")
     stage2 = None
     if cfg.anneal:
-        sl = _subset(last_windows(split.train), cfg.anneal_users, cfg.subset_seed)
+        sl = subset_samples(last_windows(split.train), cfg.anneal_users, cfg.subset_seed)
         ex2 = build_examples(sl, code_text, None, TaskConfig(seqrec=-1, semantic=0, preference=0))
         t = time.perf_counter()
         stage2 = anneal(model, tok, ex2, cfg.train, progress)
@@ -138,7 +131,7 @@ def train_llmbs(data: str | Path, out_dir: str | Path, cfg: LLMBSConfig | None =
         log(f"[llmbs] annealing adapter: {len(ex2)} examples, {stage2.steps} steps, {stage2.seconds:.0f} s")
 
     def scored(samples: Samples) -> dict[str, float]:
-        s = _subset(samples, cfg.eval_users, cfg.subset_seed)
+        s = subset_samples(samples, cfg.eval_users, cfg.subset_seed)
         tops = []
         for b in range(0, len(s.target), cfg.eval_batch_size):
             res = recommend(model.inference_modules(), tok, vocab, s.history[b : b + cfg.eval_batch_size], code_text,
