@@ -67,7 +67,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-lm-score", action="store_true")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     ap.add_argument("--resume", action="store_true",
-                    help="datasets whose --out/NAME/results.json exists are read from it, not re-run")
+                    help="read --out/NAME/results.json where it exists: a dataset with every method is not re-run, "
+                         "one with some methods keeps its stage 1 and those methods and runs only the rest")
     ap.add_argument("--lm", default="smollm2", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
@@ -83,7 +84,11 @@ def fmt_s(x: float) -> str:
     return f"{x:.0f} s" if x >= 10 else f"{x:.1f} s"
 
 
-def run_dataset(name: str, args: argparse.Namespace, stage1: dict[str, Path], log) -> dict:  # noqa: ANN001
+def run_dataset(name: str, args: argparse.Namespace, stage1: dict[str, Path], log,  # noqa: ANN001
+                prev: dict | None = None) -> dict:
+    """One dataset's block. ``prev`` (an earlier ``results.json`` of the same run, ``--resume``) supplies the
+    stage-1 run already in ``--out/NAME`` and every method it scored whose predictions file is still there;
+    only the missing methods are trained and scored."""
     from beatrec.align.config import AlignConfig
     from beatrec.align.explain import check_pairs, explain, load_aligned
     from beatrec.align.train import train_align
@@ -101,16 +106,25 @@ def run_dataset(name: str, args: argparse.Namespace, stage1: dict[str, Path], lo
     run = args.out / name
     wanted = set(args.methods or [k for k, *_ in BEAT_VARIANTS] + [k for k, _ in BASELINES])
     timings: dict[str, float] = {}
+    prev_reports = {}
     t = time.perf_counter()
-    if name in stage1:
+    if prev is not None and (run / "tokenizer.safetensors").is_file():
+        stage1_note = prev["stage1"]
+        timings["stage 1"] = prev["timings"]["stage 1"]
+        prev_reports = {k: r for k, r in prev["reports"].items() if (run / "predictions" / f"{k}.jsonl").is_file()}
+        for k in prev_reports:
+            timings.update({n: v for n, v in prev["timings"].items() if n == k or n.startswith(f"{k}: ")})
+        log(f"[{name}] stage 1 and {sorted(prev_reports)} read from {run} (--resume)")
+    elif name in stage1:
         copy_stage1(stage1[name], run)
         stage1_note = f"reused `{stage1[name]}`"
     else:
         cfg = load_yaml(TokenizeConfig, None, args.tokenize_set)
         run_tokenize(data, run, cfg, progress=False)
         stage1_note = "trained here" + (f" ({', '.join(args.tokenize_set)})" if args.tokenize_set else "")
-    timings["stage 1"] = time.perf_counter() - t
-    log(f"[{name}] stage 1 {stage1_note}: {fmt_s(timings['stage 1'])}")
+    if "stage 1" not in timings:
+        timings["stage 1"] = time.perf_counter() - t
+        log(f"[{name}] stage 1 {stage1_note}: {fmt_s(timings['stage 1'])}")
     ds = load_dataset(data)
     split = ZeroShotSplit.load(run / "split.json")
     pairs = evaluation_pairs(ds, split, args.max_test_pairs, seed=0)
@@ -120,9 +134,9 @@ def run_dataset(name: str, args: argparse.Namespace, stage1: dict[str, Path], lo
     preds_dir = run / "predictions"
     predictions: dict[str, Path] = {}
     labels: dict[str, str] = {}
-    info: dict[str, dict] = {}
+    info: dict[str, dict] = {k: prev["info"][k] for k in prev_reports if k in prev.get("info", {})}
     for key, label, subdir, sets in BEAT_VARIANTS:
-        if key not in wanted:
+        if key not in wanted or key in prev_reports:
             continue
         t = time.perf_counter()
         cfg = load_yaml(AlignConfig, None, [*align_sets, *sets])
@@ -140,7 +154,7 @@ def run_dataset(name: str, args: argparse.Namespace, stage1: dict[str, Path], lo
              *(f"idgen.threads={args.threads}",) * bool(args.threads), *args.baseline_set]
     bcfg = load_yaml(BaselineConfig, None, bsets)
     for key, label in BASELINES:
-        if key not in wanted or (key == "xrec" and not (data / "xrec_predictions.jsonl").is_file()):
+        if key not in wanted or key in prev_reports or (key == "xrec" and not (data / "xrec_predictions.jsonl").is_file()):
             continue
         t = time.perf_counter()
         out = run_baseline(key, data, run, bcfg, pairs=pairs)
@@ -155,13 +169,15 @@ def run_dataset(name: str, args: argparse.Namespace, stage1: dict[str, Path], lo
     t = time.perf_counter()
     score_cfg = ScoreConfig(bertscore=not args.no_bertscore, lm_score=not args.no_lm_score, lm=LMConfig(name=args.lm))
     scorer = Scorer(score_cfg)
-    reports = {k: evaluate_predictions(ds, split, read_predictions(f), scorer, pairs, labels[k])
-               for k, f in predictions.items()}
-    timings["scoring"] = time.perf_counter() - t
+    fresh = {k: evaluate_predictions(ds, split, read_predictions(f), scorer, pairs, labels[k]).to_dict()
+             for k, f in predictions.items()}
+    order = [k for k, *_ in BEAT_VARIANTS] + [k for k, _ in BASELINES]
+    reports = {k: fresh.get(k, prev_reports.get(k)) for k in order if k in fresh or k in prev_reports}
+    timings["scoring"] = time.perf_counter() - t + (prev["timings"].get("scoring", 0.0) if prev_reports else 0.0)
     log(f"[{name}] scoring: {fmt_s(timings['scoring'])}")
     result = {"dataset": name, "data": str(data), "run": str(run), "stage1": stage1_note,
               "n_test_pairs_all": n_all, "n_test_pairs": len(pairs), "n_test_users": int(pairs.uid.nunique()),
-              "reports": {k: r.to_dict() for k, r in reports.items()}, "info": info, "timings": timings}
+              "reports": reports, "info": info, "timings": timings}
     (run / "results.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result
 
@@ -244,11 +260,15 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in args.datasets:
         done = args.out / name / "results.json"
-        if args.resume and done.is_file():
-            results.append(json.loads(done.read_text()))
+        prev = json.loads(done.read_text()) if args.resume and done.is_file() else None
+        wanted = set(args.methods or [k for k, *_ in BEAT_VARIANTS] + [k for k, _ in BASELINES])
+        if not (args.data_root / name / "xrec_predictions.jsonl").is_file():
+            wanted.discard("xrec")
+        if prev is not None and wanted <= set(prev["reports"]):
+            results.append(prev)
             print(f"[{name}] read from {done} (--resume)", flush=True)
         else:
-            results.append(run_dataset(name, args, stage1, lambda m: print(m, flush=True)))
+            results.append(run_dataset(name, args, stage1, lambda m: print(m, flush=True), prev))
         write_report(args.report, results, args, command, started, time.perf_counter() - t0)
         print(f"wrote {args.report}", flush=True)
     return 0

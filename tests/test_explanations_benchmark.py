@@ -69,6 +69,20 @@ def test_benchmark_end_to_end_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     body = lambda text: text[text.index("## amazon"):]  # noqa: E731
     assert body(report2.read_text()) == body(md)
     run = tmp_path / "runs" / "amazon"
+    # a dataset with some methods missing keeps its stage 1 and the finished methods and runs only the rest
+    res_path = run / "results.json"
+    partial = json.loads(res_path.read_text())
+    del partial["reports"]["retrieval"], partial["timings"]["retrieval"]
+    partial["timings"]["beat: train"] = 12345.0  # a re-trained BEAT would overwrite this
+    res_path.write_text(json.dumps(partial))
+    report3 = tmp_path / "partial.md"
+    assert load_script().main([*argv[:argv.index("--report")], "--report", str(report3),
+                               *argv[argv.index("--report") + 2:], "--resume"]) == 0
+    rows = lambda text: {r.split("|")[1].strip(): r.split("|")[3:] for r in text.splitlines()  # noqa: E731
+                         if r.startswith("| ") and "method" not in r}
+    assert rows(report3.read_text()) == rows(md)  # same numbers, retrieval re-scored in its place
+    resumed = json.loads(res_path.read_text())
+    assert list(resumed["reports"]) == list(res["reports"]) and resumed["timings"]["beat: train"] == 12345.0
     # `beatrec evaluate` with no predictions file generates BEAT's explanations with the run's aligned model
     assert cli(["evaluate", "--data", str(data), "--run", str(run), "--no-bertscore", "--no-lm-score", "--quiet",
                 "--set", "max_test_pairs=4"]) == 0

@@ -142,3 +142,22 @@ def test_fit_trains_new_rows_only_and_adapter_switches(tmp_path: Path, finetune:
         off = recommend(model.inference_modules(), tok, vocab, train.history[:3], code_text, beam=5)
     torch.testing.assert_close(off.scores, before.scores, atol=1e-4, rtol=1e-4)  # off = the stage-1 model
     assert not torch.allclose(on.scores, off.scores)  # the adapter changes the outputs
+
+
+def test_annealing_adapter_stacks_on_the_stage1_lora(tmp_path: Path) -> None:
+    """A fresh annealing LoRA (B = 0) adds nothing: with it on, outputs equal the stage-1 LoRA model's, so the
+    stage-1 adapter stays active underneath it (and is the one left on when the annealing adapter is off)."""
+    from dataclasses import replace
+
+    from beatrec.seqrec.llmbs.train import adapter_disabled, anneal, fit
+
+    model, tok, vocab, code_text, train, cfg = _fresh(tmp_path, "lora")
+    fit(model, tok, build_examples(train, code_text, None, TaskConfig()), cfg, vocab.first_new_id)
+    before = recommend(model.inference_modules(), tok, vocab, train.history[:3], code_text, beam=5)
+    anneal(model, tok, [], replace(cfg, anneal_epochs=0))
+    on = recommend(model.inference_modules(), tok, vocab, train.history[:3], code_text, beam=5)
+    torch.testing.assert_close(on.scores, before.scores, atol=1e-4, rtol=1e-4)
+    with adapter_disabled(model):
+        off = recommend(model.inference_modules(), tok, vocab, train.history[:3], code_text, beam=5)
+    torch.testing.assert_close(off.scores, before.scores, atol=1e-4, rtol=1e-4)
+    assert sorted(model.lm.base_model.active_adapters) == ["anneal", "default"]

@@ -153,9 +153,10 @@ def anneal(model: LLMBS, tok, examples: list[Example], cfg: LLMBSTrainConfig, pr
 
     for p in model.parameters():
         p.requires_grad_(False)
-    if isinstance(model.lm, PeftModel):
+    if isinstance(model.lm, PeftModel):  # stacked on the stage-1 LoRA, which stays active (and frozen)
+        stage1 = [a for a in model.lm.peft_config if a != ANNEAL]
         model.lm.add_adapter(ANNEAL, _lora(cfg.lora))
-        model.lm.set_adapter(ANNEAL)
+        model.lm.base_model.set_adapter([*stage1, ANNEAL])
     else:
         model.lm = get_peft_model(model.lm, _lora(cfg.lora), adapter_name=ANNEAL)
     for name, p in model.lm.named_parameters():
@@ -175,11 +176,11 @@ def adapter_disabled(model: LLMBS) -> Iterator[None]:
         return
     others = [a for a in lm.peft_config if a != ANNEAL]
     if others:
-        lm.base_model.set_adapter(others[0])
+        lm.base_model.set_adapter(others)
         try:
             yield
         finally:
-            lm.base_model.set_adapter(ANNEAL)
+            lm.base_model.set_adapter([*others, ANNEAL])
     else:
         with lm.disable_adapter():
             yield
