@@ -89,11 +89,15 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="applied to every model")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "seqrec")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "seqrec.md")
+    ap.add_argument("--resume", action="store_true",
+                    help="read models whose run (same config) already finished; an interrupted run always resumes "
+                         "from its checkpoint.pt")
     args = ap.parse_args()
     if not SEQREC.is_dir():
         raise SystemExit(f"{SEQREC} not found: the seqrec data must sit in ../shared/data/seqrec beside the repository")
 
-    from beatrec.seqrec.train import load_seqrec_config, train_run
+    from beatrec.config import load_yaml, save_yaml
+    from beatrec.seqrec.train import RunResult, SeqRecConfig, load_seqrec_config, train_run
 
     command = "python benchmarks/seqrec.py " + " ".join(sys.argv[1:])
     blocks: dict[str, list[dict]] = {}
@@ -115,12 +119,21 @@ def main() -> None:
             slug = label.lower().replace(" ", "-").replace("/", "").replace("(", "").replace(")", "")
             run = sasrec_run if model == "sasrec" else args.runs / ds / slug
             t = time.perf_counter()
-            try:
-                res = train_run(data, run, load_seqrec_config(model, None, sets), progress=True)
-            except Exception as e:  # noqa: BLE001 - e.g. TIGER on a dataset without titles: say so, go on
-                print(f"[seqrec bench] {ds} / {label}: {e}", file=sys.stderr)
-                skipped.setdefault(ds, []).append(f"{label}: not run ({e})")
-                continue
+            cfg = load_seqrec_config(model, None, sets)
+            requested = run / "requested.yaml"  # the config asked for (config.yaml holds the resolved one)
+            if args.resume and (run / "metrics.json").is_file() and requested.is_file() and \
+                    load_yaml(SeqRecConfig, requested) == cfg:
+                res = RunResult(run, json.loads((run / "metrics.json").read_text()))
+                print(f"[seqrec bench] {ds} / {label}: finished run read from {run} (--resume)", flush=True)
+            else:
+                run.mkdir(parents=True, exist_ok=True)
+                save_yaml(cfg, requested)
+                try:
+                    res = train_run(data, run, cfg, progress=True)
+                except Exception as e:  # noqa: BLE001 - e.g. TIGER on a dataset without titles: say so, go on
+                    print(f"[seqrec bench] {ds} / {label}: {e}", file=sys.stderr)
+                    skipped.setdefault(ds, []).append(f"{label}: not run ({e})")
+                    continue
             print(f"[seqrec bench] {ds} / {label}: {json.dumps(res.metrics['test'])} "
                   f"({time.perf_counter() - t:.0f}s)", flush=True)
             blocks[ds].append({"label": label, "metrics": res.metrics})

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from beatrec.cli import main
@@ -92,6 +93,49 @@ def test_two_stream_run_is_seeded(tmp_path: Path) -> None:
     for c in range(8):
         assert len(set(sem.codes[raw // 12 == c, 0])) == 1
     assert evaluate_run(tmp_path / "a", progress=False)["test"] == a.metrics["test"]
+
+
+def test_interrupted_run_resumes_bit_for_bit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A two-stream EAGER run killed after its 2nd epoch resumes from RUN/checkpoint.pt (the finished behavior
+    encoder is reused, not retrained) and ends with exactly the weights, history and metrics of an
+    uninterrupted run; a changed config or a corrupt checkpoint is refused with a message, the file kept."""
+    import beatrec.seqrec.train as tr
+    from beatrec.errors import RunError
+
+    data = write_seq_dataset(SyntheticSeqConfig(n_users=60), tmp_path)
+    cfg = load_seqrec_config("eager", None, [*TINY, "train.max_epochs=3", "behavior_train.max_epochs=1",
+                                             "train.patience=5"])
+    full = train_run(data, tmp_path / "full", cfg, progress=False, encoder=ClusterEncoder())
+    assert not (tmp_path / "full" / tr.CHECKPOINT).exists()  # removed once the run is complete
+    save = tr._save_checkpoint
+
+    def killed_after_epoch_2(path: Path, state: dict) -> None:
+        save(path, state)
+        if path.parent.name == "cut" and state["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(tr, "_save_checkpoint", killed_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(data, tmp_path / "cut", cfg, progress=False, encoder=ClusterEncoder())
+    ck = tmp_path / "cut" / tr.CHECKPOINT
+    assert ck.is_file() and not (tmp_path / "cut" / "metrics.json").exists()
+    behavior_mtime = (tmp_path / "cut" / "behavior" / "model.safetensors").stat().st_mtime_ns
+    other = load_seqrec_config("eager", None, [*TINY, "train.max_epochs=3", "behavior_train.max_epochs=1",
+                                               "train.patience=5", "train.lr=0.01"])
+    with pytest.raises(RunError, match="another configuration"):
+        train_run(data, tmp_path / "cut", other, progress=False, encoder=ClusterEncoder())
+    resumed = train_run(data, tmp_path / "cut", cfg, progress=False, encoder=ClusterEncoder())
+    assert (tmp_path / "cut" / "behavior" / "model.safetensors").stat().st_mtime_ns == behavior_mtime
+    assert resumed.metrics["test"] == full.metrics["test"] and resumed.metrics["training"] == full.metrics["training"]
+    wa, wb = load_file(str(tmp_path / "full/model.safetensors")), load_file(str(tmp_path / "cut/model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    ha, hb = (pd.read_csv(tmp_path / d / "history.csv") for d in ("full", "cut"))
+    pd.testing.assert_frame_equal(ha.drop(columns=["seconds", "eval_seconds"]),
+                                  hb.drop(columns=["seconds", "eval_seconds"]))
+    ck.write_bytes(b"not a checkpoint")
+    with pytest.raises(RunError, match="corrupt checkpoint"):
+        train_run(data, tmp_path / "cut", cfg, progress=False, encoder=ClusterEncoder())
+    assert ck.read_bytes() == b"not a checkpoint"
 
 
 def test_tiger_preset(tmp_path: Path) -> None:

@@ -36,3 +36,12 @@ class EarlyStopping:
         """Load the best epoch's weights (no-op before any :meth:`update`)."""
         if self._state is not None:
             model.load_state_dict(self._state)
+
+    def state_dict(self) -> dict:
+        """Everything :meth:`load_state_dict` needs to continue (checkpoints)."""
+        return {"best": self.best, "best_epoch": self.best_epoch, "stopped": self.stopped, "bad": self._bad,
+                "state": self._state}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.best, self.best_epoch, self.stopped = d["best"], d["best_epoch"], d["stopped"]
+        self._bad, self._state = d["bad"], d["state"]

@@ -145,15 +145,41 @@ def predict_topk(recommend: Callable[[torch.Tensor, int], np.ndarray], samples: 
     return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
 
 
+CHECKPOINT = "checkpoint.pt"
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)  # atomic: an interrupted save never leaves a half-written checkpoint
+
+
+def _load_checkpoint(path: Path, key: str) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable file: say which, keep it for inspection
+        raise RunError(f"{path}: corrupt checkpoint ({type(e).__name__}); move it away to train from scratch") from e
+    if state.get("key") != key:
+        raise RunError(f"{path}: this checkpoint belongs to another configuration or dataset; use the same config "
+                       "and --set options to resume, or move the checkpoint away to train from scratch")
+    return state
+
+
 def fit(model: torch.nn.Module, split: LeaveOneOut, cfg: SeqTrainConfig,
         loss_fn: Callable[[torch.Tensor, torch.Tensor], tuple],
-        recommend: Callable[[torch.Tensor, int], np.ndarray], progress: bool = True, desc: str = "train"
+        recommend: Callable[[torch.Tensor, int], np.ndarray], progress: bool = True, desc: str = "train",
+        checkpoint: Path | None = None, checkpoint_key: str = "", generators: tuple[torch.Generator, ...] = ()
         ) -> FitResult:
     """Mini-batch training over shuffled training windows; early stopping on validation NDCG@10.
 
     ``loss_fn(history, target)`` returns a named tuple whose first field is the loss to minimise (the other
     fields are logged as epoch means); ``recommend(history, k)`` returns (B, k) ranked items. On return
     ``model`` holds the weights of the best validation evaluation.
+
+    With ``checkpoint``, the whole training state (weights, optimiser, every random stream incl. the
+    ``generators`` that ``loss_fn`` draws from, early-stopping state, history) is written there after each
+    evaluation, and an existing checkpoint with the same ``checkpoint_key`` is resumed: an interrupted run
+    continues where it stopped and ends bit-for-bit where an uninterrupted one would (one torch thread).
     """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -167,8 +193,23 @@ def fit(model: torch.nn.Module, split: LeaveOneOut, cfg: SeqTrainConfig,
         steps = min(steps, cfg.max_steps_per_epoch)
     rows: list[dict[str, float]] = []
     stopper = EarlyStopping(cfg.patience)
-    t_train = time.perf_counter()
-    for epoch in range(1, cfg.max_epochs + 1):
+    first, done_seconds = 1, 0.0
+    if checkpoint is not None and checkpoint.is_file():
+        ck = _load_checkpoint(checkpoint, checkpoint_key)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        rng.bit_generator.state = ck["np_rng"]
+        torch.set_rng_state(ck["torch_rng"])
+        for g, st in zip(generators, ck["generators"], strict=True):
+            g.set_state(st)
+        stopper.load_state_dict(ck["stopper"])
+        rows, first, done_seconds = ck["rows"], ck["epoch"] + 1, ck["train_seconds"]
+        _log(progress, f"{desc}: resuming from {checkpoint} after epoch {ck['epoch']} "
+                       f"(best val N@10 {stopper.best:.4f} at epoch {stopper.best_epoch})")
+    t_train = time.perf_counter() - done_seconds
+    for epoch in range(first, cfg.max_epochs + 1):
+        if stopper.stopped:
+            break
         t0 = time.perf_counter()
         model.train()
         perm = rng.permutation(n)
@@ -199,7 +240,14 @@ def fit(model: torch.nn.Module, split: LeaveOneOut, cfg: SeqTrainConfig,
         rows.append(row)
         _log(progress, f"{desc} epoch {epoch}: loss {row['loss']:.4f} val R@10 {m.recall10:.4f} "
                        f"N@10 {m.ndcg10:.4f} [{row['seconds']:.1f}s + eval {row['eval_seconds']:.1f}s]")
-        if stopper.update(m.ndcg10, epoch, model):
+        stop = stopper.update(m.ndcg10, epoch, model)
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, {
+                "key": checkpoint_key, "epoch": epoch, "model": model.state_dict(), "opt": opt.state_dict(),
+                "np_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                "generators": [g.get_state() for g in generators], "stopper": stopper.state_dict(), "rows": rows,
+                "train_seconds": time.perf_counter() - t_train})
+        if stop:
             break
     stopper.restore(model)
     model.eval()
@@ -227,9 +275,8 @@ def _sasrec_fns(model: SASRec) -> tuple[Callable, Callable]:
     return loss_fn, model.recommend
 
 
-def _eager_fns(model: Eager, target_emb: dict[str, torch.Tensor], seed: int) -> tuple[Callable, Callable]:
-    gen = torch.Generator().manual_seed(seed + 1)
-
+def _eager_fns(model: Eager, target_emb: dict[str, torch.Tensor], gen: torch.Generator
+               ) -> tuple[Callable, Callable]:
     def loss_fn(h: torch.Tensor, t: torch.Tensor) -> tuple:
         return model(h, t, {s: e[t] for s, e in target_emb.items()}, gen)
 
@@ -297,6 +344,7 @@ def _train_run(data: str | Path, out: Path, cfg: SeqRecConfig, progress: bool, e
                    f"; item text: {'yes' if ds.has_text else 'no'}")
     extra: dict[str, Any] = {}
     timings: dict[str, float] = {}
+    gens: tuple[torch.Generator, ...] = ()
     if cfg.model == "sasrec":
         model: torch.nn.Module = SASRec(ds.n_items, cfg.max_len, cfg.sasrec)
         loss_fn, recommend = _sasrec_fns(model)
@@ -333,14 +381,16 @@ def _train_run(data: str | Path, out: Path, cfg: SeqRecConfig, progress: bool, e
         timings["codes_s"] = time.perf_counter() - t
         dims = {s: int(e.shape[1]) for s, e in emb.items()}
         model = Eager(ds.n_items, cfg.max_len, codes, ecfg, dims)
-        loss_fn, recommend = _eager_fns(model, {s: emb[s] for s in ecfg.streams if ecfg.use_contrastive},
-                                        cfg.train.seed)
+        gens = (torch.Generator().manual_seed(cfg.train.seed + 1),)  # the transfer task's code masking
+        loss_fn, recommend = _eager_fns(model, {s: emb[s] for s in ecfg.streams if ecfg.use_contrastive}, gens[0])
         extra = {"streams": list(ecfg.streams), "streams_note": note, "codes": reports,
                  "tasks": {"contrastive": ecfg.use_contrastive, "transfer": ecfg.transfer_active},
                  "merge": ecfg.merge, "beam_size": ecfg.beam_size}
     n_params = sum(p.numel() for p in model.parameters())
     _log(progress, f"[train] {cfg.model}: {n_params:,} parameters")
-    fit_res = fit(model, split, cfg.train, loss_fn, recommend, progress, desc=cfg.model)
+    key = hashlib.sha256(f"{_dataset_fingerprint(ds)}|{ds.n_users}|{cfg!r}".encode()).hexdigest()
+    fit_res = fit(model, split, cfg.train, loss_fn, recommend, progress, desc=cfg.model,
+                  checkpoint=out / CHECKPOINT, checkpoint_key=key, generators=gens)
     timings["training_s"] = fit_res.train_seconds
     _write_common(out, cfg, ds, data, model, fit_res)
     test, val, popm, per_1000 = _test_block(recommend, split, cfg.train, ds.n_items)
@@ -362,6 +412,7 @@ def _train_run(data: str | Path, out: Path, cfg: SeqRecConfig, progress: bool, e
                     "torch": torch.__version__, "threads": torch.get_num_threads()},
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out / CHECKPOINT).unlink(missing_ok=True)  # the run is complete: model.safetensors holds the best weights
     _log(progress, f"[test] {cfg.model}: R@5 {test.recall5:.4f} R@10 {test.recall10:.4f} N@5 {test.ndcg5:.4f} "
                    f"N@10 {test.ndcg10:.4f} (popularity N@10 {popm.ndcg10:.4f}); wrote {out} "
                    f"in {timings['total_s']:.0f}s")
@@ -381,10 +432,15 @@ def _behavior_embeddings(data: str | Path, out: Path, cfg: SeqRecConfig, ds: Seq
         model = load_model(run, ds)
         _log(progress, f"[behavior] SASRec item embeddings from {run}")
     else:
-        _log(progress, f"[behavior] training SASRec (behavior encoder) into {out / 'behavior'}")
         sub = dataclasses.replace(cfg, model="sasrec", train=cfg.behavior_train, behavior_run="")
-        train_run(data, out / "behavior", sub, progress=progress, dataset=ds)
-        model = load_model(out / "behavior", ds)
+        done = out / "behavior"
+        if (done / "metrics.json").is_file() and load_yaml(SeqRecConfig, done / "config.yaml") == sub and \
+                _read_run_json(done)["items_fingerprint"] == _dataset_fingerprint(ds):
+            _log(progress, f"[behavior] SASRec (behavior encoder) already trained in {done}: reused")
+        else:
+            _log(progress, f"[behavior] training SASRec (behavior encoder) into {done}")
+            train_run(data, done, sub, progress=progress, dataset=ds)
+        model = load_model(done, ds)
     assert isinstance(model, SASRec)
     return model.item_embeddings().detach().clone()
 
