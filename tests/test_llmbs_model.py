@@ -100,6 +100,9 @@ def test_recommend_returns_only_valid_items_deterministically(setup) -> None:  #
     one = recommend(lm, tok, vocab, train.history[2:3], code_text, beam=10)  # left padding changes nothing
     assert torch.equal(one.values[0], res.values[2])
     torch.testing.assert_close(one.scores[0], res.scores[2], atol=1e-4, rtol=1e-4)
+    full = recommend(lm, tok, vocab, train.history, code_text, beam=10, kv_cache=False)  # prompt cache = recompute
+    assert torch.equal(full.values, res.values)
+    torch.testing.assert_close(full.scores, res.scores, atol=1e-4, rtol=1e-4)
 
 
 def _fresh(tmp_path: Path, finetune: str):  # noqa: ANN202
@@ -138,7 +141,7 @@ def test_fit_trains_new_rows_only_and_adapter_switches(tmp_path: Path, finetune:
     assert all(torch.equal(w, w0) for w, w0 in frozen)  # stage-1 and base weights unchanged
     assert any(".anneal." in k for k, _ in model.lm.named_parameters())
     on = recommend(model.inference_modules(), tok, vocab, train.history[:3], code_text, beam=5)
-    with adapter_disabled(model):
+    with adapter_disabled(model.lm):
         off = recommend(model.inference_modules(), tok, vocab, train.history[:3], code_text, beam=5)
     torch.testing.assert_close(off.scores, before.scores, atol=1e-4, rtol=1e-4)  # off = the stage-1 model
     assert not torch.allclose(on.scores, off.scores)  # the adapter changes the outputs
@@ -157,7 +160,7 @@ def test_annealing_adapter_stacks_on_the_stage1_lora(tmp_path: Path) -> None:
     anneal(model, tok, [], replace(cfg, anneal_epochs=0))
     on = recommend(model.inference_modules(), tok, vocab, train.history[:3], code_text, beam=5)
     torch.testing.assert_close(on.scores, before.scores, atol=1e-4, rtol=1e-4)
-    with adapter_disabled(model):
+    with adapter_disabled(model.lm):
         off = recommend(model.inference_modules(), tok, vocab, train.history[:3], code_text, beam=5)
     torch.testing.assert_close(off.scores, before.scores, atol=1e-4, rtol=1e-4)
     assert sorted(model.lm.base_model.active_adapters) == ["anneal", "default"]

@@ -166,6 +166,20 @@ def test_llmbs_cli_end_to_end_tiny_lm(tmp_path: Path, capsys: pytest.CaptureFixt
         assert set(m[key]) == {"recall@5", "recall@10", "ndcg@5", "ndcg@10", "n_users"} and m[key]["n_users"] == 30
     assert (run / "codes_llmbs.csv").is_file() and (run / "llmbs_trained.safetensors").is_file()
     assert "anneal_users: 10" in (run / "config.yaml").read_text()
+    # `seqrec evaluate` rebuilds the run (code tokens, both adapters, trained rows) and ranks exactly as trained
+    capsys.readouterr()
+    assert main(["seqrec", "evaluate", "--run", str(run), "--quiet"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    ev = json.loads((run / "evaluation.json").read_text())
+    for key in ("test", "val", "test_without_adapter"):
+        assert ev[key] == pytest.approx(m[key]), key
+    assert printed["model"] == "llmbs" and printed["ndcg@10"] == pytest.approx(m["test"]["ndcg@10"])
+    trained = pd.read_csv(run / "test_top10.csv")
+    assert trained.shape == (30, 11) and trained.iloc[:, 1:].nunique(axis=1).eq(10).all()
+    pd.testing.assert_frame_equal(pd.read_csv(run / "evaluation_test_top10.csv"), trained)  # the same 300 items
+    (run / "llmbs_trained.safetensors").write_bytes(b"\0" * 10)
+    assert main(["seqrec", "evaluate", "--run", str(run), "--quiet"]) == 2
+    assert "llmbs_trained.safetensors: corrupt" in capsys.readouterr().err
     assert main(["seqrec", "train", "--data", str(data), "--model", "llmbs", "--out", str(run), "--quiet",
                  "--set", "beam=5"]) == 2
     assert "beam must be >= 10" in capsys.readouterr().err

@@ -485,6 +485,10 @@ def evaluate_run(run: str | Path, data: str | Path | None = None, progress: bool
     """Reload a run, score the test (and validation) users, write ``RUN/evaluation.json`` and return it."""
     run = Path(run)
     info = _read_run_json(run)
+    if info["model"] == "llmbs":
+        from beatrec.seqrec.llmbs.run import evaluate_llmbs
+
+        return evaluate_llmbs(run, data, progress)
     cfg = load_yaml(SeqRecConfig, run / "config.yaml")
     with torch_threads(cfg.train.threads):
         ds = _load_dataset(data or info["data"], cfg)

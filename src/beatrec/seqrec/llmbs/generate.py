@@ -4,6 +4,8 @@ log-probability. Every returned item is a real item."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -16,11 +18,13 @@ from beatrec.seqrec.llmbs.vocab import CodeVocab
 
 @torch.no_grad()
 def recommend(lm, tok, vocab: CodeVocab, histories: np.ndarray, code_text: list[str], beam: int = 20,  # noqa: ANN001
-              max_history: int = 10) -> BeamResult:
+              max_history: int = 10, kv_cache: bool = True) -> BeamResult:
     """Top-``beam`` items for each history (B, max_len) (right-aligned, PAD = -1), best first.
 
-    The prompt is the first sequential-recommendation template; prefixes are re-scored in one forward pass per
-    step (codes are 3–5 tokens long, so a KV cache would save little).
+    The prompt is the first sequential-recommendation template. With ``kv_cache`` (default) the prompt runs
+    once per user and its key/value cache serves every beam at every step, so a step costs only the few code
+    tokens of each prefix (codes are 3–5 tokens, recomputed each step); without it every step re-reads the whole
+    prompt for every beam (same result, for LMs whose cache cannot be cropped).
     """
     lm.eval()
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -32,14 +36,38 @@ def recommend(lm, tok, vocab: CodeVocab, histories: np.ndarray, code_text: list[
     for b, p in enumerate(prompts):  # left padding: every prompt ends at the last column
         base[b, width - len(p):] = torch.tensor(p)
         mask[b, width - len(p):] = 1
+    v = vocab.trie.vocab_size
+    lens = mask.sum(1)  # (B,) real prompt tokens: the position of the first code token
+    state: dict[str, object] = {}  # "prompt": the prompt cache (never modified); k: it repeated for k beams
 
-    def logits_fn(prefix: torch.Tensor) -> torch.Tensor:  # (B, b, t) -> (B, b, V)
+    def cached_fn(prefix: torch.Tensor) -> torch.Tensor:  # (B, b, t) -> (B, b, V)
+        n, k, t = prefix.shape
+        if t == 0:
+            out = lm(input_ids=base, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp_min(0),
+                     use_cache=True)
+            state["prompt"] = out.past_key_values
+            return out.logits[:, -1:].float()[..., :v]
+        if k not in state:  # beams per user changed (or first step): repeat the prompt cache once for them
+            prompt = state["prompt"]
+            rep = copy.deepcopy(prompt)
+            rep.batch_repeat_interleave(k)
+            state.clear()
+            state.update({"prompt": prompt, k: rep})
+        cache = state[k]
+        att = torch.cat([mask.repeat_interleave(k, 0), torch.ones(n * k, t, dtype=torch.long)], 1)
+        pos = lens.repeat_interleave(k)[:, None] + torch.arange(t)[None]  # (n·k, t) continuing each prompt
+        out = lm(input_ids=prefix.reshape(n * k, t), attention_mask=att, position_ids=pos, past_key_values=cache,
+                 use_cache=True)
+        cache.crop(-t)  # drop the prefix again: the prompt alone for the next step
+        return out.logits[:, -1].float().reshape(n, k, -1)[..., :v]
+
+    def full_fn(prefix: torch.Tensor) -> torch.Tensor:  # (B, b, t) -> (B, b, V)
         n, k, t = prefix.shape
         ids = torch.cat([base[:, None].expand(n, k, width), prefix], dim=2).reshape(n * k, width + t)
         att = torch.cat([mask[:, None].expand(n, k, width), torch.ones(n, k, t, dtype=torch.long)], 2)
         att = att.reshape(n * k, width + t)
         pos = (att.cumsum(1) - 1).clamp_min(0)  # positions count real tokens only (left padding)
         out = lm(input_ids=ids, attention_mask=att, position_ids=pos).logits[:, -1]  # (n·k, V_lm)
-        return out.float().reshape(n, k, -1)[..., : vocab.trie.vocab_size]
+        return out.float().reshape(n, k, -1)[..., :v]
 
-    return constrained_beam_search(logits_fn, vocab.trie, len(prompts), beam)
+    return constrained_beam_search(cached_fn if kv_cache else full_fn, vocab.trie, len(prompts), beam)

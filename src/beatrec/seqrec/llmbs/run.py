@@ -14,7 +14,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -58,6 +58,59 @@ class LLMBSConfig:
         check(self.eval_batch_size >= 1, "eval_batch_size must be >= 1")
 
 
+WEIGHTS = "llmbs_trained.safetensors"
+
+
+def score_split(lm, tok, vocab, code_text: list[str], split, cfg: LLMBSConfig, progress: bool = False,  # noqa: ANN001
+                with_adapter_off: bool = False) -> Scored:
+    """Test and validation Recall/NDCG@5/10 by constrained beam search (``cfg.eval_users`` seeded users; the
+    annealing adapter on, and with ``with_adapter_off`` also off on the test users), and the test inference
+    seconds per 1,000 users."""
+    from tqdm.auto import tqdm
+
+    from beatrec.seqrec.llmbs.generate import recommend
+    from beatrec.seqrec.llmbs.train import adapter_disabled
+
+    rankings = {}
+
+    def scored(samples: Samples, desc: str) -> dict[str, float]:
+        s = subset_samples(samples, cfg.eval_users, cfg.subset_seed)
+        tops = []
+        for b in tqdm(range(0, len(s.target), cfg.eval_batch_size), desc=desc, disable=not progress, leave=False):
+            res = recommend(lm, tok, vocab, s.history[b : b + cfg.eval_batch_size], code_text, cfg.beam,
+                            cfg.tasks.max_history)
+            tops.append(res.values[:, : max(KS)].numpy())
+        rankings[desc] = (s.user, np.concatenate(tops))
+        return metrics_from_topk(rankings[desc][1], s.target).as_dict()
+
+    t = time.perf_counter()
+    results = {"test": scored(split.test, "test")}
+    n = len(subset_samples(split.test, cfg.eval_users, cfg.subset_seed).target)
+    per_1000 = (time.perf_counter() - t) / max(n, 1) * 1000
+    results["val"] = scored(split.val, "validation")
+    if with_adapter_off:
+        with adapter_disabled(lm):
+            results["test_without_adapter"] = scored(split.test, "test, adapter off")
+    return Scored(results, per_1000, *rankings["test"])
+
+
+class Scored(NamedTuple):
+    metrics: dict[str, dict[str, float]]  # test, val (and test_without_adapter) Recall/NDCG@5/10
+    inference_s_per_1000_users: float
+    test_users: np.ndarray  # (U,) internal user ids scored
+    test_top: np.ndarray  # (U, 10) ranked internal item ids (annealing adapter on)
+
+
+def write_rankings(path: Path, ds, sc: Scored) -> Path:  # noqa: ANN001
+    """``user,rank1..rank10`` in raw ids: what a run recommends to each scored test user."""
+    import pandas as pd
+
+    df = pd.DataFrame(ds.item_raw_ids[sc.test_top], columns=[f"rank{r + 1}" for r in range(sc.test_top.shape[1])])
+    df.insert(0, "user", ds.user_raw_ids[sc.test_users])
+    df.to_csv(path, index=False)
+    return path
+
+
 def last_windows(train: Samples) -> Samples:
     """Each user's most recent training window (the annealing slice's candidates)."""
     last = {}
@@ -73,13 +126,12 @@ def train_llmbs(data: str | Path, out_dir: str | Path, cfg: LLMBSConfig | None =
     from safetensors.torch import save_file
 
     from beatrec.lm import load_causal_lm
-    from beatrec.seqrec.llmbs.generate import recommend
     from beatrec.seqrec.llmbs.indices import build_index, lm_item_embeddings
     from beatrec.seqrec.llmbs.model import LLMBS
     from beatrec.seqrec.llmbs.tasks import build_examples
-    from beatrec.seqrec.llmbs.train import adapter_disabled, anneal, fit
+    from beatrec.seqrec.llmbs.train import anneal, fit
     from beatrec.seqrec.llmbs.vocab import add_code_tokens
-    from beatrec.seqrec.train import SeqRecConfig, _behavior_embeddings, _load_dataset
+    from beatrec.seqrec.train import SeqRecConfig, _behavior_embeddings, _dataset_fingerprint, _load_dataset
 
     cfg = cfg or LLMBSConfig()
     cfg.validate()
@@ -130,23 +182,11 @@ def train_llmbs(data: str | Path, out_dir: str | Path, cfg: LLMBSConfig | None =
         timings["anneal_s"] = time.perf_counter() - t
         log(f"[llmbs] annealing adapter: {len(ex2)} examples, {stage2.steps} steps, {stage2.seconds:.0f} s")
 
-    def scored(samples: Samples) -> dict[str, float]:
-        s = subset_samples(samples, cfg.eval_users, cfg.subset_seed)
-        tops = []
-        for b in range(0, len(s.target), cfg.eval_batch_size):
-            res = recommend(model.inference_modules(), tok, vocab, s.history[b : b + cfg.eval_batch_size], code_text,
-                            cfg.beam, cfg.tasks.max_history)
-            tops.append(res.values[:, : max(KS)].numpy())
-        return metrics_from_topk(np.concatenate(tops), s.target).as_dict()
-
-    t = time.perf_counter()
-    results = {"test": scored(split.test)}
-    per_1000 = (time.perf_counter() - t) / max(min(cfg.eval_users or len(split.test.target), len(split.test.target)), 1) * 1000
-    results["val"] = scored(split.val)
-    if stage2 is not None:
-        with adapter_disabled(model):
-            results["test_without_adapter"] = scored(split.test)
-    timings["inference_s_per_1000_users"] = per_1000
+    sc = score_split(model.inference_modules(), tok, vocab, code_text, split, cfg, progress,
+                     with_adapter_off=stage2 is not None)
+    results = sc.metrics
+    timings["inference_s_per_1000_users"] = sc.inference_s_per_1000_users
+    write_rankings(out / "test_top10.csv", ds, sc)
     # What training changed: LoRA adapters (or every LM weight under full fine-tuning) and the new vocabulary rows.
     full = cfg.train.finetune == "full"
     state = {k: v.detach().contiguous() for k, v in model.lm.named_parameters()
@@ -155,7 +195,11 @@ def train_llmbs(data: str | Path, out_dir: str | Path, cfg: LLMBSConfig | None =
     head = model.lm.get_output_embeddings()
     if head is not None and head.weight is not model.lm.get_input_embeddings().weight:
         state["new_token_rows.output"] = head.weight[vocab.first_new_id :].detach().contiguous()
-    save_file(state, str(out / "llmbs_trained.safetensors"))
+    save_file(state, str(out / WEIGHTS))
+    (out / "run.json").write_text(json.dumps({
+        "data": str(Path(data).resolve()), "model": "llmbs", "n_items": ds.n_items, "n_users": ds.n_users,
+        "items_fingerprint": _dataset_fingerprint(ds), "first_new_id": vocab.first_new_id,
+        "annealed": stage2 is not None}, indent=2))
     metrics = {"model": "llmbs", "dataset": str(data), "n_users": ds.n_users, "n_items": ds.n_items,
                "index": index_cfg.kind, "index_note": note, "code_report": rep.as_dict(),
                "n_examples": len(examples), "stage1": stage1._asdict(),
@@ -164,3 +208,91 @@ def train_llmbs(data: str | Path, out_dir: str | Path, cfg: LLMBSConfig | None =
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
     log(f"[llmbs] test {results['test']}")
     return metrics
+
+
+def load_llmbs(run: str | Path, ds=None):  # noqa: ANN001, ANN201
+    """Rebuild a trained LLM-BS run for inference: the base LM of ``config.yaml``, the code tokens of
+    ``codes_llmbs.csv``, the LoRA adapters (stage 1 and annealing) and every trained tensor of
+    ``llmbs_trained.safetensors``. Returns ``(lm, tok, vocab, code_text)``."""
+    from peft import PeftModel, get_peft_model
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from beatrec.config import load_yaml
+    from beatrec.errors import RunError
+    from beatrec.lm import load_causal_lm
+    from beatrec.seqrec.codes import ItemCodes
+    from beatrec.seqrec.llmbs.train import ANNEAL, _lora
+    from beatrec.seqrec.llmbs.vocab import add_code_tokens
+    from beatrec.seqrec.train import _read_run_json
+
+    run = Path(run)
+    info = _read_run_json(run)
+    for f in ("config.yaml", "codes_llmbs.csv", WEIGHTS):
+        if not (run / f).is_file():
+            raise RunError(f"{run}: {f} missing (not a finished LLM-BS run)")
+    cfg = load_yaml(LLMBSConfig, run / "config.yaml")
+    try:
+        state = load_file(str(run / WEIGHTS))
+    except (SafetensorError, OSError) as e:
+        raise RunError(f"{run / WEIGHTS}: corrupt ({e})") from e
+    lm, tok = load_causal_lm(cfg.lm)
+    codes = ItemCodes.load(run / "codes_llmbs.csv")
+    vocab = add_code_tokens(lm, tok, codes)
+    if vocab.first_new_id != info["first_new_id"]:
+        raise RunError(f"{run}: the LM's vocabulary has {vocab.first_new_id} tokens, the run was trained with "
+                       f"{info['first_new_id']} (a different lm.name?)")
+    if cfg.train.finetune == "lora":
+        lm = get_peft_model(lm, _lora(cfg.train.lora))
+    if info["annealed"]:
+        if isinstance(lm, PeftModel):
+            stage1 = list(lm.peft_config)
+            lm.add_adapter(ANNEAL, _lora(cfg.train.lora))
+            lm.base_model.set_adapter([*stage1, ANNEAL])
+        else:
+            lm = get_peft_model(lm, _lora(cfg.train.lora), adapter_name=ANNEAL)
+    params = dict(lm.named_parameters())
+    with torch.no_grad():
+        for name in ("input", "output"):
+            rows = state.pop(f"new_token_rows.{name}", None)
+            layer = lm.get_input_embeddings() if name == "input" else lm.get_output_embeddings()
+            if rows is not None:
+                layer.weight[vocab.first_new_id :] = rows
+        unknown = sorted(set(state) - set(params))
+        if unknown:
+            raise RunError(f"{run / WEIGHTS}: {len(unknown)} tensors do not fit this LM (first: {unknown[0]})")
+        for k, v in state.items():
+            params[k].copy_(v)
+    lm.eval()
+    n_items = ds.n_items if ds is not None else info["n_items"]
+    if n_items != codes.n_items:
+        raise RunError(f"{run}: codes for {codes.n_items} items, the dataset has {n_items}")
+    return lm, tok, vocab, [vocab.text(i, tok) for i in range(codes.n_items)]
+
+
+def evaluate_llmbs(run: str | Path, data: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """``beatrec seqrec evaluate`` of an LLM-BS run: reload it, score test/validation (adapter on and off),
+    write ``RUN/evaluation.json`` and return it."""
+    from beatrec.config import load_yaml
+    from beatrec.errors import RunError
+    from beatrec.seqrec.train import SeqRecConfig, _dataset_fingerprint, _load_dataset, _read_run_json
+
+    run = Path(run)
+    info = _read_run_json(run)
+    cfg = load_yaml(LLMBSConfig, run / "config.yaml")
+    ds = _load_dataset(data or info["data"], SeqRecConfig(model="sasrec", max_users=cfg.max_users,
+                                                          subset_seed=cfg.subset_seed))
+    if _dataset_fingerprint(ds) != info["items_fingerprint"]:
+        raise RunError(f"{run}: the dataset's items differ from those the run was trained on")
+    lm, tok, vocab, code_text = load_llmbs(run, ds)
+    split = leave_one_out(ds, cfg.max_len)
+    sc = score_split(lm, tok, vocab, code_text, split, cfg, progress, with_adapter_off=info["annealed"])
+    results = sc.metrics
+    write_rankings(run / "evaluation_test_top10.csv", ds, sc)
+    result = {"model": "llmbs", "run": str(run), **results, "inference_s_per_1000_users": sc.inference_s_per_1000_users}
+    (run / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
+    if progress:
+        t = results["test"]
+        print(f"llmbs test: R@5 {t['recall@5']:.4f} R@10 {t['recall@10']:.4f} N@5 {t['ndcg@5']:.4f} "
+              f"N@10 {t['ndcg@10']:.4f}", flush=True)
+    return result

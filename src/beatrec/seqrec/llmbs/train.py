@@ -166,11 +166,11 @@ def anneal(model: LLMBS, tok, examples: list[Example], cfg: LLMBSTrainConfig, pr
 
 
 @contextlib.contextmanager
-def adapter_disabled(model: LLMBS) -> Iterator[None]:
-    """Run inference without the annealing adapter (the stage-1 model; its own LoRA, if any, stays on)."""
+def adapter_disabled(lm: torch.nn.Module) -> Iterator[None]:
+    """Run inference with ``lm`` (an LLM-BS model's LM) without the annealing adapter: the stage-1 model (its
+    own LoRA, if any, stays on)."""
     from peft import PeftModel
 
-    lm = model.lm
     if not isinstance(lm, PeftModel) or ANNEAL not in lm.peft_config:
         yield
         return
