@@ -37,6 +37,8 @@ def recommend(lm, tok, vocab: CodeVocab, histories: np.ndarray, code_text: list[
         base[b, width - len(p):] = torch.tensor(p)
         mask[b, width - len(p):] = 1
     v = vocab.trie.vocab_size
+    dev = next(lm.parameters()).device  # logits come back to the CPU, where the trie lives
+    base, mask = base.to(dev), mask.to(dev)
     lens = mask.sum(1)  # (B,) real prompt tokens: the position of the first code token
     state: dict[str, object] = {}  # "prompt": the prompt cache (never modified); k: it repeated for k beams
 
@@ -46,7 +48,7 @@ def recommend(lm, tok, vocab: CodeVocab, histories: np.ndarray, code_text: list[
             out = lm(input_ids=base, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp_min(0),
                      use_cache=True)
             state["prompt"] = out.past_key_values
-            return out.logits[:, -1:].float()[..., :v]
+            return out.logits[:, -1:].float()[..., :v].cpu()
         if k not in state:  # beams per user changed (or first step): repeat the prompt cache once for them
             prompt = state["prompt"]
             rep = copy.deepcopy(prompt)
@@ -54,20 +56,20 @@ def recommend(lm, tok, vocab: CodeVocab, histories: np.ndarray, code_text: list[
             state.clear()
             state.update({"prompt": prompt, k: rep})
         cache = state[k]
-        att = torch.cat([mask.repeat_interleave(k, 0), torch.ones(n * k, t, dtype=torch.long)], 1)
-        pos = lens.repeat_interleave(k)[:, None] + torch.arange(t)[None]  # (n·k, t) continuing each prompt
-        out = lm(input_ids=prefix.reshape(n * k, t), attention_mask=att, position_ids=pos, past_key_values=cache,
+        att = torch.cat([mask.repeat_interleave(k, 0), torch.ones(n * k, t, dtype=torch.long, device=dev)], 1)
+        pos = lens.repeat_interleave(k)[:, None] + torch.arange(t, device=dev)[None]  # (n·k, t) after each prompt
+        out = lm(input_ids=prefix.reshape(n * k, t).to(dev), attention_mask=att, position_ids=pos, past_key_values=cache,
                  use_cache=True)
         cache.crop(-t)  # drop the prefix again: the prompt alone for the next step
-        return out.logits[:, -1].float().reshape(n, k, -1)[..., :v]
+        return out.logits[:, -1].float().reshape(n, k, -1)[..., :v].cpu()
 
     def full_fn(prefix: torch.Tensor) -> torch.Tensor:  # (B, b, t) -> (B, b, V)
         n, k, t = prefix.shape
-        ids = torch.cat([base[:, None].expand(n, k, width), prefix], dim=2).reshape(n * k, width + t)
-        att = torch.cat([mask[:, None].expand(n, k, width), torch.ones(n, k, t, dtype=torch.long)], 2)
+        ids = torch.cat([base[:, None].expand(n, k, width), prefix.to(dev)], dim=2).reshape(n * k, width + t)
+        att = torch.cat([mask[:, None].expand(n, k, width), torch.ones(n, k, t, dtype=torch.long, device=dev)], 2)
         att = att.reshape(n * k, width + t)
         pos = (att.cumsum(1) - 1).clamp_min(0)  # positions count real tokens only (left padding)
         out = lm(input_ids=ids, attention_mask=att, position_ids=pos).logits[:, -1]  # (n·k, V_lm)
-        return out.float().reshape(n, k, -1)[..., :v]
+        return out.float().reshape(n, k, -1)[..., :v].cpu()
 
     return constrained_beam_search(cached_fn if kv_cache else full_fn, vocab.trie, len(prompts), beam)

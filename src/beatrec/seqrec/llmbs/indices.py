@@ -104,3 +104,26 @@ def lm_item_embeddings(lm, tok, texts: list[str], batch_size: int = 16, max_toke
     finally:
         tok.padding_side = side
     return torch.cat(out) if out else torch.zeros(0, lm.config.hidden_size)
+
+
+def cached_lm_item_embeddings(lm, tok, texts: list[str], identity: str, max_tokens: int = 64,  # noqa: ANN001
+                              cache: bool = True) -> torch.Tensor:
+    """:func:`lm_item_embeddings` with an on-disk cache (``$BEATREC_CACHE/lm_item_emb``), keyed by
+    sha256(``identity`` of the LM, ``max_tokens``, text): every run on the same items and LM (the index study
+    trains several) embeds each title once. -> (n, d)."""
+    import hashlib
+
+    from beatrec.paths import cache_dir
+    from beatrec.text_encoder import EmbeddingCache, _slug
+
+    dim = lm.config.hidden_size
+    if not cache:
+        return lm_item_embeddings(lm, tok, texts, max_tokens=max_tokens)
+    tag = f"{_slug(identity)}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}-L{max_tokens}"
+    store = EmbeddingCache(cache_dir("lm_item_emb", tag), dim)
+    prefix = f"{identity}\0{max_tokens}\0".encode()
+    keys = [hashlib.sha256(prefix + t.encode("utf-8")).digest() for t in texts]
+    todo = {k: t for k, t in zip(keys, texts, strict=True) if k not in store}
+    if todo:
+        store.add(list(todo), lm_item_embeddings(lm, tok, list(todo.values()), max_tokens=max_tokens).numpy())
+    return torch.from_numpy(np.stack([store.get(k) for k in keys])) if keys else torch.zeros(0, dim)

@@ -61,6 +61,12 @@ class LLMBSConfig:
 WEIGHTS = "llmbs_trained.safetensors"
 
 
+def _is_main() -> bool:
+    from beatrec.seqrec.llmbs.train import accelerator
+
+    return accelerator().is_main_process
+
+
 def score_split(lm, tok, vocab, code_text: list[str], split, cfg: LLMBSConfig, progress: bool = False,  # noqa: ANN001
                 with_adapter_off: bool = False) -> Scored:
     """Test and validation Recall/NDCG@5/10 by constrained beam search (``cfg.eval_users`` seeded users; the
@@ -125,11 +131,11 @@ def train_llmbs(data: str | Path, out_dir: str | Path, cfg: LLMBSConfig | None =
     """Train and evaluate an LLM-BS run; returns (and writes) ``metrics.json``."""
     from safetensors.torch import save_file
 
-    from beatrec.lm import load_causal_lm
-    from beatrec.seqrec.llmbs.indices import build_index, lm_item_embeddings
+    from beatrec.lm import load_causal_lm, resolve_lm_path
+    from beatrec.seqrec.llmbs.indices import build_index, cached_lm_item_embeddings
     from beatrec.seqrec.llmbs.model import LLMBS
     from beatrec.seqrec.llmbs.tasks import build_examples
-    from beatrec.seqrec.llmbs.train import anneal, fit
+    from beatrec.seqrec.llmbs.train import accelerator, anneal, fit
     from beatrec.seqrec.llmbs.vocab import add_code_tokens
     from beatrec.seqrec.train import SeqRecConfig, _behavior_embeddings, _dataset_fingerprint, _load_dataset
 
@@ -137,8 +143,9 @@ def train_llmbs(data: str | Path, out_dir: str | Path, cfg: LLMBSConfig | None =
     cfg.validate()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_yaml(cfg, out / "config.yaml")
-    log = (lambda m: print(m, flush=True)) if progress else (lambda m: None)  # noqa: E731
+    if _is_main():
+        save_yaml(cfg, out / "config.yaml")
+    log = (lambda m: print(m, flush=True)) if progress and _is_main() else (lambda m: None)  # noqa: E731
     timings: dict[str, float] = {}
     t = time.perf_counter()
     seq_cfg = SeqRecConfig(model="sasrec", max_len=cfg.max_len, max_users=cfg.max_users, subset_seed=cfg.subset_seed,
@@ -146,17 +153,22 @@ def train_llmbs(data: str | Path, out_dir: str | Path, cfg: LLMBSConfig | None =
     ds = _load_dataset(data, seq_cfg)
     split = leave_one_out(ds, cfg.max_len)
     log(f"[llmbs] {ds.name}: {ds.n_users} users, {ds.n_items} items, {len(split.train.target)} training windows")
-    behavior = _behavior_embeddings(data, out, seq_cfg, ds, progress)
+    acc = accelerator()
+    with acc.main_process_first():  # one process trains the behavior encoder, the others then read it
+        behavior = _behavior_embeddings(data, out, seq_cfg, ds, progress and acc.is_main_process)
     timings["behavior_s"] = time.perf_counter() - t
     t = time.perf_counter()
     lm, tok = load_causal_lm(cfg.lm)
+    lm.to(acc.device)
     index_cfg, note = cfg.index, ""
     if not ds.has_text and index_cfg.kind in ("dual", "semantic"):
         note = f"{ds.name} has no item text: index.kind {index_cfg.kind} -> behavior (behavior codes only)"
         log(f"[llmbs] {note}")
         index_cfg = IndexConfig(**{**index_cfg.__dict__, "kind": "behavior"})
     titles = ds.titles
-    semantic = (lm_item_embeddings(lm, tok, [t or f"item {r}" for t, r in zip(titles, ds.item_raw_ids, strict=True)])
+    semantic = (cached_lm_item_embeddings(lm, tok, [t or f"item {r}" for t, r in zip(titles, ds.item_raw_ids,
+                                                                                     strict=True)],
+                                          str(resolve_lm_path(cfg.lm)))
                 if titles is not None else torch.zeros(ds.n_items, 1))
     timings["semantic_s"] = time.perf_counter() - t
     codes = build_index(index_cfg, ds.n_items, semantic if titles is not None else None, behavior)
@@ -181,6 +193,8 @@ def train_llmbs(data: str | Path, out_dir: str | Path, cfg: LLMBSConfig | None =
         stage2 = anneal(model, tok, ex2, cfg.train, progress)
         timings["anneal_s"] = time.perf_counter() - t
         log(f"[llmbs] annealing adapter: {len(ex2)} examples, {stage2.steps} steps, {stage2.seconds:.0f} s")
+    if not acc.is_main_process:  # multi-GPU: evaluation and the run directory belong to the main process
+        return {}
 
     sc = score_split(model.inference_modules(), tok, vocab, code_text, split, cfg, progress,
                      with_adapter_off=stage2 is not None)

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 
 from beatrec.config import check
-from beatrec.seqrec.llmbs.model import LLMBS, collate
+from beatrec.seqrec.llmbs.model import LLMBS, Batch, collate
 from beatrec.seqrec.llmbs.tasks import Example
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -106,31 +106,47 @@ def _batches(examples: list[Example], size: int, gen: torch.Generator) -> Iterat
         yield [examples[i] for i in order[s : s + size]]
 
 
+def accelerator():  # noqa: ANN201
+    """The Accelerate handle of this process: one CPU/GPU process by default; under ``accelerate launch`` (see the
+    README) one process per GPU, each training on its share of every epoch's batches (DDP gradient averaging)."""
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+
+    # some batches have no [CON] (semantic/preference tasks): the GCD projectors then get no gradient
+    # (cpu=True without a GPU: several CPU processes under torchrun then form a gloo group, as in the tests)
+    return Accelerator(cpu=not torch.cuda.is_available(),
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+
+
 def _run_epochs(model: LLMBS, tok, examples: list[Example], params: list[torch.nn.Parameter], lr: float,  # noqa: ANN001
                 epochs: int, cfg: LLMBSTrainConfig, progress: bool, desc: str) -> StageResult:
     from tqdm.auto import tqdm
 
     if not examples or epochs == 0:
         return StageResult(0, 0.0, [])
+    acc = accelerator()
     out = model.lm.get_output_embeddings()
     embs = {id(model.lm.get_input_embeddings().weight)} | ({id(out.weight)} if out is not None else set())
     decay = [p for p in params if id(p) not in embs]
     rows = [p for p in params if id(p) in embs]  # no weight decay: the masked original rows must not move
     groups = [{"params": decay, "weight_decay": 0.01}] + ([{"params": rows, "weight_decay": 0.0}] if rows else [])
     opt = torch.optim.AdamW(groups, lr=lr)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    wrapped, opt = acc.prepare(model, opt)  # the model itself unless several processes (then DDP around it)
+    gen = torch.Generator().manual_seed(cfg.seed)  # same seed in every process: the same batch order
     t0, steps, losses = time.perf_counter(), 0, []
     model.train()
+    world, rank = acc.num_processes, acc.process_index
     for ep in range(epochs):
         total, n = 0.0, 0
-        n_batches = (len(examples) + cfg.batch_size - 1) // cfg.batch_size
-        for part in tqdm(_batches(examples, cfg.batch_size, gen), total=n_batches, desc=f"{desc} {ep + 1}/{epochs}",
-                         disable=not progress):
-            out = model(collate(tok, part, cfg.max_len))
+        batches = list(_batches(examples, cfg.batch_size, gen))
+        mine = batches[: len(batches) // world * world][rank::world] if world > 1 else batches  # equal shares
+        for part in tqdm(mine, desc=f"{desc} {ep + 1}/{epochs}", disable=not (progress and acc.is_main_process)):
+            batch = Batch(*(x.to(acc.device) for x in collate(tok, part, cfg.max_len)))
+            with acc.autocast():
+                out = wrapped(batch)
             opt.zero_grad(set_to_none=True)
-            out.loss.backward()
+            acc.backward(out.loss)
             if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                acc.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             total, n, steps = total + out.loss.item(), n + 1, steps + 1
         losses.append(total / max(n, 1))
