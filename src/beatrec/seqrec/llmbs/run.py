@@ -47,6 +47,7 @@ class LLMBSConfig:
     subset_seed: int = 0
     eval_users: int = 0  # test/validation users scored (seeded subset); 0 = all
     eval_batch_size: int = 16
+    eval_val: bool = True  # also score the validation users (the benchmark turns this off to save time)
     behavior_run: str = ""  # an existing SASRec run (same dataset/slice) for the behavior embeddings
     behavior_train: SeqTrainConfig = field(default_factory=SeqTrainConfig)
     model: str = "llmbs"
@@ -93,7 +94,8 @@ def score_split(lm, tok, vocab, code_text: list[str], split, cfg: LLMBSConfig, p
     results = {"test": scored(split.test, "test")}
     n = len(subset_samples(split.test, cfg.eval_users, cfg.subset_seed).target)
     per_1000 = (time.perf_counter() - t) / max(n, 1) * 1000
-    results["val"] = scored(split.val, "validation")
+    if cfg.eval_val:
+        results["val"] = scored(split.val, "validation")
     if with_adapter_off:
         with adapter_disabled(lm):
             results["test_without_adapter"] = scored(split.test, "test, adapter off")

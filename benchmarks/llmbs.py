@@ -1,0 +1,191 @@
+"""LLM-BS on a Beauty slice: the full model, its index study (the paper's Figure 5), GCD off and the annealing
+adapter off, against SASRec and EAGER trained on the same slice and scored on the same users.
+
+    python benchmarks/llmbs.py                       # the default slice, every row (hours on 2 CPU cores)
+    python benchmarks/llmbs.py --rows sasrec eager dual --resume
+
+Each row is one run directory under ``--runs`` (SASRec first: it is also the behavior encoder of EAGER and of
+every LLM-BS index). With ``--resume`` a row whose run finished with the same config is read back, so the
+benchmark can be completed over several sessions; ``benchmarks/llmbs.md`` is rewritten after every row.
+All rows are scored by the same full-ranking evaluator on the same seeded ``--eval-users`` test users of the
+slice (LLM-BS ranks by constrained beam search, beam 20; SASRec/EAGER rank all items as in their own runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BEAUTY = ROOT / ".." / "shared" / "data" / "seqrec" / "Beauty"
+
+# (key, label, model, overrides); LLM-BS rows get --llmbs-set and the slice, seqrec rows --seqrec-set.
+ROWS = (
+    ("sasrec", "SASRec (full softmax)", "sasrec", ()),
+    ("eager", "EAGER (two streams)", "eager", ()),
+    ("dual", "LLM-BS (dual-source index, GCD, annealing adapter)", "llmbs", ("index.kind=dual",)),
+    ("random", "LLM-BS, random index", "llmbs", ("index.kind=random", "anneal=false")),
+    ("semantic", "LLM-BS, semantic-only index", "llmbs", ("index.kind=semantic", "anneal=false")),
+    ("behavior", "LLM-BS, behavior-only index", "llmbs", ("index.kind=behavior", "anneal=false")),
+    ("unit", "LLM-BS, unit index (one token per item)", "llmbs", ("index.kind=unit", "anneal=false")),
+    ("no_gcd", "LLM-BS w/o GCD (λ1 = λ2 = 0)", "llmbs",
+     ("index.kind=dual", "gcd.lambda_semantic=0", "gcd.lambda_behavior=0", "anneal=false")),
+)
+# The slice and training budget: what 2 CPU cores train in about an hour per LLM-BS row (see the report).
+SLICE_USERS = 1000
+LLMBS_DEFAULTS = ("tasks.seqrec=3000", "tasks.semantic=1000", "tasks.preference=500", "train.epochs=1",
+                  "anneal_users=300", "eval_val=false")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=BEAUTY)
+    ap.add_argument("--max-users", type=int, default=SLICE_USERS, help="seeded user slice (all their items)")
+    ap.add_argument("--eval-users", type=int, default=300, help="seeded test users scored for every row")
+    ap.add_argument("--rows", nargs="+", default=[r[0] for r in ROWS], choices=[r[0] for r in ROWS])
+    ap.add_argument("--llmbs-set", action="append", default=[], metavar="KEY=VALUE", help="every LLM-BS row")
+    ap.add_argument("--seqrec-set", action="append", default=[], metavar="KEY=VALUE", help="SASRec and EAGER")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "llmbs")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "llmbs.md")
+    ap.add_argument("--resume", action="store_true", help="read rows whose run finished with the same config")
+    ap.add_argument("--lm", default="smollm2", help=argparse.SUPPRESS)  # tests: a tiny random LM
+    return ap.parse_args(argv)
+
+
+def fmt(x: float | None) -> str:
+    return "—" if x is None else f"{x:.4f}"
+
+
+def seqrec_subset_metrics(run: Path, data: Path, max_users: int, eval_users: int) -> dict[str, float]:
+    """A SASRec/EAGER run scored on the seeded ``eval_users`` test users LLM-BS is scored on."""
+    import numpy as np
+
+    from beatrec.config import load_yaml
+    from beatrec.seqrec.data import leave_one_out, subset_samples
+    from beatrec.seqrec.evaluate import metrics_from_topk
+    from beatrec.seqrec.sasrec import SASRec
+    from beatrec.seqrec.train import SeqRecConfig, _load_dataset, load_model, predict_topk
+
+    cfg = load_yaml(SeqRecConfig, run / "config.yaml")
+    ds = _load_dataset(data, cfg)
+    split = leave_one_out(ds, cfg.max_len)
+    s = subset_samples(split.test, eval_users, 0)  # LLM-BS: subset_samples(split.test, eval_users, subset_seed=0)
+    model = load_model(run, ds)
+
+    def recommend(h, k):  # noqa: ANN001, ANN202
+        return model.recommend(h, k) if isinstance(model, SASRec) else model.recommend(h, k).items.numpy()
+
+    assert max_users == cfg.max_users
+    return metrics_from_topk(predict_topk(recommend, s, cfg.train.eval_batch_size), s.target).as_dict() | {
+        "n_users": int(len(np.unique(s.user)))}
+
+
+def run_row(key: str, args: argparse.Namespace, log) -> dict:  # noqa: ANN001
+    from beatrec.config import load_yaml, save_yaml
+    from beatrec.seqrec.llmbs.run import LLMBSConfig, train_llmbs
+    from beatrec.seqrec.train import SeqRecConfig, load_seqrec_config, train_run
+
+    _, label, model, extra = next(r for r in ROWS if r[0] == key)
+    run = args.runs / key
+    sasrec = args.runs / "sasrec"
+    threads = [f"train.threads={args.threads}"] * bool(args.threads)
+    if model == "llmbs":
+        sets = [f"lm.name={args.lm}", f"max_users={args.max_users}", f"eval_users={args.eval_users}",
+                f"behavior_run={sasrec}", *LLMBS_DEFAULTS, *args.llmbs_set, *extra]
+        cfg, cls = load_yaml(LLMBSConfig, None, sets), LLMBSConfig
+    else:
+        sets = [f"max_users={args.max_users}", *threads, *args.seqrec_set,
+                *([f"behavior_run={sasrec}"] if model == "eager" else [])]
+        cfg, cls = load_seqrec_config(model, None, sets), SeqRecConfig
+    requested = run / "requested.yaml"
+    done = run / "metrics.json"
+    t = time.perf_counter()
+    if args.resume and done.is_file() and requested.is_file() and load_yaml(cls, requested) == cfg:
+        log(f"[llmbs bench] {label}: finished run read from {run} (--resume)")
+        metrics = json.loads(done.read_text())
+        wall = metrics.get("bench_wall_s", 0.0)
+    else:
+        run.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg, requested)
+        if model == "llmbs":
+            metrics = train_llmbs(args.data, run, cfg, progress=True)
+        else:
+            metrics = train_run(args.data, run, cfg, progress=True).metrics
+        wall = time.perf_counter() - t
+        metrics["bench_wall_s"] = wall
+        done.write_text(json.dumps(metrics, indent=2, default=float) + "\n")
+    row = {"key": key, "label": label, "model": model, "wall_s": wall, "metrics": metrics}
+    if model != "llmbs":
+        row["subset"] = seqrec_subset_metrics(run, args.data, args.max_users, args.eval_users)
+    log(f"[llmbs bench] {label}: {json.dumps(row.get('subset', metrics.get('test')))} ({wall:.0f} s)")
+    return row
+
+
+def write_report(path: Path, rows: list[dict], args: argparse.Namespace, command: str, started: str) -> None:
+    import torch
+
+    head = [
+        "# LLM-BS on a Beauty slice — index study, GCD, annealing adapter, vs SASRec and EAGER", "",
+        f"- date: {started}",
+        f"- machine: {platform.platform()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads",
+        f"- command: `{command}`",
+        f"- slice: {args.max_users} seeded users of `{args.data.name}` with all their items; every row scored on "
+        f"the same {args.eval_users} seeded test users (leave-one-out, full ranking over the slice's items)",
+        f"- LLM-BS backbone `{args.lm}`; per-row training budget: {', '.join(LLMBS_DEFAULTS)}"
+        + (f", {', '.join(args.llmbs_set)}" if args.llmbs_set else ""),
+        "",
+        "| row | R@5 | R@10 | N@5 | N@10 | users | train s | infer s / 1k users | wall s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    body = []
+    for r in rows:
+        m = r["metrics"]
+        if r["model"] == "llmbs":
+            t, train_s = m["test"], m["timings"].get("train_s", 0.0) + m["timings"].get("anneal_s", 0.0)
+        else:
+            t, train_s = r["subset"], m["timings"]["training_s"]
+        inf = m["timings"]["inference_s_per_1000_users"]
+        body.append(f"| {r['label']} | {fmt(t['recall@5'])} | {fmt(t['recall@10'])} | {fmt(t['ndcg@5'])} | "
+                    f"{fmt(t['ndcg@10'])} | {t['n_users']} | {train_s:.0f} | {inf:.1f} | {r['wall_s']:.0f} |")
+        if r["model"] == "llmbs" and "test_without_adapter" in m:
+            o = m["test_without_adapter"]
+            body.append(f"| LLM-BS w/o annealing adapter (same run) | {fmt(o['recall@5'])} | {fmt(o['recall@10'])} | "
+                        f"{fmt(o['ndcg@5'])} | {fmt(o['ndcg@10'])} | {o['n_users']} | — | — | — |")
+    notes = ["", "Per LLM-BS row (from its `metrics.json`): "]
+    notes += [f"- {r['label']}: {r['metrics']['n_examples']} training examples, stage 1 "
+              f"{r['metrics']['stage1']['steps']} steps (loss per epoch {r['metrics']['stage1']['losses']}), index "
+              f"depth {r['metrics']['code_report']['depth']}" for r in rows if r["model"] == "llmbs"]
+    path.write_text("\n".join(head + body + notes) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.data.is_dir():
+        raise SystemExit(f"{args.data} not found: this benchmark reads ../shared/data/seqrec/Beauty in place")
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    command = "python benchmarks/llmbs.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    started = datetime.datetime.now().isoformat(timespec="seconds")
+    order = [r[0] for r in ROWS if r[0] in args.rows]
+    if "sasrec" not in order:  # every other row reads its behavior embeddings from the SASRec row (and is compared
+        order.insert(0, "sasrec")  # with it); with --resume a finished one is only read back
+    rows: list[dict] = []
+    for key in order:
+        rows.append(run_row(key, args, lambda m: print(m, flush=True)))
+        write_report(args.out, rows, args, command, started)
+        print(f"wrote {args.out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
