@@ -83,6 +83,10 @@ def test_gcd_loss_trains_projectors_that_inference_never_uses(setup) -> None:  #
     off = LLMBS(lm, sem, beh, GCDConfig(lambda_semantic=0.0, lambda_behavior=0.0))(b)
     assert off.gcd == 0 and torch.isclose(off.loss, out.ntp)
     model.zero_grad()
+    # NTP with logits only at the answer columns == the LM's own shifted cross-entropy over every position
+    mixed = collate(tok, build_examples(train, code_text, titles, TaskConfig(seqrec=3, semantic=2, preference=0)))
+    ref = lm(input_ids=mixed.input_ids, attention_mask=mixed.attention_mask, labels=mixed.labels).loss
+    torch.testing.assert_close(LLMBS(lm, sem, beh, GCDConfig(0.0, 0.0))(mixed).ntp, ref)
 
 
 def test_recommend_returns_only_valid_items_deterministically(setup) -> None:  # noqa: ANN001

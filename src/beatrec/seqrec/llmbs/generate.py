@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from beatrec.seqrec.beam import BeamResult, constrained_beam_search
-from beatrec.seqrec.llmbs.model import prompt_text
+from beatrec.seqrec.llmbs.model import keep_kwargs, prompt_text
 from beatrec.seqrec.llmbs.tasks import history_text
 from beatrec.seqrec.llmbs.templates import SEQREC
 from beatrec.seqrec.llmbs.vocab import CodeVocab
@@ -39,6 +39,7 @@ def recommend(lm, tok, vocab: CodeVocab, histories: np.ndarray, code_text: list[
     v = vocab.trie.vocab_size
     dev = next(lm.parameters()).device  # logits come back to the CPU, where the trie lives
     base, mask = base.to(dev), mask.to(dev)
+    keep = keep_kwargs(lm, 1)  # only the last position's logits
     lens = mask.sum(1)  # (B,) real prompt tokens: the position of the first code token
     state: dict[str, object] = {}  # "prompt": the prompt cache (never modified); k: it repeated for k beams
 
@@ -46,7 +47,7 @@ def recommend(lm, tok, vocab: CodeVocab, histories: np.ndarray, code_text: list[
         n, k, t = prefix.shape
         if t == 0:
             out = lm(input_ids=base, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp_min(0),
-                     use_cache=True)
+                     use_cache=True, **keep)
             state["prompt"] = out.past_key_values
             return out.logits[:, -1:].float()[..., :v].cpu()
         if k not in state:  # beams per user changed (or first step): repeat the prompt cache once for them
@@ -59,7 +60,7 @@ def recommend(lm, tok, vocab: CodeVocab, histories: np.ndarray, code_text: list[
         att = torch.cat([mask.repeat_interleave(k, 0), torch.ones(n * k, t, dtype=torch.long, device=dev)], 1)
         pos = lens.repeat_interleave(k)[:, None] + torch.arange(t, device=dev)[None]  # (n·k, t) after each prompt
         out = lm(input_ids=prefix.reshape(n * k, t).to(dev), attention_mask=att, position_ids=pos, past_key_values=cache,
-                 use_cache=True)
+                 use_cache=True, **keep)
         cache.crop(-t)  # drop the prefix again: the prompt alone for the next step
         return out.logits[:, -1].float().reshape(n, k, -1)[..., :v].cpu()
 
@@ -69,7 +70,7 @@ def recommend(lm, tok, vocab: CodeVocab, histories: np.ndarray, code_text: list[
         att = torch.cat([mask[:, None].expand(n, k, width), torch.ones(n, k, t, dtype=torch.long, device=dev)], 2)
         att = att.reshape(n * k, width + t)
         pos = (att.cumsum(1) - 1).clamp_min(0)  # positions count real tokens only (left padding)
-        out = lm(input_ids=ids, attention_mask=att, position_ids=pos).logits[:, -1]  # (n·k, V_lm)
+        out = lm(input_ids=ids, attention_mask=att, position_ids=pos, **keep).logits[:, -1]  # (n·k, V_lm)
         return out.float().reshape(n, k, -1)[..., :v].cpu()
 
     return constrained_beam_search(cached_fn if kv_cache else full_fn, vocab.trie, len(prompts), beam)

@@ -56,6 +56,14 @@ class LLMBSOutput(NamedTuple):
     gcd: torch.Tensor  # λ-weighted contrastive terms (0 when no [CON] in the batch or both λ = 0)
 
 
+def keep_kwargs(lm: nn.Module, keep: int | torch.Tensor) -> dict:
+    """``{"logits_to_keep": keep}`` when the LM (under any peft wrapper) accepts it, else ``{}`` (all logits)."""
+    import inspect
+
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    return {"logits_to_keep": keep} if "logits_to_keep" in inspect.signature(base.forward).parameters else {}
+
+
 def prompt_text(tok, prompt: str) -> str:  # noqa: ANN001
     return render_chat(tok, prompt, ANSWER_CUE)
 
@@ -108,10 +116,19 @@ class LLMBS(nn.Module):
         return self.lm
 
     def forward(self, batch: Batch) -> LLMBSOutput:
+        """NTP over the answer tokens + GCD. Logits are computed only at the columns that predict an answer token
+        (the LM head over a 49k vocabulary at every prompt position would be a fifth of the work, unused); the
+        loss equals the LM's own shifted cross-entropy over the labels."""
         need_hidden = bool((batch.con_pos >= 0).any()) and (self.cfg.lambda_semantic + self.cfg.lambda_behavior) > 0
-        out = self.lm(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels,
-                      output_hidden_states=need_hidden)
-        gcd = torch.zeros((), device=out.loss.device)
+        target = batch.labels[:, 1:]  # (B, L-1) column j predicts token j+1
+        cols = (target != IGNORE).any(0).nonzero().squeeze(1)  # (P,) columns some row needs
+        keep = keep_kwargs(self.lm, cols)
+        out = self.lm(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=need_hidden,
+                      **keep)
+        logits = out.logits if keep else out.logits[:, cols]  # (B, P, V)
+        ntp = nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target[:, cols].reshape(-1),
+                                          ignore_index=IGNORE)
+        gcd = torch.zeros((), device=ntp.device)
         if need_hidden:
             rows = (batch.con_pos >= 0).nonzero().squeeze(1)  # (M,)
             h = out.hidden_states[-1][rows, batch.con_pos[rows]].float()  # (M, d) hidden state at [CON]
@@ -120,4 +137,4 @@ class LLMBS(nn.Module):
                 t = self.cfg.temperature
                 gcd = self.cfg.lambda_semantic * info_nce(self.proj_semantic(h), self.semantic[items], t) + \
                     self.cfg.lambda_behavior * info_nce(self.proj_behavior(h), self.behavior[items], t)
-        return LLMBSOutput(out.loss + gcd, out.loss, gcd)
+        return LLMBSOutput(ntp + gcd, ntp, gcd)
