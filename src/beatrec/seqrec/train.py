@@ -345,6 +345,7 @@ def _train_run(data: str | Path, out: Path, cfg: SeqRecConfig, progress: bool, e
     extra: dict[str, Any] = {}
     timings: dict[str, float] = {}
     gens: tuple[torch.Generator, ...] = ()
+    code_digest = ""  # EAGER: the item codes are part of what a checkpoint must match
     if cfg.model == "sasrec":
         model: torch.nn.Module = SASRec(ds.n_items, cfg.max_len, cfg.sasrec)
         loss_fn, recommend = _sasrec_fns(model)
@@ -369,16 +370,23 @@ def _train_run(data: str | Path, out: Path, cfg: SeqRecConfig, progress: bool, e
         t = time.perf_counter()
         codes: dict[str, ItemCodes] = {}
         reports = {}
+        resuming = (out / CHECKPOINT).is_file()
         for s in ecfg.streams:
-            x = torch.nn.functional.normalize(emb[s], dim=1)  # cosine geometry for the k-means
-            codes[s] = build_codes(x.numpy(), cfg.codes)
-            codes[s].save(out / f"codes_{s}.csv", ds.item_raw_ids)
+            if resuming and (out / f"codes_{s}.csv").is_file():  # the codes the checkpoint was trained with
+                codes[s] = ItemCodes.load(out / f"codes_{s}.csv")
+                _log(progress, f"[codes] {s}: read from {out / f'codes_{s}.csv'} (resuming)")
+            else:
+                x = torch.nn.functional.normalize(emb[s], dim=1)  # cosine geometry for the k-means
+                codes[s] = build_codes(x.numpy(), cfg.codes)
+                codes[s].save(out / f"codes_{s}.csv", ds.item_raw_ids)
             reports[s] = codes[s].report().as_dict()
             r = reports[s]
             _log(progress, f"[codes] {s}: depth {r['depth']} vocab {r['vocab_sizes']}, unique-prefix fraction "
                            f"{r['unique_prefix_fraction']:.3f}, level usage "
                            f"{[round(u, 2) for u in r['level_used_fraction']]}")
         timings["codes_s"] = time.perf_counter() - t
+        code_digest = "|".join(hashlib.sha256(np.ascontiguousarray(codes[s].codes).tobytes()).hexdigest()[:16]
+                               for s in ecfg.streams)
         dims = {s: int(e.shape[1]) for s, e in emb.items()}
         model = Eager(ds.n_items, cfg.max_len, codes, ecfg, dims)
         gens = (torch.Generator().manual_seed(cfg.train.seed + 1),)  # the transfer task's code masking
@@ -388,7 +396,7 @@ def _train_run(data: str | Path, out: Path, cfg: SeqRecConfig, progress: bool, e
                  "merge": ecfg.merge, "beam_size": ecfg.beam_size}
     n_params = sum(p.numel() for p in model.parameters())
     _log(progress, f"[train] {cfg.model}: {n_params:,} parameters")
-    key = hashlib.sha256(f"{_dataset_fingerprint(ds)}|{ds.n_users}|{cfg!r}".encode()).hexdigest()
+    key = hashlib.sha256(f"{_dataset_fingerprint(ds)}|{ds.n_users}|{cfg!r}|{code_digest}".encode()).hexdigest()
     fit_res = fit(model, split, cfg.train, loss_fn, recommend, progress, desc=cfg.model,
                   checkpoint=out / CHECKPOINT, checkpoint_key=key, generators=gens)
     timings["training_s"] = fit_res.train_seconds
