@@ -211,8 +211,44 @@ def dataset_block(res: dict) -> list[str]:
         if n_missing:
             lines.append(f"- {r['name']}: {n_missing} of {r['n_test_pairs']} test pairs have no prediction "
                          f"(scored on the {r['n_scored']} covered)")
+    diag = length_diagnostic(res)
+    if diag:
+        lines += ["", "Length diagnostic (BLEU-1 = brevity penalty × clipped unigram precision; NLTK corpus BLEU):", "",
+                  "| method | words / reference words | brevity penalty | unigram precision |", "|---|---|---|---|"]
+        lines += [f"| {reports[k]['name']} | {r:.2f} | {bp:.3f} | {p1:.4f} |" for k, (r, bp, p1) in diag.items()]
     lines += ["", "Wall time per stage: " + ", ".join(f"{k} {fmt_s(v)}" for k, v in t.items()), ""]
     return lines
+
+
+def length_diagnostic(res: dict) -> dict[str, tuple[float, float, float]]:
+    """Per method: (candidate / reference token ratio, brevity penalty, BLEU-1 / brevity penalty) over the scored
+    pairs, from the run's predictions files; empty when they are not there."""
+    import math
+
+    from beatrec.data.dataset import load_dataset
+    from beatrec.data.split import ZeroShotSplit
+    from beatrec.evaluate import evaluation_pairs
+    from beatrec.metrics.text import bleu, tokenize
+    from beatrec.predictions import read_predictions
+
+    run, data = Path(res["run"]), Path(res["data"])
+    if not (run / "predictions").is_dir() or not (data / "interactions.csv").is_file():
+        return {}
+    pairs = evaluation_pairs(load_dataset(data), ZeroShotSplit.load(run / "split.json"), res["n_test_pairs"], seed=0)
+    refs = {(u, i): e for u, i, e in zip(pairs.uid, pairs.iid, pairs.explanation, strict=True)}
+    out = {}
+    for key in res["reports"]:
+        f = run / "predictions" / f"{key}.jsonl"
+        if not f.is_file():
+            continue
+        pred = read_predictions(f)
+        got = {(u, i): x for u, i, x in zip(pred.uid, pred.iid, pred.prediction, strict=True)}
+        keys = [k for k in refs if k in got]
+        cand, ref = [got[k] for k in keys], [refs[k] for k in keys]
+        c, r = sum(len(tokenize(x)) for x in cand), sum(len(tokenize(x)) for x in ref)
+        bp = 1.0 if c > r else math.exp(1 - r / max(c, 1))
+        out[key] = (c / max(r, 1), bp, bleu(cand, ref, 1) / bp)
+    return out
 
 
 def write_report(path: Path, results: list[dict], args: argparse.Namespace, command: str, started: str,
@@ -226,6 +262,8 @@ def write_report(path: Path, results: list[dict], args: argparse.Namespace, comm
         f"- machine: {platform.platform()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads",
         f"- command: `{command}`",
+        "- wall times per stage are those of the run that produced each result (with `--resume`, earlier runs); "
+        "the total above is this invocation's",
         f"- frozen LM: `{args.lm}`; stage-2 training pairs: {args.max_train_pairs or 'all'}; "
         f"test pairs: {args.max_test_pairs or 'all'} (seeded subset)",
         "- metrics (`beatrec.metrics.explanations`): BLEU (NLTK corpus, method1), ROUGE-L (sentence LCS F1, mean), "
