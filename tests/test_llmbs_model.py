@@ -86,7 +86,21 @@ def test_gcd_loss_trains_projectors_that_inference_never_uses(setup) -> None:  #
     # NTP with logits only at the answer columns == the LM's own shifted cross-entropy over every position
     mixed = collate(tok, build_examples(train, code_text, titles, TaskConfig(seqrec=3, semantic=2, preference=0)))
     ref = lm(input_ids=mixed.input_ids, attention_mask=mixed.attention_mask, labels=mixed.labels).loss
-    torch.testing.assert_close(LLMBS(lm, sem, beh, GCDConfig(0.0, 0.0))(mixed).ntp, ref)
+    plain = LLMBS(lm, sem, beh, GCDConfig(0.0, 0.0))
+    torch.testing.assert_close(plain(mixed).ntp, ref)  # first call: full logits + the head check
+    assert plain._gather_ok is True
+    torch.testing.assert_close(plain(mixed).ntp, ref)  # then: the head only at the gathered answer positions
+    # an LM whose logits are not its output embedding of the last hidden state: full logits on every call
+    other = torch.nn.Linear(lm.config.hidden_size, lm.config.vocab_size, bias=False)
+    orig = lm.get_output_embeddings
+    try:
+        lm.get_output_embeddings = lambda: other
+        odd = LLMBS(lm, sem, beh, GCDConfig(0.0, 0.0))
+        torch.testing.assert_close(odd(mixed).ntp, ref)
+        torch.testing.assert_close(odd(mixed).ntp, ref)
+        assert odd._gather_ok is False
+    finally:
+        lm.get_output_embeddings = orig
 
 
 def test_recommend_returns_only_valid_items_deterministically(setup) -> None:  # noqa: ANN001

@@ -110,26 +110,43 @@ class LLMBS(nn.Module):
         self.register_buffer("behavior", behavior.float(), persistent=False)
         self.proj_semantic = nn.Linear(width, semantic.shape[1])
         self.proj_behavior = nn.Linear(width, behavior.shape[1])
+        self._gather_ok: bool | None = None  # LM logits == output embedding(last hidden state)? (first forward)
 
     def inference_modules(self) -> nn.Module:
         """What recommendation runs: the LM alone (the GCD projectors are training-only)."""
         return self.lm
 
     def forward(self, batch: Batch) -> LLMBSOutput:
-        """NTP over the answer tokens + GCD. Logits are computed only at the columns that predict an answer token
-        (the LM head over a 49k vocabulary at every prompt position would be a fifth of the work, unused); the
-        loss equals the LM's own shifted cross-entropy over the labels."""
-        need_hidden = bool((batch.con_pos >= 0).any()) and (self.cfg.lambda_semantic + self.cfg.lambda_behavior) > 0
+        """NTP over the answer tokens + GCD.
+
+        The LM head (a 49k-word vocabulary for SmolLM2) runs only on the N positions that predict an answer
+        token — gathered row by row from the last hidden states — not on every prompt position. The first call
+        checks that the LM's own logits are its output embedding applied to ``hidden_states[-1]`` (true for
+        Llama-style LMs; not for, e.g., soft-capped logits); if not, every call uses the LM's full logits. Either
+        way the loss equals the LM's own shifted cross-entropy over the labels.
+        """
+        need_gcd = bool((batch.con_pos >= 0).any()) and (self.cfg.lambda_semantic + self.cfg.lambda_behavior) > 0
         target = batch.labels[:, 1:]  # (B, L-1) column j predicts token j+1
-        cols = (target != IGNORE).any(0).nonzero().squeeze(1)  # (P,) columns some row needs
-        keep = keep_kwargs(self.lm, cols)
-        out = self.lm(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=need_hidden,
-                      **keep)
-        logits = out.logits if keep else out.logits[:, cols]  # (B, P, V)
-        ntp = nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target[:, cols].reshape(-1),
-                                          ignore_index=IGNORE)
+        rows, cols = (target != IGNORE).nonzero(as_tuple=True)  # (N,), (N,)
+        head = self.lm.get_output_embeddings()
+        if self._gather_ok is None:  # first call: full logits, and the check
+            out = self.lm(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
+            with torch.no_grad():
+                mine = head(out.hidden_states[-1]).float() if head is not None else None
+                self._gather_ok = mine is not None and mine.shape == out.logits.shape and \
+                    torch.allclose(mine, out.logits.float(), atol=1e-3, rtol=1e-3)
+            logits = out.logits[rows, cols]  # (N, V)
+        elif self._gather_ok:
+            out = self.lm(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True,
+                          **keep_kwargs(self.lm, 1))
+            logits = head(out.hidden_states[-1][rows, cols])  # (N, V) only where an answer token is predicted
+        else:
+            out = self.lm(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                          output_hidden_states=need_gcd)
+            logits = out.logits[rows, cols]
+        ntp = nn.functional.cross_entropy(logits.float(), target[rows, cols], ignore_index=IGNORE)
         gcd = torch.zeros((), device=ntp.device)
-        if need_hidden:
+        if need_gcd:
             rows = (batch.con_pos >= 0).nonzero().squeeze(1)  # (M,)
             h = out.hidden_states[-1][rows, batch.con_pos[rows]].float()  # (M, d) hidden state at [CON]
             items = batch.items[rows]
