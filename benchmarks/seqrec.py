@@ -89,8 +89,9 @@ def _with_skips(notes: dict[str, str], skipped: dict[str, list[str]]) -> dict[st
             for ds in {*notes, *skipped}}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--data-root", type=Path, default=SEQREC, help="directory holding the dataset directories")
     ap.add_argument("--datasets", nargs="*", default=["Beauty", "Sports_and_Outdoors"])
     ap.add_argument("--models", nargs="*", default=[v[0] for v in VARIANTS], help="row labels to run")
     ap.add_argument("--max-users", type=int, default=0, help="seeded user subset (0 = all)")
@@ -100,21 +101,22 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true",
                     help="read models whose run (same config) already finished; an interrupted run always resumes "
                          "from its checkpoint.pt")
-    args = ap.parse_args()
-    if not SEQREC.is_dir():
-        raise SystemExit(f"{SEQREC} not found: the seqrec data must sit in ../shared/data/seqrec beside the repository")
+    args = ap.parse_args(argv)
+    if not args.data_root.is_dir():
+        raise SystemExit(f"{args.data_root} not found: the seqrec data must sit in ../shared/data/seqrec beside the "
+                         "repository")
 
     from beatrec.config import load_yaml, save_yaml
     from beatrec.seqrec.train import RunResult, SeqRecConfig, load_seqrec_config, train_run
 
-    command = "python benchmarks/seqrec.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/seqrec.py " + " ".join(sys.argv[1:] if argv is None else argv)
     blocks: dict[str, list[dict]] = {}
     planned = {ds: [v[0] for v in VARIANTS if v[0] in args.models] for ds in args.datasets}
     notes: dict[str, str] = {}
     skipped: dict[str, list[str]] = {}
     for ds in args.datasets:
         blocks[ds] = []
-        data = SEQREC / ds
+        data = args.data_root / ds
         sasrec_run = args.runs / ds / "sasrec"
         base = [*args.overrides] + ([f"max_users={args.max_users}"] if args.max_users else [])
         for label, model, extra in VARIANTS:
@@ -155,7 +157,8 @@ def main() -> None:
             write_report(args.out, command, blocks, _with_skips(notes, skipped), planned)
     write_report(args.out, command, blocks, _with_skips(notes, skipped), planned)
     print(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

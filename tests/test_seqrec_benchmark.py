@@ -1,0 +1,66 @@
+"""benchmarks/seqrec.py end to end on two synthetic datasets, one without item text (slow: ~30 s)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+from beatrec.seqrec.synthetic import SyntheticSeqConfig, write_seq_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["train.max_epochs=1", "train.threads=1", "codes.k=4", "eager.d_model=16", "eager.n_heads=2", "eager.d_ff=32",
+        "eager.enc_layers=1", "eager.dec_layers=1", "eager.beam_size=10", "sasrec.d_model=16", "sasrec.d_ff=32"]
+
+
+def load_script():  # noqa: ANN201
+    spec = importlib.util.spec_from_file_location("seqrec_bench", ROOT / "benchmarks" / "seqrec.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.slow
+def test_seqrec_benchmark_partial_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BEATREC_CACHE", os.environ.get("BEATREC_CACHE", str(tmp_path / "cache")))
+    root = tmp_path / "data"
+    write_seq_dataset(SyntheticSeqConfig(n_users=40), root, name="Texted")
+    write_seq_dataset(SyntheticSeqConfig(n_users=40, with_text=False), root, name="Plain")
+    out = tmp_path / "seqrec.md"
+    base = ["--data-root", str(root), "--datasets", "Texted", "Plain", "--runs", str(tmp_path / "runs"),
+            "--out", str(out), *[a for s in TINY for a in ("--set", s)]]
+    # a session stopped during EAGER: the report so far has SASRec and names the rows still to run
+    import beatrec.seqrec.train as tr
+
+    real = tr.train_run
+
+    def stopped_at_eager(data, run, cfg, progress=True):  # noqa: ANN001, ANN202
+        if cfg.model == "eager":
+            raise KeyboardInterrupt
+        return real(data, run, cfg, progress=progress)
+
+    monkeypatch.setattr(tr, "train_run", stopped_at_eager)
+    with pytest.raises(KeyboardInterrupt):
+        load_script().main([*base, "--models", "SASRec", "EAGER"])
+    assert "**Partial: not run yet:** EAGER." in out.read_text() and "| SASRec |" in out.read_text()
+    monkeypatch.setattr(tr, "train_run", real)
+    # next session: SASRec read back, EAGER trained
+    assert load_script().main([*base, "--models", "SASRec", "EAGER", "--resume"]) == 0
+    md = out.read_text()
+    assert md.count("| SASRec |") == 2 and md.count("| EAGER |") == 2
+    assert "Partial" not in md  # only the requested rows were planned
+    # second session: every row, --resume reads the two finished ones back (their files untouched)
+    mtime = (tmp_path / "runs" / "Texted" / "eager" / "model.safetensors").stat().st_mtime_ns
+    assert load_script().main([*base, "--resume", "--models", "SASRec", "EAGER", "EAGER w/o transfer task",
+                               "EAGER w/o second stream"]) == 0
+    md2 = out.read_text()
+    assert (tmp_path / "runs" / "Texted" / "eager" / "model.safetensors").stat().st_mtime_ns == mtime
+    texted = md2[md2.index("## Texted"):md2.index("## Plain")]
+    plain = md2[md2.index("## Plain"):]
+    assert "| EAGER w/o transfer task |" in texted and "| EAGER w/o second stream |" in texted
+    assert "| EAGER w/o transfer task |" not in plain and "same model as EAGER here (no item text)" in plain
+    assert "Partial" not in md2
+    rows = lambda t: [r for r in t.splitlines() if r.startswith("| EAGER |")]  # noqa: E731
+    assert rows(md2) == rows(md)  # read back, not retrained
