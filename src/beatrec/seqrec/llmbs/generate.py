@@ -22,9 +22,9 @@ def recommend(lm, tok, vocab: CodeVocab, histories: np.ndarray, code_text: list[
     """Top-``beam`` items for each history (B, max_len) (right-aligned, PAD = -1), best first.
 
     The prompt is the first sequential-recommendation template. With ``kv_cache`` (default) the prompt runs
-    once per user and its key/value cache serves every beam at every step, so a step costs only the few code
-    tokens of each prefix (codes are 3–5 tokens, recomputed each step); without it every step re-reads the whole
-    prompt for every beam (same result, for LMs whose cache cannot be cropped).
+    once per user; its key/value cache is copied to the beams, and each step feeds only the newest code token of
+    every beam, the beams' caches reordered to follow their parents; without it every step re-reads the whole
+    prompt and prefix for every beam (same result, for LMs whose cache cannot be reordered).
     """
     lm.eval()
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -41,7 +41,7 @@ def recommend(lm, tok, vocab: CodeVocab, histories: np.ndarray, code_text: list[
     base, mask = base.to(dev), mask.to(dev)
     keep = keep_kwargs(lm, 1)  # only the last position's logits
     lens = mask.sum(1)  # (B,) real prompt tokens: the position of the first code token
-    state: dict[str, object] = {}  # "prompt": the prompt cache (never modified); k: it repeated for k beams
+    state: dict[str, object] = {}  # "prompt": the prompt cache; "cache"/"prev": the beams' cache and prefixes
 
     def cached_fn(prefix: torch.Tensor) -> torch.Tensor:  # (B, b, t) -> (B, b, V)
         n, k, t = prefix.shape
@@ -50,18 +50,19 @@ def recommend(lm, tok, vocab: CodeVocab, histories: np.ndarray, code_text: list[
                      use_cache=True, **keep)
             state["prompt"] = out.past_key_values
             return out.logits[:, -1:].float()[..., :v].cpu()
-        if k not in state:  # beams per user changed (or first step): repeat the prompt cache once for them
-            prompt = state["prompt"]
-            rep = copy.deepcopy(prompt)
-            rep.batch_repeat_interleave(k)
-            state.clear()
-            state.update({"prompt": prompt, k: rep})
-        cache = state[k]
+        if t == 1:  # every beam continues the user's prompt
+            cache = copy.deepcopy(state["prompt"])
+            cache.batch_repeat_interleave(k)
+        else:  # each beam's parent: the previous beam whose prefix this one extends (beams are distinct)
+            prev = state["prev"]  # (B, b_prev, t-1)
+            parent = (prefix[:, :, None, :-1] == prev[:, None]).all(-1).float().argmax(-1)  # (B, b)
+            cache = state["cache"]
+            cache.reorder_cache((torch.arange(n)[:, None] * prev.shape[1] + parent).reshape(-1).to(dev))
         att = torch.cat([mask.repeat_interleave(k, 0), torch.ones(n * k, t, dtype=torch.long, device=dev)], 1)
-        pos = lens.repeat_interleave(k)[:, None] + torch.arange(t, device=dev)[None]  # (n·k, t) after each prompt
-        out = lm(input_ids=prefix.reshape(n * k, t).to(dev), attention_mask=att, position_ids=pos, past_key_values=cache,
-                 use_cache=True, **keep)
-        cache.crop(-t)  # drop the prefix again: the prompt alone for the next step
+        pos = lens.repeat_interleave(k)[:, None] + (t - 1)  # (n·k, 1) the new token's position after its prompt
+        out = lm(input_ids=prefix[:, :, -1:].reshape(n * k, 1).to(dev), attention_mask=att, position_ids=pos,
+                 past_key_values=cache, use_cache=True, **keep)
+        state.update(cache=out.past_key_values, prev=prefix)  # the cache now ends with this step's token
         return out.logits[:, -1].float().reshape(n, k, -1)[..., :v].cpu()
 
     def full_fn(prefix: torch.Tensor) -> torch.Tensor:  # (B, b, t) -> (B, b, V)
