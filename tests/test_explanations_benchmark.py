@@ -5,12 +5,12 @@ Marked slow: ~22 s on 2 busy cores (the house limit for the fast suite is 20 s);
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
 
 import pytest
+from bench_script import load_benchmark
 from tiny_lm import save_tiny_lm
 
 from beatrec.cli import main as cli
@@ -19,15 +19,6 @@ from beatrec.data.split import ZeroShotSplit
 from beatrec.data.synthetic import SyntheticConfig, write_dataset
 from beatrec.evaluate import evaluation_pairs
 from beatrec.predictions import write_predictions
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_script():  # noqa: ANN201
-    spec = importlib.util.spec_from_file_location("explanations_bench", ROOT / "benchmarks" / "explanations.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.mark.slow
@@ -50,7 +41,7 @@ def test_benchmark_end_to_end_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             "model.projector_hidden=16", "--align-set", "generate.max_new_tokens=4",
             "--baseline-set", "idgen.epochs=1", "--baseline-set", "idgen.hidden=16", "--baseline-set",
             "itemtext.max_new_tokens=4"]
-    assert load_script().main(argv) == 0
+    assert load_benchmark("explanations").main(argv) == 0
     md = report.read_text()
     for label in ("BEAT (behavior tokens)", "BEAT w/o micro tokens", "BEAT w/o macro tokens", "BEAT w/o SAR",
                   "retrieval", "ID-based GRU", "item-text prompting", "continuous injection", "XRec published",
@@ -64,7 +55,7 @@ def test_benchmark_end_to_end_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert not (stage1 / "align").exists()  # the reused stage-1 run is not modified
     # --resume reads finished datasets back from results.json: the same tables without re-running anything
     report2 = tmp_path / "resumed.md"
-    assert load_script().main([*argv[:argv.index("--report")], "--report", str(report2), *argv[argv.index("--report") + 2:],
+    assert load_benchmark("explanations").main([*argv[:argv.index("--report")], "--report", str(report2), *argv[argv.index("--report") + 2:],
                                "--resume", "--lm", "/nonexistent"]) == 0
     body = lambda text: text[text.index("## amazon"):]  # noqa: E731
     assert body(report2.read_text()) == body(md)
@@ -76,7 +67,7 @@ def test_benchmark_end_to_end_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     partial["timings"]["beat: train"] = 12345.0  # a re-trained BEAT would overwrite this
     res_path.write_text(json.dumps(partial))
     report3 = tmp_path / "partial.md"
-    assert load_script().main([*argv[:argv.index("--report")], "--report", str(report3),
+    assert load_benchmark("explanations").main([*argv[:argv.index("--report")], "--report", str(report3),
                                *argv[argv.index("--report") + 2:], "--resume"]) == 0
     rows = lambda text: {r.split("|")[1].strip(): r.split("|")[3:] for r in text.splitlines()  # noqa: E731
                          if r.startswith("| ") and "method" not in r}

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
 
 import pytest
+from bench_script import load_benchmark
 from tiny_lm import save_tiny_lm
 
 from beatrec.seqrec.synthetic import SyntheticSeqConfig, write_seq_dataset
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_script():  # noqa: ANN201
-    spec = importlib.util.spec_from_file_location("llmbs_bench", ROOT / "benchmarks" / "llmbs.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.mark.slow
@@ -35,7 +26,7 @@ def test_llmbs_benchmark_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
             "--seqrec-set", "train.max_epochs=1", "--seqrec-set", "codes.k=4", "--seqrec-set", "eager.d_model=16",
             "--seqrec-set", "eager.n_heads=2", "--seqrec-set", "eager.d_ff=32", "--seqrec-set", "sasrec.d_model=16",
             "--seqrec-set", "sasrec.d_ff=32"]
-    assert load_script().main(argv) == 0
+    assert load_benchmark("llmbs").main(argv) == 0
     md = out.read_text()
     for label in ("SASRec", "EAGER", "LLM-BS (dual-source", "w/o annealing adapter", "unit index"):
         assert label in md, label
@@ -47,7 +38,7 @@ def test_llmbs_benchmark_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         ))["code_report"]["depth"] == 1
     # --resume reads every finished row back: the same table, no training
     out2 = tmp_path / "again.md"
-    assert load_script().main([*argv[: argv.index("--out")], "--out", str(out2), *argv[argv.index("--out") + 2:],
+    assert load_benchmark("llmbs").main([*argv[: argv.index("--out")], "--out", str(out2), *argv[argv.index("--out") + 2:],
                                "--resume"]) == 0
     strip = lambda t: t[t.index("| row"):]  # noqa: E731
     assert strip(out2.read_text()) == strip(md)

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
 import pytest
+from bench_script import load_benchmark
 
 from beatrec.seqrec.synthetic import SyntheticSeqConfig, write_seq_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ["train.max_epochs=1", "train.threads=1", "codes.k=4", "eager.d_model=16", "eager.n_heads=2", "eager.d_ff=32",
         "eager.enc_layers=1", "eager.dec_layers=1", "eager.beam_size=10", "sasrec.d_model=16", "sasrec.d_ff=32"]
 
-
-def load_script():  # noqa: ANN201
-    spec = importlib.util.spec_from_file_location("seqrec_bench", ROOT / "benchmarks" / "seqrec.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.mark.slow
@@ -43,17 +36,17 @@ def test_seqrec_benchmark_partial_and_resume(tmp_path: Path, monkeypatch: pytest
 
     monkeypatch.setattr(tr, "train_run", stopped_at_eager)
     with pytest.raises(KeyboardInterrupt):
-        load_script().main([*base, "--models", "SASRec", "EAGER"])
+        load_benchmark("seqrec").main([*base, "--models", "SASRec", "EAGER"])
     assert "**Partial: not run yet:** EAGER." in out.read_text() and "| SASRec |" in out.read_text()
     monkeypatch.setattr(tr, "train_run", real)
     # next session: SASRec read back, EAGER trained
-    assert load_script().main([*base, "--models", "SASRec", "EAGER", "--resume"]) == 0
+    assert load_benchmark("seqrec").main([*base, "--models", "SASRec", "EAGER", "--resume"]) == 0
     md = out.read_text()
     assert md.count("| SASRec |") == 2 and md.count("| EAGER |") == 2
     assert "Partial" not in md  # only the requested rows were planned
     # second session: every row, --resume reads the two finished ones back (their files untouched)
     mtime = (tmp_path / "runs" / "Texted" / "eager" / "model.safetensors").stat().st_mtime_ns
-    assert load_script().main([*base, "--resume", "--models", "SASRec", "EAGER", "EAGER w/o transfer task",
+    assert load_benchmark("seqrec").main([*base, "--resume", "--models", "SASRec", "EAGER", "EAGER w/o transfer task",
                                "EAGER w/o second stream"]) == 0
     md2 = out.read_text()
     assert (tmp_path / "runs" / "Texted" / "eager" / "model.safetensors").stat().st_mtime_ns == mtime

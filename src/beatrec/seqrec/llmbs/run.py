@@ -92,8 +92,7 @@ def score_split(lm, tok, vocab, code_text: list[str], split, cfg: LLMBSConfig, p
 
     t = time.perf_counter()
     results = {"test": scored(split.test, "test")}
-    n = len(subset_samples(split.test, cfg.eval_users, cfg.subset_seed).target)
-    per_1000 = (time.perf_counter() - t) / max(n, 1) * 1000
+    per_1000 = (time.perf_counter() - t) / max(len(rankings["test"][0]), 1) * 1000
     if cfg.eval_val:
         results["val"] = scored(split.val, "validation")
     if with_adapter_off:
@@ -230,7 +229,7 @@ def load_llmbs(run: str | Path, ds=None):  # noqa: ANN001, ANN201
     """Rebuild a trained LLM-BS run for inference: the base LM of ``config.yaml``, the code tokens of
     ``codes_llmbs.csv``, the LoRA adapters (stage 1 and annealing) and every trained tensor of
     ``llmbs_trained.safetensors``. Returns ``(lm, tok, vocab, code_text)``."""
-    from peft import PeftModel, get_peft_model
+    from peft import get_peft_model
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -238,7 +237,7 @@ def load_llmbs(run: str | Path, ds=None):  # noqa: ANN001, ANN201
     from beatrec.errors import RunError
     from beatrec.lm import load_causal_lm
     from beatrec.seqrec.codes import ItemCodes
-    from beatrec.seqrec.llmbs.train import ANNEAL, _lora
+    from beatrec.seqrec.llmbs.train import _lora, add_annealing_adapter
     from beatrec.seqrec.llmbs.vocab import add_code_tokens
     from beatrec.seqrec.train import _read_run_json
 
@@ -261,12 +260,7 @@ def load_llmbs(run: str | Path, ds=None):  # noqa: ANN001, ANN201
     if cfg.train.finetune == "lora":
         lm = get_peft_model(lm, _lora(cfg.train.lora))
     if info["annealed"]:
-        if isinstance(lm, PeftModel):
-            stage1 = list(lm.peft_config)
-            lm.add_adapter(ANNEAL, _lora(cfg.train.lora))
-            lm.base_model.set_adapter([*stage1, ANNEAL])
-        else:
-            lm = get_peft_model(lm, _lora(cfg.train.lora), adapter_name=ANNEAL)
+        lm = add_annealing_adapter(lm, cfg.train.lora)
     params = dict(lm.named_parameters())
     with torch.no_grad():
         for name in ("input", "output"):

@@ -165,20 +165,26 @@ def fit(model: LLMBS, tok, examples: list[Example], cfg: LLMBSTrainConfig, first
 def anneal(model: LLMBS, tok, examples: list[Example], cfg: LLMBSTrainConfig, progress: bool = False  # noqa: ANN001
            ) -> StageResult:
     """Add the annealing LoRA adapter and train only it on ``examples`` (every other weight frozen)."""
-    from peft import PeftModel, get_peft_model
-
     for p in model.parameters():
         p.requires_grad_(False)
-    if isinstance(model.lm, PeftModel):  # stacked on the stage-1 LoRA, which stays active (and frozen)
-        stage1 = [a for a in model.lm.peft_config if a != ANNEAL]
-        model.lm.add_adapter(ANNEAL, _lora(cfg.lora))
-        model.lm.base_model.set_adapter([*stage1, ANNEAL])
-    else:
-        model.lm = get_peft_model(model.lm, _lora(cfg.lora), adapter_name=ANNEAL)
+    model.lm = add_annealing_adapter(model.lm, cfg.lora)
     for name, p in model.lm.named_parameters():
         p.requires_grad_(f".{ANNEAL}." in name)
     params = [p for p in model.lm.parameters() if p.requires_grad]
     return _run_epochs(model, tok, examples, params, cfg.anneal_lr, cfg.anneal_epochs, cfg, progress, "anneal")
+
+
+def add_annealing_adapter(lm: torch.nn.Module, lora: LoRAConfig) -> torch.nn.Module:
+    """``lm`` with a fresh annealing LoRA adapter: stacked on the stage-1 LoRA (both active) when ``lm`` already
+    is a peft model, else the only adapter (after full fine-tuning). Used by training and by run loading."""
+    from peft import PeftModel, get_peft_model
+
+    if isinstance(lm, PeftModel):
+        stage1 = [a for a in lm.peft_config if a != ANNEAL]
+        lm.add_adapter(ANNEAL, _lora(lora))
+        lm.base_model.set_adapter([*stage1, ANNEAL])
+        return lm
+    return get_peft_model(lm, _lora(lora), adapter_name=ANNEAL)
 
 
 @contextlib.contextmanager
