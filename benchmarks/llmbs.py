@@ -87,8 +87,18 @@ def seqrec_subset_metrics(run: Path, data: Path, max_users: int, eval_users: int
         "n_users": int(len(np.unique(s.user)))}
 
 
-def run_row(key: str, args: argparse.Namespace, log) -> dict:  # noqa: ANN001
+def _same_run(a, b) -> bool:  # noqa: ANN001
+    """Two row configs describe the same experiment: equal up to ``train.threads`` (a runtime setting)."""
+    from dataclasses import replace
+
+    if hasattr(a, "train") and hasattr(a.train, "threads"):
+        a, b = (replace(x, train=replace(x.train, threads=0)) for x in (a, b))
+    return a == b
+
+
+def run_row(key: str, args: argparse.Namespace, command: str, log) -> dict:  # noqa: ANN001
     from beatrec.config import load_yaml, save_yaml
+    from beatrec.runtime import describe_device
     from beatrec.seqrec.llmbs.run import LLMBSConfig, train_llmbs
     from beatrec.seqrec.train import SeqRecConfig, load_seqrec_config, train_run
 
@@ -107,7 +117,7 @@ def run_row(key: str, args: argparse.Namespace, log) -> dict:  # noqa: ANN001
     requested = run / "requested.yaml"
     done = run / "metrics.json"
     t = time.perf_counter()
-    if args.resume and done.is_file() and requested.is_file() and load_yaml(cls, requested) == cfg:
+    if args.resume and done.is_file() and requested.is_file() and _same_run(load_yaml(cls, requested), cfg):
         log(f"[llmbs bench] {label}: finished run read from {run} (--resume)")
         metrics = json.loads(done.read_text())
         wall = metrics.get("bench_wall_s", 0.0)
@@ -120,6 +130,8 @@ def run_row(key: str, args: argparse.Namespace, log) -> dict:  # noqa: ANN001
             metrics = train_run(args.data, run, cfg, progress=True).metrics
         wall = time.perf_counter() - t
         metrics["bench_wall_s"] = wall
+        metrics["bench_command"] = command
+        metrics["bench_device"] = f"{metrics.get('device') or describe_device('cpu')}, {os.cpu_count()} cores"
         done.write_text(json.dumps(metrics, indent=2, default=float) + "\n")
     row = {"key": key, "label": label, "model": model, "wall_s": wall, "metrics": metrics}
     if model != "llmbs":
@@ -142,8 +154,8 @@ def write_report(path: Path, rows: list[dict], args: argparse.Namespace, command
         f"- LLM-BS backbone `{args.lm}`; per-row training budget: {', '.join(LLMBS_DEFAULTS)}"
         + (f", {', '.join(args.llmbs_set)}" if args.llmbs_set else ""),
         "",
-        "| row | R@5 | R@10 | N@5 | N@10 | users | train s | infer s / 1k users | wall s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| row | R@5 | R@10 | N@5 | N@10 | users | train s | infer s / 1k users | wall s | trained on |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     body = []
     for r in rows:
@@ -154,12 +166,17 @@ def write_report(path: Path, rows: list[dict], args: argparse.Namespace, command
             t, train_s = r["subset"], m["timings"]["training_s"]
         inf = m["timings"]["inference_s_per_1000_users"]
         body.append(f"| {r['label']} | {fmt(t['recall@5'])} | {fmt(t['recall@10'])} | {fmt(t['ndcg@5'])} | "
-                    f"{fmt(t['ndcg@10'])} | {t['n_users']} | {train_s:.0f} | {inf:.1f} | {r['wall_s']:.0f} |")
+                    f"{fmt(t['ndcg@10'])} | {t['n_users']} | {train_s:.0f} | {inf:.1f} | {r['wall_s']:.0f} | "
+                    f"{m.get('bench_device', '—')} |")
         if r["model"] == "llmbs" and "test_without_adapter" in m:
             o = m["test_without_adapter"]
             body.append(f"| LLM-BS w/o annealing adapter (same run) | {fmt(o['recall@5'])} | {fmt(o['recall@10'])} | "
-                        f"{fmt(o['ndcg@5'])} | {fmt(o['ndcg@10'])} | {o['n_users']} | — | — | — |")
-    notes = ["", "Per LLM-BS row (from its `metrics.json`): "]
+                        f"{fmt(o['ndcg@5'])} | {fmt(o['ndcg@10'])} | {o['n_users']} | — | — | — | — |")
+    elsewhere = sorted({r["metrics"].get("bench_command", "") for r in rows} - {command, ""})
+    notes = ["", "Rows read back with `--resume` that another command trained (see *trained on*):"] + [
+        f"- `{c}`: " + ", ".join(r["key"] for r in rows if r["metrics"].get("bench_command") == c)
+        for c in elsewhere] if elsewhere else []
+    notes += ["", "Per LLM-BS row (from its `metrics.json`): "]
     notes += [f"- {r['label']}: {r['metrics']['n_examples']} training examples, stage 1 "
               f"{r['metrics']['stage1']['steps']} steps (loss per epoch {r['metrics']['stage1']['losses']}), index "
               f"depth {r['metrics']['code_report']['depth']}" for r in rows if r["model"] == "llmbs"]
@@ -181,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         order.insert(0, "sasrec")  # with it); with --resume a finished one is only read back
     rows: list[dict] = []
     for key in order:
-        rows.append(run_row(key, args, lambda m: print(m, flush=True)))
+        rows.append(run_row(key, args, command, lambda m: print(m, flush=True)))
         write_report(args.out, rows, args, command, started)
         print(f"wrote {args.out}", flush=True)
     return 0

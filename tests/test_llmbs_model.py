@@ -147,7 +147,7 @@ def test_fit_trains_new_rows_only_and_adapter_switches(tmp_path: Path, finetune:
     ex = build_examples(train, code_text, None, TaskConfig())
     res = fit(model, tok, ex, cfg, vocab.first_new_id)
     assert res.steps == 4 and len(res.losses) == 2
-    emb1 = model.lm.get_input_embeddings().weight.detach().clone()
+    emb1 = model.lm.get_input_embeddings().weight.detach().clone().cpu()  # fit moves the model to the accelerator
     torch.testing.assert_close(emb1[: vocab.first_new_id], emb0[: vocab.first_new_id])  # original vocabulary fixed
     assert not torch.equal(emb1[vocab.first_new_id :], emb0[vocab.first_new_id :])  # code tokens learned
     before = recommend(model.inference_modules(), tok, vocab, train.history[:3], code_text, beam=5)

@@ -22,3 +22,14 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def describe_device(device: torch.device | str) -> str:
+    """A short, human-readable name of ``device`` for run records and benchmark reports.
+
+    ``"cuda: NVIDIA H100 80GB HBM3"`` on a GPU, ``"cpu: 2 threads"`` on the CPU (the intra-op thread count).
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"{device.type}: {torch.get_num_threads()} threads"

@@ -80,7 +80,7 @@ def bpr(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
 def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
     """Symmetric InfoNCE with cosine similarity and in-batch negatives (eq. 6). a, b: (B, T)."""
     logits = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).t() / temperature  # (B, B)
-    target = torch.arange(a.shape[0])
+    target = torch.arange(a.shape[0], device=a.device)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
 
 

@@ -92,15 +92,16 @@ def build_index(cfg: IndexConfig, n_items: int, semantic: np.ndarray | torch.Ten
 def lm_item_embeddings(lm, tok, texts: list[str], batch_size: int = 16, max_tokens: int = 64) -> torch.Tensor:  # noqa: ANN001
     """Eq. 2: the mean of the LM's last hidden states over each text's tokens (padding excluded). -> (n, d)."""
     out = []
+    dev = next(lm.parameters()).device  # the vectors come back to the CPU
     side = tok.padding_side
     tok.padding_side = "right"
     try:
         for s in range(0, len(texts), batch_size):
             enc = tok(texts[s : s + batch_size], return_tensors="pt", padding=True, truncation=True,
-                      max_length=max_tokens, add_special_tokens=False)
+                      max_length=max_tokens, add_special_tokens=False).to(dev)
             h = lm(**enc, output_hidden_states=True).hidden_states[-1].float()  # (B, L, d)
             m = enc["attention_mask"][..., None].float()  # (B, L, 1)
-            out.append((h * m).sum(1) / m.sum(1).clamp_min(1.0))
+            out.append(((h * m).sum(1) / m.sum(1).clamp_min(1.0)).cpu())
     finally:
         tok.padding_side = side
     return torch.cat(out) if out else torch.zeros(0, lm.config.hidden_size)

@@ -21,6 +21,7 @@ import torch
 
 from beatrec.config import check, save_yaml
 from beatrec.lm import LMConfig
+from beatrec.runtime import describe_device
 from beatrec.seqrec.data import Samples, leave_one_out, subset_samples
 from beatrec.seqrec.evaluate import KS, metrics_from_topk
 from beatrec.seqrec.llmbs.indices import IndexConfig
@@ -204,12 +205,12 @@ def train_llmbs(data: str | Path, out_dir: str | Path, cfg: LLMBSConfig | None =
     write_rankings(out / "test_top10.csv", ds, sc)
     # What training changed: LoRA adapters (or every LM weight under full fine-tuning) and the new vocabulary rows.
     full = cfg.train.finetune == "full"
-    state = {k: v.detach().contiguous() for k, v in model.lm.named_parameters()
+    state = {k: v.detach().cpu().contiguous() for k, v in model.lm.named_parameters()
              if "lora_" in k or (full and "embed_tokens" not in k and "lm_head" not in k)}
-    state["new_token_rows.input"] = model.lm.get_input_embeddings().weight[vocab.first_new_id :].detach().contiguous()
+    state["new_token_rows.input"] = model.lm.get_input_embeddings().weight[vocab.first_new_id :].detach().cpu().contiguous()
     head = model.lm.get_output_embeddings()
     if head is not None and head.weight is not model.lm.get_input_embeddings().weight:
-        state["new_token_rows.output"] = head.weight[vocab.first_new_id :].detach().contiguous()
+        state["new_token_rows.output"] = head.weight[vocab.first_new_id :].detach().cpu().contiguous()
     save_file(state, str(out / WEIGHTS))
     (out / "run.json").write_text(json.dumps({
         "data": str(Path(data).resolve()), "model": "llmbs", "n_items": ds.n_items, "n_users": ds.n_users,
@@ -219,7 +220,7 @@ def train_llmbs(data: str | Path, out_dir: str | Path, cfg: LLMBSConfig | None =
                "index": index_cfg.kind, "index_note": note, "code_report": rep.as_dict(),
                "n_examples": len(examples), "stage1": stage1._asdict(),
                "anneal": stage2._asdict() if stage2 else None, **results, "timings": timings,
-               "eval_users": cfg.eval_users or len(split.test.target)}
+               "eval_users": cfg.eval_users or len(split.test.target), "device": describe_device(acc.device)}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
     log(f"[llmbs] test {results['test']}")
     return metrics

@@ -45,7 +45,7 @@ def add_code_tokens(lm, tok, codes: ItemCodes) -> CodeVocab:  # noqa: ANN001
     with torch.no_grad():  # the mean row plus a little seeded noise, so the new tokens are not interchangeable
         for layer in {id(x): x for x in (lm.get_input_embeddings(), lm.get_output_embeddings()) if x is not None}.values():
             w = layer.weight
-            noise = torch.randn(w.shape[0] - old, w.shape[1], generator=gen) * 0.02 * w[:old].std()
+            noise = torch.randn(w.shape[0] - old, w.shape[1], generator=gen).to(w.device) * 0.02 * w[:old].std()
             w[old:] = w[:old].mean(0) + noise.to(w.dtype)
     lookup = np.array([tok.convert_tokens_to_ids(n) for n in names], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(codes.vocab_sizes)[:-1]])
