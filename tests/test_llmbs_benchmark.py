@@ -36,9 +36,29 @@ def test_llmbs_benchmark_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert m["n_examples"] == 40 + 2 * 10 + 5 and "val" not in m and m["test"]["n_users"] == 20
     assert m["code_report"]["depth"] == 5 and json.loads((tmp_path / "runs" / "unit" / "metrics.json").read_text(
         ))["code_report"]["depth"] == 1
-    # --resume reads every finished row back: the same table, no training
+    assert "Partial" not in md and "Rows read back" not in md and "How this differs" in md
+    # --resume reads every finished row back, also under another thread count: the same table, no training,
+    # and the report names the command that trained the rows
     out2 = tmp_path / "again.md"
-    assert load_benchmark("llmbs").main([*argv[: argv.index("--out")], "--out", str(out2), *argv[argv.index("--out") + 2:],
-                               "--resume"]) == 0
-    strip = lambda t: t[t.index("| row"):]  # noqa: E731
-    assert strip(out2.read_text()) == strip(md)
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/metrics.json")}
+    argv2 = [*argv[: argv.index("--out")], "--out", str(out2), *argv[argv.index("--out") + 2:], "--resume"]
+    argv2[argv2.index("--threads") + 1] = "2"
+    assert load_benchmark("llmbs").main(argv2) == 0
+    assert stamps == {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/metrics.json")}
+    table = lambda t: [r.rsplit("|", 3)[0] for r in t.splitlines() if r.startswith("| ")]  # noqa: E731
+    assert table(out2.read_text()) == table(md)  # (all but the wall-time and device columns)
+    assert "Rows read back" in out2.read_text() and "--threads 1" in out2.read_text()
+
+
+def test_resume_ignores_thread_count_only() -> None:
+    from beatrec.config import load_yaml
+    from beatrec.seqrec.train import load_seqrec_config
+
+    same = load_benchmark("llmbs")._same_run
+    a = load_seqrec_config("sasrec", None, ["train.threads=1"])
+    assert same(a, load_seqrec_config("sasrec", None, ["train.threads=2"]))
+    assert not same(a, load_seqrec_config("sasrec", None, ["train.threads=1", "train.lr=0.01"]))
+    from beatrec.seqrec.llmbs.run import LLMBSConfig
+
+    assert same(load_yaml(LLMBSConfig, None, []), load_yaml(LLMBSConfig, None, []))
+    assert not same(load_yaml(LLMBSConfig, None, []), load_yaml(LLMBSConfig, None, ["index.kind=unit"]))
