@@ -201,8 +201,8 @@ def differences(rows: list[dict]) -> list[str]:
             f"- data: a seeded slice of {size}, not all of Beauty (22,363 users, 12,101 items); rankings are over "
             "the slice's items only, so a row's absolute values are not on the same scale as full-data results;",
             "- training: one pass over a sampled budget of task examples (above) and a 300-user annealing slice, "
-            "sized so that one LLM-BS row trains on 2 CPU cores in about an hour; the paper trains to convergence "
-            "on all users;",
+            "sized so that one LLM-BS row trains on 2 CPU cores in about an hour; the paper trains on its whole "
+            "training set;",
             "- evaluation: the same 300 seeded test users for every row (the paper scores every user)."]
 
 
