@@ -98,7 +98,6 @@ def _same_run(a, b) -> bool:  # noqa: ANN001
 
 def run_row(key: str, args: argparse.Namespace, command: str, log) -> dict:  # noqa: ANN001
     from beatrec.config import load_yaml, save_yaml
-    from beatrec.runtime import describe_device
     from beatrec.seqrec.llmbs.run import LLMBSConfig, train_llmbs
     from beatrec.seqrec.train import SeqRecConfig, load_seqrec_config, train_run
 
@@ -131,7 +130,7 @@ def run_row(key: str, args: argparse.Namespace, command: str, log) -> dict:  # n
         wall = time.perf_counter() - t
         metrics["bench_wall_s"] = wall
         metrics["bench_command"] = command
-        metrics["bench_device"] = f"{metrics.get('device') or describe_device('cpu')}, {os.cpu_count()} cores"
+        metrics["bench_device"] = f"{metrics['machine']['device']}, {os.cpu_count()} cores"
         done.write_text(json.dumps(metrics, indent=2, default=float) + "\n")
     row = {"key": key, "label": label, "model": model, "wall_s": wall, "metrics": metrics}
     if model != "llmbs":

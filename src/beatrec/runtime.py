@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -32,4 +33,11 @@ def describe_device(device: torch.device | str) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
-    return f"{device.type}: {torch.get_num_threads()} threads"
+    n = torch.get_num_threads()
+    return f"{device.type}: {n} thread{'s' * (n != 1)}"
+
+
+def machine_info(device: torch.device | str = "cpu") -> dict[str, object]:
+    """The ``machine`` record of a run's ``metrics.json``: platform, Python, torch, threads and ``device``."""
+    return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "device": describe_device(device)}

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from tqdm.auto import tqdm
 from beatrec.config import check, load_yaml, save_yaml
 from beatrec.early_stop import EarlyStopping
 from beatrec.errors import ConfigError, RunError
-from beatrec.runtime import torch_threads
+from beatrec.runtime import machine_info, torch_threads
 from beatrec.seqrec.codes import CodesConfig, ItemCodes, build_codes
 from beatrec.seqrec.data import (
     LeaveOneOut,
@@ -416,8 +415,7 @@ def _train_run(data: str | Path, out: Path, cfg: SeqRecConfig, progress: bool, e
         "n_parameters": n_params,
         **extra,
         "timings": timings,
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "machine": machine_info(),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / CHECKPOINT).unlink(missing_ok=True)  # the run is complete: model.safetensors holds the best weights

@@ -15,7 +15,6 @@ No row of a validation or test user is passed to steps 2–4 (see :func:`beatrec
 from __future__ import annotations
 
 import json
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from beatrec.data.split import SplitConfig, ZeroShotSplit, make_zero_shot_split,
 from beatrec.extract.base import ExtractorConfig, PhraseExtractor, make_extractor
 from beatrec.extract.cache import extract_phrases
 from beatrec.metrics.ranking import evaluate_scores, interaction_matrix
-from beatrec.runtime import torch_threads
+from beatrec.runtime import machine_info, torch_threads
 from beatrec.text_encoder import TextEncoder, TextEncoderConfig
 from beatrec.tokenizer.codebook import codebook_usage
 from beatrec.tokenizer.config import TokenizerModelConfig, TokenizerTrainConfig
@@ -268,8 +267,7 @@ def _run(
         },
         "phrases": {"users": ustats._asdict(), "items": istats._asdict()},
         "timings": timings,
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "machine": machine_info(),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     from beatrec.plots import plot_codebook_usage, plot_loss_curves

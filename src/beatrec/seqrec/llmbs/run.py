@@ -21,7 +21,7 @@ import torch
 
 from beatrec.config import check, save_yaml
 from beatrec.lm import LMConfig
-from beatrec.runtime import describe_device
+from beatrec.runtime import machine_info
 from beatrec.seqrec.data import Samples, leave_one_out, subset_samples
 from beatrec.seqrec.evaluate import KS, metrics_from_topk
 from beatrec.seqrec.llmbs.indices import IndexConfig
@@ -220,7 +220,7 @@ def train_llmbs(data: str | Path, out_dir: str | Path, cfg: LLMBSConfig | None =
                "index": index_cfg.kind, "index_note": note, "code_report": rep.as_dict(),
                "n_examples": len(examples), "stage1": stage1._asdict(),
                "anneal": stage2._asdict() if stage2 else None, **results, "timings": timings,
-               "eval_users": cfg.eval_users or len(split.test.target), "device": describe_device(acc.device)}
+               "eval_users": cfg.eval_users or len(split.test.target), "machine": machine_info(acc.device)}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
     log(f"[llmbs] test {results['test']}")
     return metrics
