@@ -88,12 +88,10 @@ def seqrec_subset_metrics(run: Path, data: Path, max_users: int, eval_users: int
 
 
 def _same_run(a, b) -> bool:  # noqa: ANN001
-    """Two row configs describe the same experiment: equal up to ``train.threads`` (a runtime setting)."""
-    from dataclasses import replace
+    """Two row configs describe the same experiment: equal up to runtime settings (threads, device)."""
+    from beatrec.config import without_runtime
 
-    if hasattr(a, "train") and hasattr(a.train, "threads"):
-        a, b = (replace(x, train=replace(x.train, threads=0)) for x in (a, b))
-    return a == b
+    return without_runtime(a) == without_runtime(b)
 
 
 def run_row(key: str, args: argparse.Namespace, command: str, log) -> dict:  # noqa: ANN001

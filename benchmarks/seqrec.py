@@ -17,6 +17,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -24,15 +25,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SEQREC = ROOT / ".." / "shared" / "data" / "seqrec"
 
-# (row label, --model, extra --set overrides); EAGER variants reuse the dataset's SASRec run.
+# (row label, --model, extra --set overrides, datasets it runs on (None: all)); EAGER variants reuse the dataset's
+# SASRec run. The last two are hyperparameter-sensitivity rows of EAGER, on Beauty only.
 VARIANTS = (
-    ("SASRec", "sasrec", ()),
-    ("EAGER", "eager", ()),
-    ("TIGER-style (semantic codes)", "tiger", ()),
-    ("EAGER w/o second stream", "eager", ("eager.use_semantic=false",)),
-    ("EAGER w/o contrastive task", "eager", ("eager.use_contrastive=false",)),
-    ("EAGER w/o transfer task", "eager", ("eager.use_transfer=false",)),
+    ("SASRec", "sasrec", (), None),
+    ("EAGER", "eager", (), None),
+    ("TIGER-style (semantic codes)", "tiger", (), None),
+    ("EAGER w/o second stream", "eager", ("eager.use_semantic=false",), None),
+    ("EAGER w/o contrastive task", "eager", ("eager.use_contrastive=false",), None),
+    ("EAGER w/o transfer task", "eager", ("eager.use_transfer=false",), None),
+    ("EAGER, dropout 0.3", "eager", ("eager.dropout=0.3",), ("Beauty",)),
+    ("EAGER, 64 clusters per level", "eager", ("codes.k=64",), ("Beauty",)),
 )
+
+
+def _runs_on(variant: tuple, ds: str) -> bool:
+    return variant[3] is None or ds in variant[3]
 ANCHORS = {  # Beauty, from the LLM-BS paper's table (issue 6)
     "TIGER (paper)": (0.0454, 0.0648, 0.0321, 0.0384),
     "LC-Rec 7B (paper)": (None, 0.0681, None, 0.0409),
@@ -45,7 +53,7 @@ def fmt(x: float | None) -> str:
 
 
 def write_report(path: Path, command: str, blocks: dict[str, list[dict]], notes: dict[str, str],
-                 planned: dict[str, list[str]] | None = None) -> None:
+                 planned: dict[str, list[str]] | None = None, remarks: tuple[str, ...] = ()) -> None:
     """Every dataset of ``planned`` gets a block; rows not run yet are listed under it (a partial run says so)."""
     import torch
 
@@ -55,7 +63,8 @@ def write_report(path: Path, command: str, blocks: dict[str, list[dict]], notes:
            f"torch {torch.__version__}",
            f"- command: `{command}`",
            "- protocol: leave-one-out (last item test, second-to-last validation), full ranking over all items,"
-           " history not masked; early stopping on validation NDCG@10; test metrics of the best epoch.", ""]
+           " history not masked; early stopping on validation NDCG@10; test metrics of the best epoch.",
+           *[f"- {r}" for r in remarks], ""]
     planned = planned or {ds: [] for ds in blocks}
     for ds in planned:
         rows = blocks.get(ds, [])
@@ -64,24 +73,38 @@ def write_report(path: Path, command: str, blocks: dict[str, list[dict]], notes:
         out += [f"## {ds}", "", notes.get(ds, ""), ""]
         if pending:
             out += [f"**Partial: not run yet:** {', '.join(pending)}.", ""]
-        out += ["| model | R@5 | R@10 | N@5 | N@10 | params | epochs (best) | train s | infer s / 1k users |",
-                "|---|---|---|---|---|---|---|---|---|"]
+        out += ["| model | R@5 | R@10 | N@5 | N@10 | params | epochs (best) | train s | infer s / 1k users | trained on |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             m = r["metrics"]
             t = m["test"]
             out.append(f"| {r['label']} | {fmt(t['recall@5'])} | {fmt(t['recall@10'])} | {fmt(t['ndcg@5'])} | "
                        f"{fmt(t['ndcg@10'])} | {m['n_parameters'] / 1e6:.2f}M | {m['training']['epochs_run']} "
-                       f"({m['training']['best_epoch']}) | {m['timings']['training_s']:.0f} | "
-                       f"{m['timings']['inference_s_per_1000_users']:.2f} |")
+                       f"({m['training']['best_epoch']}){', time cap' * bool(m['training'].get('out_of_time'))} | {m['timings']['training_s']:.0f} | "
+                       f"{m['timings']['inference_s_per_1000_users']:.2f} | "
+                       f"{m.get('machine', {}).get('device', '—')} |")
         if rows:
             p = rows[0]["metrics"]["popularity_test"]
             out.append(f"| popularity | {fmt(p['recall@5'])} | {fmt(p['recall@10'])} | {fmt(p['ndcg@5'])} | "
-                       f"{fmt(p['ndcg@10'])} | — | — | — | — |")
+                       f"{fmt(p['ndcg@10'])} | — | — | — | — | — |")
         if ds == "Beauty":
             for name, (r5, r10, n5, n10) in ANCHORS.items():
-                out.append(f"| {name} | {fmt(r5)} | {fmt(r10)} | {fmt(n5)} | {fmt(n10)} | — | — | — | — |")
+                out.append(f"| {name} | {fmt(r5)} | {fmt(r10)} | {fmt(n5)} | {fmt(n10)} | — | — | — | — | — |")
         out.append("")
     path.write_text("\n".join(out) + "\n")
+
+
+def same_run(a, b) -> bool:  # noqa: ANN001
+    """Two requested configs describe the same row: equal up to runtime settings (threads, device) and to where
+    the runs folder holding the behavior SASRec sits (``<runs>/<dataset>/sasrec`` on any machine)."""
+    from dataclasses import replace
+
+    from beatrec.config import without_runtime
+
+    def norm(c):  # noqa: ANN001, ANN202
+        return without_runtime(replace(c, behavior_run="/".join(Path(c.behavior_run).parts[-2:])))
+
+    return norm(a) == norm(b)
 
 
 def _with_skips(notes: dict[str, str], skipped: dict[str, list[str]]) -> dict[str, str]:
@@ -98,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="applied to every model")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "seqrec")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "seqrec.md")
+    ap.add_argument("--remark", action="append", default=[],
+                    help="a sentence for the report's header (e.g. how the rows were run); repeatable")
     ap.add_argument("--resume", action="store_true",
                     help="read models whose run (same config) already finished; an interrupted run always resumes "
                          "from its checkpoint.pt")
@@ -109,9 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     from beatrec.config import load_yaml, save_yaml
     from beatrec.seqrec.train import RunResult, SeqRecConfig, load_seqrec_config, train_run
 
-    command = "python benchmarks/seqrec.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python benchmarks/seqrec.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     blocks: dict[str, list[dict]] = {}
-    planned = {ds: [v[0] for v in VARIANTS if v[0] in args.models] for ds in args.datasets}
+    planned = {ds: [v[0] for v in VARIANTS if v[0] in args.models and _runs_on(v, ds)] for ds in args.datasets}
     notes: dict[str, str] = {}
     skipped: dict[str, list[str]] = {}
     for ds in args.datasets:
@@ -119,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         data = args.data_root / ds
         sasrec_run = args.runs / ds / "sasrec"
         base = [*args.overrides] + ([f"max_users={args.max_users}"] if args.max_users else [])
-        for label, model, extra in VARIANTS:
-            if label not in args.models:
+        for label, model, extra, only in VARIANTS:
+            if label not in args.models or not _runs_on((label, model, extra, only), ds):
                 continue
             if extra in (("eager.use_semantic=false",), ("eager.use_transfer=false",)) and \
                     not (data / "item_text.tsv").is_file():
@@ -128,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 skipped.setdefault(ds, []).append(f"{label}: same model as EAGER here (no item text)")
                 continue
             sets = [*base, *extra]
-            if model == "eager" and (sasrec_run / "model.safetensors").is_file():
+            if model == "eager" and (sasrec_run / "run.json").is_file():  # a finished SASRec row
                 sets.append(f"behavior_run={sasrec_run}")
             slug = label.lower().replace(" ", "-").replace("/", "").replace("(", "").replace(")", "")
             run = sasrec_run if model == "sasrec" else args.runs / ds / slug
@@ -136,15 +161,18 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_seqrec_config(model, None, sets)
             requested = run / "requested.yaml"  # the config asked for (config.yaml holds the resolved one)
             if args.resume and (run / "metrics.json").is_file() and requested.is_file() and \
-                    load_yaml(SeqRecConfig, requested) == cfg:
+                    same_run(load_yaml(SeqRecConfig, requested), cfg):
                 res = RunResult(run, json.loads((run / "metrics.json").read_text()))
                 print(f"[seqrec bench] {ds} / {label}: finished run read from {run} (--resume)", flush=True)
             else:
                 run.mkdir(parents=True, exist_ok=True)
+                before = requested.read_text() if requested.is_file() else None
                 save_yaml(cfg, requested)
                 try:
                     res = train_run(data, run, cfg, progress=True)
                 except Exception as e:  # noqa: BLE001 - e.g. TIGER on a dataset without titles: say so, go on
+                    if before is not None:  # a failed attempt must not unlink a finished run from its config
+                        requested.write_text(before)
                     print(f"[seqrec bench] {ds} / {label}: {e}", file=sys.stderr)
                     skipped.setdefault(ds, []).append(f"{label}: not run ({e})")
                     continue
@@ -154,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             n = res.metrics["dataset"]
             notes[ds] = (f"{n['n_users']} users, {n['n_items']} items, {n['n_interactions']} interactions; item "
                          f"text: {'yes' if n['has_text'] else 'no (EAGER runs the behavior stream only)'}.")
-            write_report(args.out, command, blocks, _with_skips(notes, skipped), planned)
-    write_report(args.out, command, blocks, _with_skips(notes, skipped), planned)
+            write_report(args.out, command, blocks, _with_skips(notes, skipped), planned, tuple(args.remark))
+    write_report(args.out, command, blocks, _with_skips(notes, skipped), planned, tuple(args.remark))
     print(f"wrote {args.out}")
     return 0
 

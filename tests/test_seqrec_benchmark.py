@@ -57,3 +57,17 @@ def test_seqrec_benchmark_partial_and_resume(tmp_path: Path, monkeypatch: pytest
     assert "Partial" not in md2
     rows = lambda t: [r for r in t.splitlines() if r.startswith("| EAGER |")]  # noqa: E731
     assert rows(md2) == rows(md)  # read back, not retrained
+
+
+def test_same_run_ignores_runtime_settings_and_runs_location() -> None:
+    from beatrec.seqrec.train import load_seqrec_config
+
+    bench = load_benchmark("seqrec")
+    here = load_seqrec_config("eager", None, ["behavior_run=/work/main/runs/seqrec/Beauty/sasrec", "train.threads=2"])
+    there = load_seqrec_config("eager", None, ["behavior_run=/root/repo/.dev/runs/Beauty/sasrec", "train.device=cuda",
+                                               "behavior_train.device=cuda", "text_encoder.device=cuda"])
+    assert bench.same_run(here, there)
+    other = load_seqrec_config("eager", None, ["behavior_run=/x/Sports/sasrec"])
+    assert not bench.same_run(here, other)  # another dataset's behavior encoder
+    assert not bench.same_run(here, load_seqrec_config("eager", None, [
+        "behavior_run=/work/main/runs/seqrec/Beauty/sasrec", "eager.dropout=0.3"]))

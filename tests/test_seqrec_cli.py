@@ -183,3 +183,42 @@ def test_llmbs_cli_end_to_end_tiny_lm(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["seqrec", "train", "--data", str(data), "--model", "llmbs", "--out", str(run), "--quiet",
                  "--set", "beam=5"]) == 2
     assert "beam must be >= 10" in capsys.readouterr().err
+
+
+def test_device_resolution_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from beatrec.errors import ConfigError
+    from beatrec.runtime import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError, match="not a torch device name"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            resolve_device("cuda")
+        data = write_seq_dataset(SyntheticSeqConfig(n_users=10, with_text=False), tmp_path)
+        assert main(["seqrec", "train", "--data", str(data), "--model", "sasrec", "--out", str(tmp_path / "r"),
+                     "--quiet", *_sets([*TINY, "train.device=cuda"])]) == 2
+        assert "no CUDA GPU" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device machine)")
+def test_two_stream_run_on_cuda(tmp_path: Path) -> None:
+    """Training, beam search and evaluation on the GPU: valid rankings, CPU weights on disk, reloadable on the
+    CPU with the same test metrics (the CUDA and CPU rankings of one model agree)."""
+    data = write_seq_dataset(SyntheticSeqConfig(n_users=60), tmp_path)
+    cfg = load_seqrec_config("eager", None, [*TINY, "train.device=cuda", "behavior_train.device=cuda"])
+    res = train_run(data, tmp_path / "g", cfg, progress=False, encoder=ClusterEncoder())
+    assert res.metrics["machine"]["device"].startswith("cuda")
+    assert all(v.device.type == "cpu" for v in load_file(str(tmp_path / "g/model.safetensors")).values())
+    on_cpu = evaluate_run(tmp_path / "g", progress=False, device="cpu")
+    assert on_cpu["test"]["ndcg@10"] == pytest.approx(res.metrics["test"]["ndcg@10"], abs=0.02)
+
+
+def test_time_budget_stops_after_first_evaluation(tmp_path: Path) -> None:
+    data = write_seq_dataset(SyntheticSeqConfig(n_users=40, with_text=False), tmp_path)
+    cfg = load_seqrec_config("sasrec", None, [*TINY, "train.max_epochs=5", "train.max_minutes=0.000001"])
+    res = train_run(data, tmp_path / "r", cfg, progress=False)
+    assert res.metrics["training"]["epochs_run"] == 1 and res.metrics["training"]["out_of_time"]
+    assert not res.metrics["training"]["stopped_early"]
+    assert len(pd.read_csv(tmp_path / "r/history.csv")) == 1

@@ -127,3 +127,14 @@ def test_beam_batched_decoder_matches_per_hypothesis(planted) -> None:
     folded = dec.next_logits_beams(prefix, enc.states, enc.pad)
     flat = dec.next_logits(prefix.reshape(6, 2), enc.states.repeat_interleave(2, 0), enc.pad.repeat_interleave(2, 0))
     assert torch.allclose(folded, flat.reshape(3, 2, -1), atol=1e-5)
+
+
+def test_trie_to_device_keeps_the_trie() -> None:
+    from beatrec.seqrec.trie import Trie
+
+    trie = Trie([[0, 1], [1, 0], [1, 2]], vocab_size=3)
+    assert trie.to("cpu") is trie  # already there: no copy
+    dev = "cuda" if torch.cuda.is_available() else "meta"
+    moved = trie.to(dev)
+    assert moved is not trie and moved.children.device.type == dev and trie.children.device.type == "cpu"
+    assert (moved.max_len, moved.n_nodes, moved.vocab_size) == (trie.max_len, trie.n_nodes, trie.vocab_size)

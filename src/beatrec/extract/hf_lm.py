@@ -54,7 +54,6 @@ class HFExtractor:
         model: PreTrainedModel | None = None,
         tokenizer: PreTrainedTokenizerBase | None = None,
     ) -> None:
-        import torch
 
         cfg.validate()
         self.cfg = cfg
@@ -66,10 +65,9 @@ class HFExtractor:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"
         self.model, self.tokenizer = model, tokenizer
-        dev = cfg.device
-        if dev == "auto":
-            dev = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(dev)
+        from beatrec.runtime import resolve_device
+
+        self.device = resolve_device(cfg.device)
         self.model.to(self.device).eval()
         tag = SMOLLM2_CACHE_NAME if name == SMOLLM2_NAME else name
         self.identity = f"hf:{tag}:{PROMPT_VERSION}:w{cfg.max_words}:t{cfg.max_new_tokens}"

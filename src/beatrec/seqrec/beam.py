@@ -39,10 +39,10 @@ def constrained_beam_search(logits_fn: LogitsFn, trie: Trie, batch_size: int, be
     """
     if trie.min_len != trie.max_len:
         raise ValueError("constrained_beam_search decodes fixed-length codes; the trie holds several lengths")
-    b, v = batch_size, trie.vocab_size
-    nodes = torch.zeros(b, 1, dtype=torch.long)
-    scores = torch.zeros(b, 1)
-    tokens = torch.zeros(b, 1, 0, dtype=torch.long)
+    b, v, dev = batch_size, trie.vocab_size, trie.children.device  # the search runs where the trie lives
+    nodes = torch.zeros(b, 1, dtype=torch.long, device=dev)
+    scores = torch.zeros(b, 1, device=dev)
+    tokens = torch.zeros(b, 1, 0, dtype=torch.long, device=dev)
     for _ in range(trie.max_len):
         logits = logits_fn(tokens)  # (B, b_t, V)
         if logits.shape != (b, nodes.shape[1], v):
@@ -104,5 +104,5 @@ def merge_streams(results: list[BeamResult], k: int, how: str = "likelihood") ->
     out = torch.gather(items, 1, order)
     out = torch.where(torch.gather(prob, 1, order) < -1.5, torch.full_like(out, -1), out)
     if out.shape[1] < k:
-        out = torch.cat([out, torch.full((out.shape[0], k - out.shape[1]), -1, dtype=out.dtype)], dim=1)
+        out = torch.cat([out, out.new_full((out.shape[0], k - out.shape[1]), -1)], dim=1)
     return out

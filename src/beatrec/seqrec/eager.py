@@ -297,10 +297,12 @@ class Eager(nn.Module):
         assert self.transfer is not None
         codes = self.item_codes("behavior", target)  # (B, D)
         b, d = codes.shape
+        # The draws come from the (CPU) generator, so a seed gives the same masks on every device.
         masked = torch.rand(b, d, generator=generator) < self.cfg.mask_prob  # (B, D)
         forced = torch.randint(d, (b,), generator=generator)  # at least one masked position per sample
         masked[torch.arange(b), forced] = True
-        perm = torch.randperm(b, generator=generator)
+        masked = masked.to(codes.device)
+        perm = torch.randperm(b, generator=generator).to(codes.device)
         both_codes = torch.cat([codes, codes])  # (2B, D): true pairs, then shuffled pairs
         both_summ = torch.cat([summary, summary[perm]])  # (2B, d)
         logits, match_logit = self.transfer(both_codes, torch.cat([masked, masked]), both_summ)
@@ -308,13 +310,17 @@ class Eager(nn.Module):
             F.cross_entropy(lg[:b][masked[:, lvl]], codes[masked[:, lvl], lvl], reduction="sum")
             for lvl, lg in enumerate(logits)
         ]).sum() / masked.sum()
-        label = torch.cat([torch.ones(b), (target[perm] == target).float()])  # (2B,)
+        label = torch.cat([codes.new_ones(b, dtype=torch.float), (target[perm] == target).float()])  # (2B,)
         return recon, F.binary_cross_entropy_with_logits(match_logit, label)
 
     @torch.no_grad()
     def recommend(self, history: torch.Tensor, k: int) -> Recommendation:
-        """Trie-constrained beam search per stream, merged by confidence -> Recommendation(items (B, k), ...)."""
-        enc = self.encoder(history)
+        """Trie-constrained beam search per stream, merged by confidence -> Recommendation(items (B, k), ...).
+
+        ``history`` may live on any device: it is moved to the model's, and the search runs there.
+        """
+        dev = self.encoder.item_emb.weight.device
+        enc = self.encoder(history.to(dev))
         b = history.shape[0]
         beam = max(self.cfg.beam_size, k)
         results = {}
@@ -324,6 +330,7 @@ class Eager(nn.Module):
             def logits_fn(prefix: torch.Tensor, dec: CodeDecoder = dec) -> torch.Tensor:
                 return dec.next_logits_beams(prefix, enc.states, enc.pad)  # (B, b, t) -> (B, b, V)
 
+            self.tries[s] = self.tries[s].to(dev)
             results[s] = constrained_beam_search(logits_fn, self.tries[s], b, beam)
         items = merge_streams([results[s] for s in self.cfg.streams], k, self.cfg.merge)
         return Recommendation(items, results)

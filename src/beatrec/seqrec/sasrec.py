@@ -67,5 +67,6 @@ class SASRec(nn.Module):
 
     @torch.no_grad()
     def recommend(self, history: torch.Tensor, k: int) -> np.ndarray:
-        """(B, k) item ids with the highest scores (nothing masked)."""
-        return torch.topk(self(history).scores, k, dim=1).indices.numpy()
+        """(B, k) item ids with the highest scores (nothing masked); ``history`` may live on any device."""
+        history = history.to(self.encoder.item_emb.weight.device)
+        return torch.topk(self(history).scores, k, dim=1).indices.cpu().numpy()

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from beatrec.config import check, load_yaml, save_yaml
 from beatrec.early_stop import EarlyStopping
 from beatrec.errors import ConfigError, RunError
-from beatrec.runtime import machine_info, torch_threads
+from beatrec.runtime import machine_info, resolve_device, torch_threads
 from beatrec.seqrec.codes import CodesConfig, ItemCodes, build_codes
 from beatrec.seqrec.data import (
     LeaveOneOut,
@@ -69,13 +69,17 @@ class SeqTrainConfig:
     grad_clip: float = 1.0  # max gradient norm; 0 = off
     seed: int = 0
     threads: int = 0  # torch threads; 0 = leave torch's default
+    device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:N
+    max_minutes: float = 0.0  # training time budget: stop after the first evaluation past it (0 = none)
 
     def validate(self) -> None:
         check(self.lr > 0, "train.lr must be > 0")
         for name in ("batch_size", "max_epochs", "patience", "eval_every", "eval_batch_size"):
             check(getattr(self, name) >= 1, f"train.{name} must be >= 1")
+        check(bool(self.device), "train.device must be auto, cpu, cuda or cuda:N")
         for name in ("max_steps_per_epoch", "val_users", "threads"):
             check(getattr(self, name) >= 0, f"train.{name} must be >= 0")
+        check(self.max_minutes >= 0, "train.max_minutes must be >= 0")
         check(self.weight_decay >= 0 and self.grad_clip >= 0, "train.weight_decay and grad_clip must be >= 0")
 
 
@@ -121,6 +125,7 @@ class FitResult(NamedTuple):
     best_epoch: int
     best_val_ndcg10: float
     stopped_early: bool
+    out_of_time: bool  # stopped by train.max_minutes
     train_seconds: float
 
 
@@ -182,6 +187,8 @@ def fit(model: torch.nn.Module, split: LeaveOneOut, cfg: SeqTrainConfig,
     """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
+    dev = resolve_device(cfg.device)
+    model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     val = subset_samples(split.val, cfg.val_users, cfg.seed)
     n = len(split.train.target)
@@ -192,7 +199,7 @@ def fit(model: torch.nn.Module, split: LeaveOneOut, cfg: SeqTrainConfig,
         steps = min(steps, cfg.max_steps_per_epoch)
     rows: list[dict[str, float]] = []
     stopper = EarlyStopping(cfg.patience)
-    first, done_seconds = 1, 0.0
+    first, done_seconds, out_of_time = 1, 0.0, False
     if checkpoint is not None and checkpoint.is_file():
         ck = _load_checkpoint(checkpoint, checkpoint_key)
         model.load_state_dict(ck["model"])
@@ -217,7 +224,8 @@ def fit(model: torch.nn.Module, split: LeaveOneOut, cfg: SeqTrainConfig,
                    disable=(not progress) or None)
         for step in bar:
             idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            out = loss_fn(torch.from_numpy(split.train.history[idx]), torch.from_numpy(split.train.target[idx]))
+            out = loss_fn(torch.from_numpy(split.train.history[idx]).to(dev),
+                          torch.from_numpy(split.train.target[idx]).to(dev))
             opt.zero_grad(set_to_none=True)
             out[0].backward()
             if cfg.grad_clip:
@@ -248,9 +256,14 @@ def fit(model: torch.nn.Module, split: LeaveOneOut, cfg: SeqTrainConfig,
                 "train_seconds": time.perf_counter() - t_train})
         if stop:
             break
+        if cfg.max_minutes and time.perf_counter() - t_train > cfg.max_minutes * 60:
+            out_of_time = True
+            _log(progress, f"{desc}: train.max_minutes={cfg.max_minutes:g} reached after epoch {epoch}; keeping the "
+                           f"best epoch ({stopper.best_epoch})")
+            break
     stopper.restore(model)
     model.eval()
-    return FitResult(pd.DataFrame(rows), stopper.best_epoch, stopper.best, stopper.stopped,
+    return FitResult(pd.DataFrame(rows), stopper.best_epoch, stopper.best, stopper.stopped, out_of_time,
                      time.perf_counter() - t_train)
 
 
@@ -277,9 +290,9 @@ def _sasrec_fns(model: SASRec) -> tuple[Callable, Callable]:
 def _eager_fns(model: Eager, target_emb: dict[str, torch.Tensor], gen: torch.Generator
                ) -> tuple[Callable, Callable]:
     def loss_fn(h: torch.Tensor, t: torch.Tensor) -> tuple:
-        return model(h, t, {s: e[t] for s, e in target_emb.items()}, gen)
+        return model(h, t, {s: e[t.cpu()].to(t.device) for s, e in target_emb.items()}, gen)
 
-    return loss_fn, lambda h, k: model.recommend(h, k).items.numpy()
+    return loss_fn, lambda h, k: model.recommend(h, k).items.cpu().numpy()
 
 
 def _stream_plan(cfg: SeqRecConfig, ds: SeqDataset, progress: bool) -> tuple[EagerConfig, str]:
@@ -303,7 +316,7 @@ def _write_common(out: Path, cfg: SeqRecConfig, ds: SeqDataset, data: str | Path
     (out / "run.json").write_text(json.dumps({
         "data": str(Path(data).resolve()), "model": cfg.model, "n_items": ds.n_items, "n_users": ds.n_users,
         "items_fingerprint": _dataset_fingerprint(ds)}, indent=2))
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
     fit_res.history.to_csv(out / "history.csv", index=False)
 
 
@@ -411,11 +424,12 @@ def _train_run(data: str | Path, out: Path, cfg: SeqRecConfig, progress: bool, e
                     "has_text": ds.has_text},
         "test": test.as_dict(), "val": val.as_dict(), "popularity_test": popm.as_dict(),
         "training": {"epochs_run": int(len(fit_res.history)), "best_epoch": fit_res.best_epoch,
-                     "best_val_ndcg@10": fit_res.best_val_ndcg10, "stopped_early": fit_res.stopped_early},
+                     "best_val_ndcg@10": fit_res.best_val_ndcg10, "stopped_early": fit_res.stopped_early,
+                     "out_of_time": fit_res.out_of_time},
         "n_parameters": n_params,
         **extra,
         "timings": timings,
-        "machine": machine_info(),
+        "machine": machine_info(resolve_device(cfg.train.device)),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / CHECKPOINT).unlink(missing_ok=True)  # the run is complete: model.safetensors holds the best weights
@@ -487,8 +501,10 @@ def load_model(run: str | Path, ds: SeqDataset | None = None) -> torch.nn.Module
     return model.eval()
 
 
-def evaluate_run(run: str | Path, data: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Reload a run, score the test (and validation) users, write ``RUN/evaluation.json`` and return it."""
+def evaluate_run(run: str | Path, data: str | Path | None = None, progress: bool = True, device: str = "auto"
+                 ) -> dict[str, Any]:
+    """Reload a run, score the test (and validation) users on ``device``, write ``RUN/evaluation.json`` and
+    return it."""
     run = Path(run)
     info = _read_run_json(run)
     if info["model"] == "llmbs":
@@ -501,14 +517,14 @@ def evaluate_run(run: str | Path, data: str | Path | None = None, progress: bool
         if _dataset_fingerprint(ds) != info["items_fingerprint"]:
             raise RunError(f"{run}: the dataset's items differ from those the run was trained on")
         split = leave_one_out(ds, cfg.max_len)
-        model = load_model(run, ds)
+        model = load_model(run, ds).to(resolve_device(device))
         if isinstance(model, SASRec):
             recommend = model.recommend
         else:
             assert isinstance(model, Eager)
 
             def recommend(h: torch.Tensor, k: int) -> np.ndarray:
-                return model.recommend(h, k).items.numpy()
+                return model.recommend(h, k).items.cpu().numpy()
 
         test, val, popm, per_1000 = _test_block(recommend, split, cfg.train, ds.n_items)
     result = {"model": cfg.model, "run": str(run), "test": test.as_dict(), "val": val.as_dict(),

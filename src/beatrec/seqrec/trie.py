@@ -9,6 +9,7 @@ tokens live in a larger vocabulary (e.g. code tokens appended to an LM's vocabul
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import numpy as np
@@ -63,6 +64,15 @@ class Trie:
         self.max_len = max(len(s) for s in seqs)
         self.min_len = min(len(s) for s in seqs)
         self.n_sequences = len(seqs)
+
+    def to(self, device: torch.device | str) -> Trie:
+        """A copy of this trie whose tensors live on ``device`` (self when they already do)."""
+        device = torch.device(device)
+        if self.children.device == device:
+            return self
+        out = copy.copy(self)
+        out.children, out.value, out.node_depth = (t.to(device) for t in (self.children, self.value, self.node_depth))
+        return out
 
     @property
     def n_nodes(self) -> int:
