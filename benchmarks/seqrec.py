@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "seqrec.md")
     ap.add_argument("--remark", action="append", default=[],
                     help="a sentence for the report's header (e.g. how the rows were run); repeatable")
+    ap.add_argument("--report-only", action="store_true",
+                    help="train nothing: write the report from the finished runs, listing the others as not run yet")
     ap.add_argument("--resume", action="store_true",
                     help="read models whose run (same config) already finished; an interrupted run always resumes "
                          "from its checkpoint.pt")
@@ -160,10 +162,15 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             cfg = load_seqrec_config(model, None, sets)
             requested = run / "requested.yaml"  # the config asked for (config.yaml holds the resolved one)
-            if args.resume and (run / "metrics.json").is_file() and requested.is_file() and \
-                    same_run(load_yaml(SeqRecConfig, requested), cfg):
+            finished = (run / "metrics.json").is_file() and requested.is_file() and \
+                same_run(load_yaml(SeqRecConfig, requested), cfg)
+            if (args.resume or args.report_only) and finished:
                 res = RunResult(run, json.loads((run / "metrics.json").read_text()))
-                print(f"[seqrec bench] {ds} / {label}: finished run read from {run} (--resume)", flush=True)
+                print(f"[seqrec bench] {ds} / {label}: finished run read from {run}", flush=True)
+            elif args.report_only:
+                print(f"[seqrec bench] {ds} / {label}: no finished run with this config in {run} (--report-only: "
+                      "listed as not run yet)", flush=True)
+                continue
             else:
                 run.mkdir(parents=True, exist_ok=True)
                 before = requested.read_text() if requested.is_file() else None

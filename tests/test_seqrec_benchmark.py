@@ -57,6 +57,14 @@ def test_seqrec_benchmark_partial_and_resume(tmp_path: Path, monkeypatch: pytest
     assert "Partial" not in md2
     rows = lambda t: [r for r in t.splitlines() if r.startswith("| EAGER |")]  # noqa: E731
     assert rows(md2) == rows(md)  # read back, not retrained
+    # --report-only trains nothing: finished rows are read, the rest listed as not run yet
+    import beatrec.seqrec.train as tr2
+
+    monkeypatch.setattr(tr2, "train_run", lambda *a, **k: pytest.fail("--report-only trained a row"))
+    assert load_benchmark("seqrec").main([*base, "--report-only", "--models", "SASRec", "EAGER",
+                                          "EAGER w/o contrastive task"]) == 0
+    md3 = out.read_text()
+    assert "**Partial: not run yet:** EAGER w/o contrastive task." in md3 and rows(md3) == rows(md)
 
 
 def test_same_run_ignores_runtime_settings_and_runs_location() -> None:
