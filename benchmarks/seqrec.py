@@ -55,7 +55,10 @@ def fmt(x: float | None) -> str:
 def write_report(path: Path, command: str, blocks: dict[str, list[dict]], notes: dict[str, str],
                  planned: dict[str, list[str]] | None = None, remarks: tuple[str, ...] = ()) -> None:
     """Every dataset of ``planned`` gets a block; rows not run yet are listed under it (a partial run says so)."""
+    import pandas as pd
     import torch
+
+    from beatrec.plots import plot_validation_curves
 
     out = ["# Generative sequential recommendation — EAGER, ablations, SASRec, TIGER-style", "",
            f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
@@ -71,6 +74,12 @@ def write_report(path: Path, command: str, blocks: dict[str, list[dict]], notes:
         done = {r["label"] for r in rows}
         pending = [lb for lb in planned[ds] if lb not in done and f"{lb}:" not in notes.get(ds, "")]  # skipped: noted
         out += [f"## {ds}", "", notes.get(ds, ""), ""]
+        curves = {r["label"]: pd.read_csv(r["run"] / "history.csv") for r in rows
+                  if (r["run"] / "history.csv").is_file()}
+        if curves:
+            png = path.with_name(f"{path.stem}_{ds}.png")
+            plot_validation_curves(curves, png, f"{ds}: validation NDCG@10 per epoch (star: best epoch, tested)")
+            out += [f"![validation NDCG@10 per epoch]({png.name})", ""]
         if pending:
             out += [f"**Partial: not run yet:** {', '.join(pending)}.", ""]
         out += ["| model | R@5 | R@10 | N@5 | N@10 | params | epochs (best) | train s | infer s / 1k users | trained on |",
@@ -185,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
             print(f"[seqrec bench] {ds} / {label}: {json.dumps(res.metrics['test'])} "
                   f"({time.perf_counter() - t:.0f}s)", flush=True)
-            blocks[ds].append({"label": label, "metrics": res.metrics})
+            blocks[ds].append({"label": label, "metrics": res.metrics, "run": Path(res.run_dir)})
             n = res.metrics["dataset"]
             notes[ds] = (f"{n['n_users']} users, {n['n_items']} items, {n['n_interactions']} interactions; item "
                          f"text: {'yes' if n['has_text'] else 'no (EAGER runs the behavior stream only)'}.")

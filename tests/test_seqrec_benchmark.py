@@ -44,6 +44,7 @@ def test_seqrec_benchmark_partial_and_resume(tmp_path: Path, monkeypatch: pytest
     md = out.read_text()
     assert md.count("| SASRec |") == 2 and md.count("| EAGER |") == 2
     assert "Partial" not in md  # only the requested rows were planned
+    assert (tmp_path / "seqrec_Texted.png").stat().st_size > 0 and "](seqrec_Texted.png)" in md  # validation curves
     # second session: every row, --resume reads the two finished ones back (their files untouched)
     mtime = (tmp_path / "runs" / "Texted" / "eager" / "model.safetensors").stat().st_mtime_ns
     assert load_benchmark("seqrec").main([*base, "--resume", "--models", "SASRec", "EAGER", "EAGER w/o transfer task",

@@ -46,7 +46,8 @@ def test_cli_train_and_evaluate_behavior_only(tmp_path: Path, capsys: pytest.Cap
     run = tmp_path / "run"
     assert main(["seqrec", "train", "--data", str(data), "--model", "eager", "--out", str(run), "--quiet",
                  *_sets(TINY)]) == 0
-    for f in ("config.yaml", "run.json", "model.safetensors", "metrics.json", "history.csv", "codes_behavior.csv",
+    for f in ("config.yaml", "run.json", "model.safetensors", "metrics.json", "history.csv", "history.png",
+              "codes_behavior.csv",
               "behavior/model.safetensors", "behavior/metrics.json"):
         assert (run / f).is_file(), f
     assert not (run / "codes_semantic.csv").exists()

@@ -1,4 +1,4 @@
-"""PNG plots a person would rather look at than read: loss curves and codebook usage."""
+"""PNG plots a person would rather look at than read: loss and validation curves, codebook usage."""
 
 from __future__ import annotations
 
@@ -61,6 +61,49 @@ def plot_align_curves(history: pd.DataFrame, path: Path) -> None:
     b.set_xlabel("step")
     b.set_ylabel("SAR (eq. 11)")
     b.set_title("Semantic Alignment Regularization")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+_SEQREC_LOSSES = ("loss", "gen_behavior", "gen_semantic", "con_behavior", "con_semantic", "recon", "match")
+
+
+def plot_seqrec_history(history: pd.DataFrame, path: Path) -> None:
+    """One sequential-recommendation run: per-epoch training losses (left) and validation Recall/NDCG@10 (right)."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for col in _SEQREC_LOSSES:
+        if col in history and len(history) and history[col].abs().sum() > 0:  # a switched-off task stays 0
+            a.plot(history["epoch"], history[col], marker="o", ms=3, label=col)
+    a.set_xlabel("epoch")
+    a.set_ylabel("mean training loss")
+    a.legend()
+    a.set_title("Training losses")
+    for col, label in (("val_recall@10", "Recall@10"), ("val_ndcg@10", "NDCG@10 (early stopping)")):
+        if col in history and len(history):
+            b.plot(history["epoch"], history[col], marker="o", ms=3, label=label)
+    b.set_xlabel("epoch")
+    b.set_ylabel("validation")
+    b.legend()
+    b.set_title("Validation")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_validation_curves(curves: dict[str, pd.DataFrame], path: Path, title: str = "") -> None:
+    """Validation NDCG@10 per epoch, one line per model (history.csv of each run), best epoch marked."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for label, h in curves.items():
+        if "val_ndcg@10" not in h or not len(h):
+            continue
+        line = ax.plot(h["epoch"], h["val_ndcg@10"], marker="o", ms=2.5, label=label)[0]
+        best = h["val_ndcg@10"].idxmax()
+        ax.plot(h["epoch"][best], h["val_ndcg@10"][best], marker="*", ms=11, color=line.get_color())
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation NDCG@10")
+    ax.set_title(title or "Validation NDCG@10 per epoch (star: best epoch, whose weights are tested)")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from beatrec.config import check, load_yaml, save_yaml
 from beatrec.early_stop import EarlyStopping
 from beatrec.errors import ConfigError, RunError
+from beatrec.plots import plot_seqrec_history
 from beatrec.runtime import machine_info, resolve_device, torch_threads
 from beatrec.seqrec.codes import CodesConfig, ItemCodes, build_codes
 from beatrec.seqrec.data import (
@@ -318,6 +319,7 @@ def _write_common(out: Path, cfg: SeqRecConfig, ds: SeqDataset, data: str | Path
         "items_fingerprint": _dataset_fingerprint(ds)}, indent=2))
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
     fit_res.history.to_csv(out / "history.csv", index=False)
+    plot_seqrec_history(fit_res.history, out / "history.png")
 
 
 def _test_block(recommend: Callable, split: LeaveOneOut, cfg: SeqTrainConfig, n_items: int
