@@ -91,7 +91,7 @@ def write_report(path: Path, command: str, blocks: dict[str, list[dict]], notes:
                        f"{fmt(t['ndcg@10'])} | {m['n_parameters'] / 1e6:.2f}M | {m['training']['epochs_run']} "
                        f"({m['training']['best_epoch']}){', time cap' * bool(m['training'].get('out_of_time'))} | {m['timings']['training_s']:.0f} | "
                        f"{m['timings']['inference_s_per_1000_users']:.2f} | "
-                       f"{m.get('machine', {}).get('device', '—')} |")
+                       f"{_trained_on(r)} |")
         if rows:
             p = rows[0]["metrics"]["popularity_test"]
             out.append(f"| popularity | {fmt(p['recall@5'])} | {fmt(p['recall@10'])} | {fmt(p['ndcg@5'])} | "
@@ -101,6 +101,15 @@ def write_report(path: Path, command: str, blocks: dict[str, list[dict]], notes:
                 out.append(f"| {name} | {fmt(r5)} | {fmt(r10)} | {fmt(n5)} | {fmt(n10)} | — | — | — | — | — |")
         out.append("")
     path.write_text("\n".join(out) + "\n")
+
+
+def _trained_on(row: dict) -> str:
+    """The row's device. Machine records written before devices were recorded are CPU runs (there was no other
+    path then): their thread count."""
+    machine = row["metrics"].get("machine", {})
+    if "device" in machine:
+        return machine["device"]
+    return f"cpu: {machine['threads']} threads" if "threads" in machine else "—"
 
 
 def same_run(a, b) -> bool:  # noqa: ANN001
@@ -158,15 +167,20 @@ def main(argv: list[str] | None = None) -> int:
         for label, model, extra, only in VARIANTS:
             if label not in args.models or not _runs_on((label, model, extra, only), ds):
                 continue
-            if extra in (("eager.use_semantic=false",), ("eager.use_transfer=false",)) and \
-                    not (data / "item_text.tsv").is_file():
+            texted = (data / "item_text.tsv").is_file()
+            if extra in (("eager.use_semantic=false",), ("eager.use_transfer=false",)) and not texted:
                 # without item text EAGER already runs one stream, and the transfer task needs two: same row twice
                 skipped.setdefault(ds, []).append(f"{label}: same model as EAGER here (no item text)")
+                continue
+            if model == "tiger" and not texted:
+                skipped.setdefault(ds, []).append(f"{label}: not run (semantic codes need item text; none here)")
                 continue
             sets = [*base, *extra]
             if model == "eager" and (sasrec_run / "run.json").is_file():  # a finished SASRec row
                 sets.append(f"behavior_run={sasrec_run}")
-            slug = label.lower().replace(" ", "-").replace("/", "").replace("(", "").replace(")", "")
+            slug = label.lower().replace(" ", "-")
+            for ch in "/(),":
+                slug = slug.replace(ch, "")
             run = sasrec_run if model == "sasrec" else args.runs / ds / slug
             t = time.perf_counter()
             cfg = load_seqrec_config(model, None, sets)

@@ -63,9 +63,12 @@ def test_seqrec_benchmark_partial_and_resume(tmp_path: Path, monkeypatch: pytest
 
     monkeypatch.setattr(tr2, "train_run", lambda *a, **k: pytest.fail("--report-only trained a row"))
     assert load_benchmark("seqrec").main([*base, "--report-only", "--models", "SASRec", "EAGER",
-                                          "EAGER w/o contrastive task"]) == 0
+                                          "TIGER-style (semantic codes)", "EAGER w/o contrastive task"]) == 0
     md3 = out.read_text()
-    assert "**Partial: not run yet:** EAGER w/o contrastive task." in md3 and rows(md3) == rows(md)
+    texted3, plain3 = md3[md3.index("## Texted"):md3.index("## Plain")], md3[md3.index("## Plain"):]
+    assert "**Partial: not run yet:** TIGER-style (semantic codes), EAGER w/o contrastive task." in texted3
+    assert "semantic codes need item text" in plain3 and "**Partial: not run yet:** EAGER w/o contrastive task." in plain3
+    assert rows(md3) == rows(md)
 
 
 def test_same_run_ignores_runtime_settings_and_runs_location() -> None:
