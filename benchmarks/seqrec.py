@@ -154,7 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     from beatrec.config import load_yaml, save_yaml
     from beatrec.seqrec.train import RunResult, SeqRecConfig, load_seqrec_config, train_run
 
-    command = "python benchmarks/seqrec.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    if args.report_only:  # the command that trains (or reads back) these rows, not the report-only one
+        given = [a for a in given if a != "--report-only"] + ([] if args.resume else ["--resume"])
+    command = "python benchmarks/seqrec.py " + shlex.join(given)
     blocks: dict[str, list[dict]] = {}
     planned = {ds: [v[0] for v in VARIANTS if v[0] in args.models and _runs_on(v, ds)] for ds in args.datasets}
     notes: dict[str, str] = {}
