@@ -19,7 +19,8 @@ from beatrec.seqrec.train import evaluate_run, load_seqrec_config, train_run
 
 TINY = ["train.max_epochs=2", "behavior_train.max_epochs=2", "train.threads=1", "behavior_train.threads=1",
         "codes.k=4", "eager.d_model=16", "eager.n_heads=2", "eager.d_ff=32", "eager.enc_layers=1",
-        "eager.dec_layers=1", "eager.beam_size=10", "sasrec.d_model=16", "sasrec.d_ff=32"]
+        "eager.dec_layers=1", "eager.beam_size=10", "sasrec.d_model=16", "sasrec.d_ff=32",
+        "train.device=cpu", "behavior_train.device=cpu"]  # seeding and bit-for-bit resume are CPU guarantees
 
 
 class ClusterEncoder:
