@@ -39,8 +39,10 @@ VARIANTS = (
 )
 
 
-def _runs_on(variant: tuple, ds: str) -> bool:
-    return variant[3] is None or ds in variant[3]
+def _runs_on(only: tuple[str, ...] | None, ds: str) -> bool:
+    return only is None or ds in only
+
+
 ANCHORS = {  # Beauty, from the LLM-BS paper's table (issue 6)
     "TIGER (paper)": (0.0454, 0.0648, 0.0321, 0.0384),
     "LC-Rec 7B (paper)": (None, 0.0681, None, 0.0409),
@@ -89,7 +91,8 @@ def write_report(path: Path, command: str, blocks: dict[str, list[dict]], notes:
             t = m["test"]
             out.append(f"| {r['label']} | {fmt(t['recall@5'])} | {fmt(t['recall@10'])} | {fmt(t['ndcg@5'])} | "
                        f"{fmt(t['ndcg@10'])} | {m['n_parameters'] / 1e6:.2f}M | {m['training']['epochs_run']} "
-                       f"({m['training']['best_epoch']}){', time cap' * bool(m['training'].get('out_of_time'))} | {m['timings']['training_s']:.0f} | "
+                       f"({m['training']['best_epoch']}){', time cap' * bool(m['training'].get('out_of_time'))} | "
+                       f"{m['timings']['training_s']:.0f} | "
                        f"{m['timings']['inference_s_per_1000_users']:.2f} | "
                        f"{_trained_on(r)} |")
         if rows:
@@ -159,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         given = [a for a in given if a != "--report-only"] + ([] if args.resume else ["--resume"])
     command = "python benchmarks/seqrec.py " + shlex.join(given)
     blocks: dict[str, list[dict]] = {}
-    planned = {ds: [v[0] for v in VARIANTS if v[0] in args.models and _runs_on(v, ds)] for ds in args.datasets}
+    planned = {ds: [v[0] for v in VARIANTS if v[0] in args.models and _runs_on(v[3], ds)] for ds in args.datasets}
     notes: dict[str, str] = {}
     skipped: dict[str, list[str]] = {}
     for ds in args.datasets:
@@ -168,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         sasrec_run = args.runs / ds / "sasrec"
         base = [*args.overrides] + ([f"max_users={args.max_users}"] if args.max_users else [])
         for label, model, extra, only in VARIANTS:
-            if label not in args.models or not _runs_on((label, model, extra, only), ds):
+            if label not in args.models or not _runs_on(only, ds):
                 continue
             texted = (data / "item_text.tsv").is_file()
             if extra in (("eager.use_semantic=false",), ("eager.use_transfer=false",)) and not texted:
@@ -203,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                 save_yaml(cfg, requested)
                 try:
                     res = train_run(data, run, cfg, progress=True)
-                except Exception as e:  # noqa: BLE001 - e.g. TIGER on a dataset without titles: say so, go on
+                except Exception as e:  # noqa: BLE001 - e.g. a malformed dataset: say so, go on to the next row
                     if before is not None:  # a failed attempt must not unlink a finished run from its config
                         requested.write_text(before)
                     print(f"[seqrec bench] {ds} / {label}: {e}", file=sys.stderr)

@@ -12,6 +12,12 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 
+def _save(fig: plt.Figure, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_loss_curves(history: pd.DataFrame, path: Path) -> None:
     """Per-epoch training losses (left) and validation HR (right)."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
@@ -30,9 +36,7 @@ def plot_loss_curves(history: pd.DataFrame, path: Path) -> None:
     b.set_ylabel("validation HR@k")
     b.legend()
     b.set_title("Early-stopping metric")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_codebook_usage(codes: dict[str, torch.Tensor], n_codes: int, path: Path) -> None:
@@ -45,9 +49,7 @@ def plot_codebook_usage(codes: dict[str, torch.Tensor], n_codes: int, path: Path
         ax.set_title(f"{name}: {used}/{n_codes} codes used")
         ax.set_xlabel("code rank")
         ax.set_ylabel("entities" if "macro" in name else "assignments")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_align_curves(history: pd.DataFrame, path: Path) -> None:
@@ -61,9 +63,7 @@ def plot_align_curves(history: pd.DataFrame, path: Path) -> None:
     b.set_xlabel("step")
     b.set_ylabel("SAR (eq. 11)")
     b.set_title("Semantic Alignment Regularization")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 _SEQREC_LOSSES = ("loss", "gen_behavior", "gen_semantic", "con_behavior", "con_semantic", "recon", "match")
@@ -86,9 +86,7 @@ def plot_seqrec_history(history: pd.DataFrame, path: Path) -> None:
     b.set_ylabel("validation")
     b.legend()
     b.set_title("Validation")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_validation_curves(curves: dict[str, pd.DataFrame], path: Path, title: str = "") -> None:
@@ -104,6 +102,4 @@ def plot_validation_curves(curves: dict[str, pd.DataFrame], path: Path, title: s
     ax.set_ylabel("validation NDCG@10")
     ax.set_title(title or "Validation NDCG@10 per epoch (star: best epoch, whose weights are tested)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)

@@ -290,8 +290,13 @@ def _sasrec_fns(model: SASRec) -> tuple[Callable, Callable]:
 
 def _eager_fns(model: Eager, target_emb: dict[str, torch.Tensor], gen: torch.Generator
                ) -> tuple[Callable, Callable]:
+    placed = dict(target_emb)  # moved once to the training device (fit moves the model), not per step
+
     def loss_fn(h: torch.Tensor, t: torch.Tensor) -> tuple:
-        return model(h, t, {s: e[t.cpu()].to(t.device) for s, e in target_emb.items()}, gen)
+        for s, e in placed.items():
+            if e.device != t.device:
+                placed[s] = e.to(t.device)
+        return model(h, t, {s: e[t] for s, e in placed.items()}, gen)
 
     return loss_fn, lambda h, k: model.recommend(h, k).items.cpu().numpy()
 
