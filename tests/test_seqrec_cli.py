@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +101,7 @@ def test_two_stream_run_is_seeded(tmp_path: Path) -> None:
 def test_interrupted_run_resumes_bit_for_bit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A two-stream EAGER run killed after its 2nd epoch resumes from RUN/checkpoint.pt (the finished behavior
     encoder is reused, not retrained) and ends with exactly the weights, history and metrics of an
-    uninterrupted run; a changed config or a corrupt checkpoint is refused with a message, the file kept."""
+    uninterrupted run, also under another thread count; a changed config or a corrupt checkpoint is refused with a message, the file kept."""
     import beatrec.seqrec.train as tr
     from beatrec.errors import RunError
 
@@ -126,6 +127,7 @@ def test_interrupted_run_resumes_bit_for_bit(tmp_path: Path, monkeypatch: pytest
                                                "train.patience=5", "train.lr=0.01"])
     with pytest.raises(RunError, match="another configuration"):
         train_run(data, tmp_path / "cut", other, progress=False, encoder=ClusterEncoder())
+    shutil.copytree(tmp_path / "cut", tmp_path / "cut2")
     resumed = train_run(data, tmp_path / "cut", cfg, progress=False, encoder=ClusterEncoder())
     assert (tmp_path / "cut" / "behavior" / "model.safetensors").stat().st_mtime_ns == behavior_mtime
     assert resumed.metrics["test"] == full.metrics["test"] and resumed.metrics["training"] == full.metrics["training"]
@@ -134,6 +136,15 @@ def test_interrupted_run_resumes_bit_for_bit(tmp_path: Path, monkeypatch: pytest
     ha, hb = (pd.read_csv(tmp_path / d / "history.csv") for d in ("full", "cut"))
     pd.testing.assert_frame_equal(ha.drop(columns=["seconds", "eval_seconds"]),
                                   hb.drop(columns=["seconds", "eval_seconds"]))
+    # threads and device are runtime settings: a run resumes on another thread count (epochs 1-2 come from the
+    # checkpoint, so they match the uninterrupted run exactly; epoch 3 may differ in the last bits)
+    other_threads = load_seqrec_config("eager", None, [*TINY, "train.max_epochs=3", "behavior_train.max_epochs=1",
+                                                       "train.patience=5", "train.threads=2"])
+    train_run(data, tmp_path / "cut2", other_threads, progress=False, encoder=ClusterEncoder())
+    h2 = pd.read_csv(tmp_path / "cut2" / "history.csv")
+    assert len(h2) == len(ha) == 3
+    pd.testing.assert_frame_equal(ha.drop(columns=["seconds", "eval_seconds"])[:2],
+                                  h2.drop(columns=["seconds", "eval_seconds"])[:2])
     ck.write_bytes(b"not a checkpoint")
     with pytest.raises(RunError, match="corrupt checkpoint"):
         train_run(data, tmp_path / "cut", cfg, progress=False, encoder=ClusterEncoder())

@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from beatrec.config import check, load_yaml, save_yaml
+from beatrec.config import check, load_yaml, save_yaml, without_runtime
 from beatrec.early_stop import EarlyStopping
 from beatrec.errors import ConfigError, RunError
 from beatrec.plots import plot_seqrec_history
@@ -415,7 +415,9 @@ def _train_run(data: str | Path, out: Path, cfg: SeqRecConfig, progress: bool, e
                  "merge": ecfg.merge, "beam_size": ecfg.beam_size}
     n_params = sum(p.numel() for p in model.parameters())
     _log(progress, f"[train] {cfg.model}: {n_params:,} parameters")
-    key = hashlib.sha256(f"{_dataset_fingerprint(ds)}|{ds.n_users}|{cfg!r}|{code_digest}".encode()).hexdigest()
+    # Threads and device are left out: a run may resume on another machine or thread count.
+    key = hashlib.sha256(f"{_dataset_fingerprint(ds)}|{ds.n_users}|{without_runtime(cfg)!r}|{code_digest}".encode()
+                         ).hexdigest()
     fit_res = fit(model, split, cfg.train, loss_fn, recommend, progress, desc=cfg.model,
                   checkpoint=out / CHECKPOINT, checkpoint_key=key, generators=gens)
     timings["training_s"] = fit_res.train_seconds
