@@ -96,6 +96,13 @@ def test_two_stream_run_is_seeded(tmp_path: Path) -> None:
     for c in range(8):
         assert len(set(sem.codes[raw // 12 == c, 0])) == 1
     assert evaluate_run(tmp_path / "a", progress=False)["test"] == a.metrics["test"]
+    # decoding another way without retraining: recorded in evaluation.json; a bad merge is a config error
+    joint = evaluate_run(tmp_path / "a", progress=False, merge="joint", beam_size=12)
+    assert (joint["merge"], joint["beam_size"]) == ("joint", 12)
+    assert json.loads((tmp_path / "a/evaluation.json").read_text())["merge"] == "joint"
+    assert main(["seqrec", "evaluate", "--run", str(tmp_path / "a"), "--merge", "vote", "--quiet"]) == 2
+    assert main(["seqrec", "evaluate", "--run", str(tmp_path / "a" / "behavior"), "--merge", "joint",
+                 "--quiet"]) == 2  # SASRec has no streams to merge
 
 
 def test_interrupted_run_resumes_bit_for_bit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

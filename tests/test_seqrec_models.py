@@ -55,12 +55,13 @@ def test_sasrec_beats_popularity(planted) -> None:
     assert m.ndcg10 > 2 * _pop_ndcg(ds, split) and m.ndcg10 > 0.3
 
 
-def test_eager_beats_popularity(planted) -> None:
+@pytest.mark.parametrize("code_tokens", ["shared", "prefix"])
+def test_eager_beats_popularity(planted, code_tokens: str) -> None:
     ds, split, emb = planted
     codes = build_codes(emb.numpy(), CodesConfig(k=4, levels=2))
     with torch_threads(1):
         torch.manual_seed(0)
-        cfg = from_dict(EagerConfig, SMALL)
+        cfg = from_dict(EagerConfig, {**SMALL, "code_tokens": code_tokens})
         model = Eager(ds.n_items, 20, {"behavior": codes, "semantic": codes}, cfg, {"behavior": 20, "semantic": 20})
         loss_fn, rec = _eager_fns(model, {"behavior": emb, "semantic": emb}, torch.Generator().manual_seed(1))
         tcfg = SeqTrainConfig(lr=3e-3, max_epochs=7, patience=7, batch_size=64)
@@ -115,10 +116,11 @@ def test_synthetic_writer(tmp_path: Path) -> None:
     assert ds.n_users == 5 and not ds.has_text
 
 
-def test_beam_batched_decoder_matches_per_hypothesis(planted) -> None:
+@pytest.mark.parametrize("code_tokens", ["shared", "prefix"])
+def test_beam_batched_decoder_matches_per_hypothesis(planted, code_tokens: str) -> None:
     ds, split, emb = planted
     codes = build_codes(emb.numpy(), CodesConfig(k=4, levels=2))
-    cfg = from_dict(EagerConfig, {**SMALL, "use_contrastive": False})
+    cfg = from_dict(EagerConfig, {**SMALL, "use_contrastive": False, "code_tokens": code_tokens})
     model = Eager(ds.n_items, 20, {"behavior": codes, "semantic": codes}, cfg).eval()
     hist = torch.from_numpy(split.test.history[:3])
     enc = model.encoder(hist)
@@ -138,3 +140,77 @@ def test_trie_to_device_keeps_the_trie() -> None:
     moved = trie.to(dev)
     assert moved is not trie and moved.children.device.type == dev and trie.children.device.type == "cpu"
     assert (moved.max_len, moved.n_nodes, moved.vocab_size) == (trie.max_len, trie.n_nodes, trie.vocab_size)
+
+
+def test_prefix_index_numbers_trie_nodes_per_level() -> None:
+    """Hand-checked: 6 codes -> 2 first-level nodes, 4 second-level prefixes, 6 leaves; off-trie codes -> -1."""
+    from beatrec.seqrec.eager import PrefixIndex
+
+    codes = np.array([[0, 0, 0], [0, 0, 1], [0, 1, 0], [1, 0, 0], [1, 2, 0], [1, 2, 1]])
+    idx = PrefixIndex(codes, (2, 3, 2))
+    assert idx.sizes == (2, 4, 6)
+    assert idx.walk(torch.from_numpy(codes)).tolist() == [[0, 0, 0], [0, 0, 1], [0, 1, 2], [1, 2, 3], [1, 3, 4],
+                                                          [1, 3, 5]]
+    assert idx.walk(torch.tensor([[0, 2, 0], [1, 2, 1], [0, 1, 1]])).tolist() == [[0, -1, -1], [1, 3, 5], [0, 1, -1]]
+    assert idx.child(1).tolist() == [[0, 1, -1], [2, -1, 3]]
+
+
+def test_prefix_tokens_score_only_children_and_tie_embeddings(planted) -> None:
+    """code_tokens=prefix: one token per trie node; next-code logits are -inf outside the current prefix's
+    children, the last level's logits are the (scaled) dot products with the item's own leaf embedding, and
+    beam search returns a distribution over valid items only."""
+    ds, split, emb = planted
+    codes = build_codes(emb.numpy(), CodesConfig(k=4, levels=2))
+    model = Eager(ds.n_items, 20, {"behavior": codes}, from_dict(EagerConfig, {
+        **SMALL, "use_semantic": False, "use_contrastive": False, "code_tokens": "prefix"})).eval()
+    dec = model.decoders["behavior"]
+    assert dec.tok_emb.num_embeddings == 3 + sum(dec.prefix.sizes) and dec.prefix.sizes[-1] == ds.n_items
+    hist = torch.from_numpy(split.test.history[:4])
+    enc = model.encoder(hist)
+    item = 7
+    prefix = torch.from_numpy(codes.codes[item, :-1]).expand(4, -1)  # (4, D-1)
+    with torch.no_grad():
+        logits = dec.next_logits(prefix, enc.states, enc.pad)  # (4, v_max)
+        siblings = np.flatnonzero((codes.codes[:, :-1] == codes.codes[item, :-1]).all(1))
+        valid = torch.zeros(dec.v_max, dtype=torch.bool)
+        valid[codes.codes[siblings, -1]] = True
+        assert torch.isfinite(logits[:, valid]).all() and torch.isinf(logits[:, ~valid]).all()
+        # the item's logit = its leaf embedding · the state / sqrt(d) + its bias (tied output)
+        bos = torch.full((4, 1), 0, dtype=torch.long)
+        h = dec._run(torch.cat([bos, dec.code_tokens(prefix)], 1), enc.states, enc.pad)[:, -1]
+        leaf = int(dec.prefix.walk(torch.from_numpy(codes.codes[item:item + 1]))[0, -1])
+        w, b = dec._node_weights(codes.depth - 1)
+        expect = h @ w[leaf] * dec.scale + b[leaf]
+        assert torch.allclose(logits[:, codes.codes[item, -1]], expect, atol=1e-5)
+        rec = model.recommend(hist, 10)
+    res = rec.streams["behavior"]
+    assert (res.values >= 0).all() and torch.equal(torch.from_numpy(codes.codes[res.values.numpy()]), res.tokens)
+    assert (res.scores.exp().sum(1) <= 1 + 1e-5).all()
+
+
+@pytest.mark.parametrize("code_tokens", ["shared", "prefix"])
+def test_joint_merge_rescores_candidates_in_both_streams(planted, code_tokens: str) -> None:
+    """merge=joint: a decoder's teacher-forced log p(code) equals the beam score it found the item with, and the
+    merged list is the union of both beams ranked by the sum of the two streams' log-likelihoods."""
+    ds, split, emb = planted
+    beh = build_codes(emb.numpy(), CodesConfig(k=4, levels=2))
+    sem = build_codes(emb.numpy()[:, ::-1].copy(), CodesConfig(k=3, levels=2, seed=1))
+    torch.manual_seed(0)
+    model = Eager(ds.n_items, 20, {"behavior": beh, "semantic": sem}, from_dict(EagerConfig, {
+        **SMALL, "use_contrastive": False, "code_tokens": code_tokens, "merge": "joint"})).eval()
+    hist = torch.from_numpy(split.test.history[:5])
+    rec = model.recommend(hist, 10)
+    enc = model.encoder(hist)
+    for s, r in rec.streams.items():
+        lp = model.decoders[s].code_log_probs(model.item_codes(s, r.values), enc.states, enc.pad, model.tries[s])
+        assert torch.allclose(lp, r.scores, atol=1e-4)  # same numbers as the beam search
+    union = torch.cat([r.values for r in rec.streams.values()], 1)  # (5, 20)
+    joint = sum(model.decoders[s].code_log_probs(model.item_codes(s, union), enc.states, enc.pad, model.tries[s])
+                for s in rec.streams)
+    for row in range(5):
+        best = {}
+        for item, sc in zip(union[row].tolist(), joint[row].tolist(), strict=True):
+            best[item] = max(best.get(item, -np.inf), sc)
+        expect = sorted(best, key=lambda i: -best[i])[:10]
+        assert rec.items[row].tolist() == expect
+    assert torch.equal(model.recommend(hist, 10).items, rec.items)  # deterministic

@@ -187,7 +187,8 @@ def cmd_seqrec_evaluate(args: argparse.Namespace) -> None:
 
     from beatrec.seqrec.train import evaluate_run
 
-    result = evaluate_run(args.run, args.data, progress=not args.quiet, device=args.device)
+    result = evaluate_run(args.run, args.data, progress=not args.quiet, device=args.device, merge=args.merge,
+                          beam_size=args.beam_size)
     print(json.dumps({"model": result["model"], **result["test"]}))
 
 
@@ -206,6 +207,9 @@ def _add_seqrec(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--data", type=Path, help="the dataset directory, if it moved since training")
     e.add_argument("--device", default="auto",
                    help="where EAGER/SASRec/TIGER runs are scored: auto (CUDA when available), cpu, cuda, cuda:N")
+    e.add_argument("--merge", help="EAGER: decode with this stream merge (likelihood, entropy, joint) instead of the "
+                                   "run's")
+    e.add_argument("--beam-size", type=int, help="EAGER/TIGER: beams per stream instead of the run's")
     e.add_argument("--quiet", action="store_true", help="no progress messages")
     e.set_defaults(func=cmd_seqrec_evaluate)
 

@@ -18,7 +18,7 @@ import torch
 from beatrec.seqrec.trie import Trie
 
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]  # prefix tokens (B, b, t) -> next-token logits (B, b, V)
-MERGES = ("likelihood", "entropy")
+MERGES = ("likelihood", "entropy", "joint")  # joint: needs the model (Eager._joint_merge)
 
 
 class BeamResult(NamedTuple):
@@ -81,8 +81,8 @@ def merge_streams(results: list[BeamResult], k: int, how: str = "likelihood") ->
         one) wins: its items come first, by probability, then the other streams' items, by probability.
     Ties go to the earlier stream in ``results``, then to the earlier beam slot: deterministic.
     """
-    if how not in MERGES:
-        raise ValueError(f"merge must be one of {MERGES}, got {how!r}")
+    if how not in MERGES or how == "joint":
+        raise ValueError(f"merge must be one of {MERGES[:2]} (joint rescoring needs the decoders), got {how!r}")
     items = torch.cat([r.values for r in results], dim=1)  # (B, M)
     prob = torch.cat([r.scores.exp() for r in results], dim=1)  # (B, M) in [0, 1]
     if how == "entropy" and len(results) > 1:
@@ -90,19 +90,28 @@ def merge_streams(results: list[BeamResult], k: int, how: str = "likelihood") ->
         winner = ent.argmin(1)  # ties -> first stream
         stream_of = torch.cat([torch.full_like(r.values, s) for s, r in enumerate(results)], dim=1)
         prob = prob + (stream_of == winner[:, None]).float()  # winner's items all rank above the others
-    prob = torch.where(items >= 0, prob, torch.full_like(prob, -1.0))
-    order = torch.sort(prob, dim=1, descending=True, stable=True).indices
-    items, prob = torch.gather(items, 1, order), torch.gather(prob, 1, order)
-    # Drop repeats: sort by item (stable keeps the score order within an item) and blank all but the first.
+    return rank_distinct(items, prob, k)
+
+
+def rank_distinct(items: torch.Tensor, key: torch.Tensor, k: int) -> torch.Tensor:
+    """items (B, M) candidates (-1 = empty), key (B, M) higher = better -> (B, k) distinct items by key.
+
+    An item listed several times keeps its best key; ties go to the earlier column; -1 fills missing slots.
+    """
+    key = torch.where(items >= 0, key.float(), torch.full_like(key, float("-inf"), dtype=torch.float))
+    order = torch.sort(key, dim=1, descending=True, stable=True).indices
+    items, key = torch.gather(items, 1, order), torch.gather(key, 1, order)
+    # Drop repeats: sort by item (stable keeps the key order within an item) and blank all but the first.
     by_item = torch.sort(items, dim=1, stable=True).indices
     sorted_items = torch.gather(items, 1, by_item)
     repeat = torch.zeros_like(sorted_items, dtype=torch.bool)
     repeat[:, 1:] = sorted_items[:, 1:] == sorted_items[:, :-1]
     dup = torch.zeros_like(repeat).scatter(1, by_item, repeat)
-    prob = torch.where(dup | (items < 0), torch.full_like(prob, -2.0), prob)
-    order = torch.sort(prob, dim=1, descending=True, stable=True).indices[:, :k]
+    drop = dup | (items < 0)
+    rank = torch.where(drop, torch.full_like(key, float("inf")), torch.zeros_like(key))  # kept first, in order
+    order = torch.sort(rank, dim=1, stable=True).indices[:, :k]
     out = torch.gather(items, 1, order)
-    out = torch.where(torch.gather(prob, 1, order) < -1.5, torch.full_like(out, -1), out)
+    out = torch.where(torch.gather(drop, 1, order), torch.full_like(out, -1), out)
     if out.shape[1] < k:
         out = torch.cat([out, out.new_full((out.shape[0], k - out.shape[1]), -1)], dim=1)
     return out

@@ -17,7 +17,9 @@ Architecture (paper §3.3):
     batch);
   - total: L = Σ_s L_gen^s + λ_con Σ_s L_con^s + λ_tr (L_recon + L_match).
 Inference (§3.5): trie-constrained beam search in each stream, then a confidence merge of the two ranked
-lists (:func:`beatrec.seqrec.beam.merge_streams`; default: each item's normalised likelihood).
+lists (:func:`beatrec.seqrec.beam.merge_streams`; default: each item's normalised likelihood; ``joint``: every
+candidate of either beam is scored by both decoders and ranked by the sum of its log-likelihoods, as the
+authors' released code reranks).
 
 The loss weights λ_con, λ_tr, τ and the mask rate are our defaults, not values taken from the paper.
 """
@@ -33,16 +35,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from beatrec.config import check
-from beatrec.seqrec.beam import MERGES, BeamResult, constrained_beam_search, merge_streams
+from beatrec.seqrec.beam import MERGES, BeamResult, constrained_beam_search, merge_streams, rank_distinct
 from beatrec.seqrec.codes import ItemCodes
 from beatrec.seqrec.encoder import ItemSequenceEncoder
 from beatrec.seqrec.trie import Trie
 
 STREAMS = ("behavior", "semantic")
+CODE_TOKENS = ("shared", "prefix")
 BOS, SUM, MASK, N_SPECIAL = 0, 1, 2, 3  # special decoder tokens; code tokens follow, offset per level
 
 # ``beatrec seqrec train --model tiger``: a single semantic-code stream, no auxiliary tasks.
-TIGER_PRESET = ("eager.use_behavior=false", "eager.use_contrastive=false", "eager.use_transfer=false")
+TIGER_PRESET = ("eager.use_behavior=false", "eager.use_contrastive=false", "eager.use_transfer=false",
+                "eager.code_tokens=shared")
 
 
 @dataclass
@@ -63,8 +67,9 @@ class EagerConfig:
     transfer_weight: float = 0.1  # λ_tr
     temperature: float = 0.1  # τ of the InfoNCE
     mask_prob: float = 0.5  # share of behavior-code positions masked for reconstruction (>= 1 per sample)
+    code_tokens: str = "shared"  # shared: a level's code value is one token at every prefix | prefix: one per node
     beam_size: int = 20  # per stream
-    merge: str = "likelihood"  # likelihood | entropy (see beam.merge_streams)
+    merge: str = "likelihood"  # likelihood | entropy (beam.merge_streams) | joint (Σ_s log p_s over the union)
 
     def validate(self) -> None:
         for name in ("d_model", "n_heads", "enc_layers", "dec_layers", "d_ff", "beam_size"):
@@ -76,6 +81,8 @@ class EagerConfig:
         check(self.temperature > 0, "eager.temperature must be > 0")
         check(0 < self.mask_prob <= 1, "eager.mask_prob must be in (0, 1]")
         check(self.merge in MERGES, f"eager.merge must be one of {MERGES}, got {self.merge!r}")
+        check(self.code_tokens in CODE_TOKENS, f"eager.code_tokens must be one of {CODE_TOKENS}, "
+              f"got {self.code_tokens!r}")
 
     @property
     def streams(self) -> tuple[str, ...]:
@@ -91,32 +98,120 @@ def _decoder_stack(d: int, heads: int, ff: int, dropout: float, layers: int) -> 
     return nn.TransformerDecoder(layer, layers)
 
 
+class PrefixIndex(nn.Module):
+    """The trie nodes of a code set, numbered per level: node (l, j) is the j-th distinct prefix c_1..c_{l+1}.
+
+    ``child[l][j, c]`` is the level-(l+1) index of prefix j extended by code value c (level 0: j = 0, the root),
+    or -1. With ``code_tokens="prefix"`` a decoder gives every node its own token, so the last level is one
+    token per item (EAGER's released code keys its second-level tokens by the first code the same way).
+    codes (n_items, D) -> buffers child_0 .. child_{D-1}.
+    """
+
+    def __init__(self, codes: np.ndarray, vocab_sizes: tuple[int, ...]) -> None:
+        super().__init__()
+        parent = np.zeros(len(codes), dtype=np.int64)
+        sizes = []
+        for lvl, v in enumerate(vocab_sizes):
+            _, idx = np.unique(codes[:, : lvl + 1], axis=0, return_inverse=True)
+            idx = idx.reshape(-1)
+            child = torch.full((int(parent.max()) + 1, v), -1, dtype=torch.long)
+            child[parent, codes[:, lvl]] = torch.from_numpy(idx)
+            self.register_buffer(f"child_{lvl}", child, persistent=False)
+            sizes.append(int(idx.max()) + 1)
+            parent = idx
+        self.sizes = tuple(sizes)  # nodes per level
+
+    def child(self, lvl: int) -> torch.Tensor:
+        return getattr(self, f"child_{lvl}")
+
+    def walk(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (..., t) -> (..., t) node index of each prefix c_1..c_{l+1} at its level; -1 from the first code
+        that leaves the trie on (the dead hypotheses of a beam search)."""
+        node = torch.zeros(codes.shape[:-1], dtype=torch.long, device=codes.device)
+        out = []
+        for lvl in range(codes.shape[-1]):
+            child = self.child(lvl)
+            c = codes[..., lvl]
+            ok = (node >= 0) & (c >= 0) & (c < child.shape[1])
+            node = torch.where(ok, child[node.clamp_min(0), c.clamp(0, child.shape[1] - 1)], -1)
+            out.append(node)
+        return torch.stack(out, -1) if out else codes.new_zeros((*codes.shape[:-1], 0))
+
+
 class CodeDecoder(nn.Module):
     """One stream's decoder: [BOS] c_1 .. c_D [SUM] -> next-code logits per level and the summary state.
 
+    Two token schemes (``code_tokens``):
+      - ``"shared"`` (TIGER): the token of code value c at level l is the same whatever the prefix; level l's
+        output is a linear head over its V_l values;
+      - ``"prefix"``: every trie node (prefix c_1..c_l) is its own token, and level l's output scores all its
+        nodes by a dot product with their (tied) embeddings, logit(node) = h·e_node/√d + b_node; the last level
+        is then one embedding per item. Training uses the softmax over all nodes of the level; decoding
+        restricts it to the children of the current prefix (the trie), so scores stay log-probabilities.
+
     Args:
-        vocab_sizes: code alphabet size of each level (D levels).
+        codes: the stream's item codes (D levels).
         target_dim: width of the pre-trained embedding the summary is contrasted with (None: no projector).
     """
 
-    def __init__(self, vocab_sizes: tuple[int, ...], d: int, heads: int, ff: int, dropout: float, layers: int,
-                 target_dim: int | None) -> None:
+    def __init__(self, codes: ItemCodes, d: int, heads: int, ff: int, dropout: float, layers: int,
+                 target_dim: int | None, code_tokens: str = "shared") -> None:
         super().__init__()
+        vocab_sizes = codes.vocab_sizes
         self.vocab_sizes = vocab_sizes
         self.depth = len(vocab_sizes)
         self.v_max = max(vocab_sizes)
-        self.register_buffer("offsets", N_SPECIAL + torch.tensor((0, *np.cumsum(vocab_sizes)[:-1].tolist())),
+        self.prefix = PrefixIndex(codes.codes, vocab_sizes) if code_tokens == "prefix" else None
+        sizes = self.prefix.sizes if self.prefix is not None else vocab_sizes
+        self.level_sizes = sizes  # tokens per level
+        self.register_buffer("offsets", N_SPECIAL + torch.tensor((0, *np.cumsum(sizes)[:-1].tolist())),
                              persistent=False)
-        self.tok_emb = nn.Embedding(N_SPECIAL + sum(vocab_sizes), d)
+        self.tok_emb = nn.Embedding(N_SPECIAL + sum(sizes), d)
         self.pos_emb = nn.Embedding(self.depth + 2, d)
         self.decoder = _decoder_stack(d, heads, ff, dropout, layers)
         self.norm = nn.LayerNorm(d)
-        self.heads = nn.ModuleList(nn.Linear(d, v) for v in vocab_sizes)
+        if self.prefix is None:
+            self.heads = nn.ModuleList(nn.Linear(d, v) for v in vocab_sizes)
+        else:
+            self.node_bias = nn.Parameter(torch.zeros(sum(sizes)))
+            self.scale = d ** -0.5  # the embeddings start N(0, 1): unit-variance logits
         self.proj = nn.Linear(d, target_dim) if target_dim else None
 
+    def targets(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (N, t) level values -> (N, t) per-level class indices of :meth:`forward`'s logits."""
+        return codes if self.prefix is None else self.prefix.walk(codes)
+
     def code_tokens(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes (N, t) level values -> (N, t) decoder token ids."""
-        return codes + self.offsets[: codes.shape[1]]
+        """codes (..., t) level values -> (..., t) decoder token ids ([MASK] off the trie: dead hypotheses)."""
+        cls = self.targets(codes)
+        return torch.where(cls >= 0, cls + self.offsets[: codes.shape[-1]], MASK)
+
+    def _node_weights(self, lvl: int) -> tuple[torch.Tensor, torch.Tensor]:
+        lo = int(self.offsets[lvl]) - N_SPECIAL
+        hi = lo + self.level_sizes[lvl]
+        return self.tok_emb.weight[N_SPECIAL + lo: N_SPECIAL + hi], self.node_bias[lo:hi]  # (n_l, d), (n_l,)
+
+    def _all_logits(self, h: torch.Tensor, lvl: int) -> torch.Tensor:
+        """h (N, d) -> (N, tokens of level lvl)."""
+        if self.prefix is None:
+            return self.heads[lvl](h)
+        w, b = self._node_weights(lvl)
+        return h @ w.t() * self.scale + b
+
+    def _next_logits(self, h: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+        """h (..., d) states after ``prefix`` (..., t) -> logits of each code value of level t, (..., v_max)."""
+        t = prefix.shape[-1]
+        if self.prefix is None:
+            logits = self.heads[t](h)  # (..., V_t)
+        else:
+            parent = self.prefix.walk(prefix)[..., -1] if t else torch.zeros(h.shape[:-1], dtype=torch.long,
+                                                                                device=h.device)
+            kids = self.prefix.child(t)[parent.clamp_min(0)]  # (..., V_t) node index or -1
+            kids = kids.masked_fill((parent < 0)[..., None], -1)
+            w, b = self._node_weights(t)
+            logits = torch.einsum("...d,...vd->...v", h, w[kids.clamp_min(0)]) * self.scale + b[kids.clamp_min(0)]
+            logits = logits.masked_fill(kids < 0, float("-inf"))
+        return F.pad(logits, (0, self.v_max - logits.shape[-1]), value=float("-inf"))
 
     def _run(self, tokens: torch.Tensor, memory: torch.Tensor, mem_pad: torch.Tensor) -> torch.Tensor:
         t = tokens.shape[1]
@@ -128,12 +223,12 @@ class CodeDecoder(nn.Module):
     def forward(self, codes: torch.Tensor, memory: torch.Tensor, mem_pad: torch.Tensor
                 ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Teacher forcing. codes (B, D), memory (B, L, d), mem_pad (B, L) ->
-        (per-level logits [(B, V_l)], summary (B, d))."""
+        (per-level logits [(B, tokens of level l)] whose classes are :meth:`targets`, summary (B, d))."""
         b = codes.shape[0]
         bos = torch.full((b, 1), BOS, dtype=torch.long, device=codes.device)
         summ = torch.full((b, 1), SUM, dtype=torch.long, device=codes.device)
         h = self._run(torch.cat([bos, self.code_tokens(codes), summ], 1), memory, mem_pad)  # (B, D+2, d)
-        logits = [head(h[:, lvl]) for lvl, head in enumerate(self.heads)]  # position l predicts c_{l+1}
+        logits = [self._all_logits(h[:, lvl], lvl) for lvl in range(self.depth)]  # position l predicts c_{l+1}
         return logits, h[:, self.depth + 1]
 
     def next_logits_beams(self, prefix: torch.Tensor, memory: torch.Tensor, mem_pad: torch.Tensor) -> torch.Tensor:
@@ -144,26 +239,42 @@ class CodeDecoder(nn.Module):
         :meth:`next_logits` on each hypothesis; the memory's keys and values are computed once per user, not
         once per beam). prefix (B, b, t), memory (B, L, d), mem_pad (B, L) -> (B, b, v_max).
         """
+        return self._next_logits(self._beam_states(prefix, memory, mem_pad)[:, :, -1], prefix)
+
+    def _beam_states(self, prefix: torch.Tensor, memory: torch.Tensor, mem_pad: torch.Tensor) -> torch.Tensor:
+        """prefix (B, b, t) -> decoder states after [BOS] c_1 .. c_t of every hypothesis, (B, b, t+1, d)."""
         bsz, nb, t = prefix.shape
         bos = torch.full((bsz, nb, 1), BOS, dtype=torch.long, device=prefix.device)
-        tok = torch.cat([bos, self.code_tokens(prefix.reshape(bsz * nb, t)).reshape(bsz, nb, t)], 2)
+        tok = torch.cat([bos, self.code_tokens(prefix)], 2)
         x = self.tok_emb(tok) + self.pos_emb.weight[: t + 1]  # (B, b, t+1, d)
         x = x.reshape(bsz, nb * (t + 1), -1)  # (B, b·(t+1), d)
         beam_of = torch.arange(nb, device=prefix.device).repeat_interleave(t + 1)  # (b·(t+1),)
         pos = torch.arange(t + 1, device=prefix.device).repeat(nb)
         blocked = (beam_of[:, None] != beam_of[None, :]) | (pos[None, :] > pos[:, None])  # True = hidden
         h = self.norm(self.decoder(x, memory, tgt_mask=blocked, memory_key_padding_mask=mem_pad))
-        last = h.reshape(bsz, nb, t + 1, -1)[:, :, t]  # (B, b, d)
-        logits = self.heads[t](last)  # (B, b, V_t)
-        return F.pad(logits, (0, self.v_max - logits.shape[-1]), value=float("-inf"))
+        return h.reshape(bsz, nb, t + 1, -1)
+
+    def code_log_probs(self, codes: torch.Tensor, memory: torch.Tensor, mem_pad: torch.Tensor, trie: Trie
+                       ) -> torch.Tensor:
+        """log p(code) of candidate codes under this decoder, as the beam search scores them (each step's
+        softmax restricted to the trie's children of the prefix). codes (B, M, D) valid codes -> (B, M)."""
+        h = self._beam_states(codes[:, :, :-1], memory, mem_pad)  # (B, M, D, d)
+        nodes = torch.zeros(codes.shape[:2], dtype=torch.long, device=codes.device)  # (B, M) trie nodes
+        total = torch.zeros(codes.shape[:2], device=codes.device)
+        for lvl in range(self.depth):
+            logits = self._next_logits(h[:, :, lvl], codes[:, :, :lvl]).float()  # (B, M, v_max)
+            allowed = trie.allowed(nodes)  # (B, M, v_max)
+            logp = torch.log_softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1)
+            total = total + torch.gather(logp, 2, codes[:, :, lvl: lvl + 1]).squeeze(2)
+            nodes = trie.advance(nodes, codes[:, :, lvl])
+        return total
 
     def next_logits(self, prefix: torch.Tensor, memory: torch.Tensor, mem_pad: torch.Tensor) -> torch.Tensor:
         """prefix (N, t) codes so far, memory (N, L, d) -> logits of code t+1, (N, v_max) (-inf beyond V_t)."""
         n, t = prefix.shape
         bos = torch.full((n, 1), BOS, dtype=torch.long, device=prefix.device)
         h = self._run(torch.cat([bos, self.code_tokens(prefix)], 1), memory, mem_pad)  # (N, t+1, d)
-        logits = self.heads[t](h[:, t])  # (N, V_t)
-        return F.pad(logits, (0, self.v_max - logits.shape[1]), value=float("-inf"))
+        return self._next_logits(h[:, t], prefix)
 
 
 class TransferDecoder(nn.Module):
@@ -244,8 +355,8 @@ class Eager(nn.Module):
         if cfg.use_contrastive and any(s not in dims for s in cfg.streams):
             raise ValueError("the contrastive task needs target_dims for every enabled stream")
         self.decoders = nn.ModuleDict({
-            s: CodeDecoder(codes[s].vocab_sizes, cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.dropout, cfg.dec_layers,
-                           dims.get(s) if cfg.use_contrastive else None)
+            s: CodeDecoder(codes[s], cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.dropout, cfg.dec_layers,
+                           dims.get(s) if cfg.use_contrastive else None, cfg.code_tokens)
             for s in cfg.streams
         })
         self.codes = {s: codes[s] for s in cfg.streams}
@@ -279,8 +390,9 @@ class Eager(nn.Module):
         summaries: dict[str, torch.Tensor] = {}
         for s in self.cfg.streams:
             codes = self.item_codes(s, target)  # (B, D)
-            logits, summaries[s] = self.decoders[s](codes, enc.states, enc.pad)  # [(B, V_l)], (B, d)
-            gen[s] = torch.stack([F.cross_entropy(lg, codes[:, lvl]) for lvl, lg in enumerate(logits)]).mean()
+            logits, summaries[s] = self.decoders[s](codes, enc.states, enc.pad)  # [(B, tokens_l)], (B, d)
+            cls = self.decoders[s].targets(codes)  # (B, D)
+            gen[s] = torch.stack([F.cross_entropy(lg, cls[:, lvl]) for lvl, lg in enumerate(logits)]).mean()
             if self.cfg.use_contrastive:
                 if target_emb is None or s not in target_emb:
                     raise ValueError(f"the contrastive task needs target_emb['{s}']")
@@ -332,5 +444,20 @@ class Eager(nn.Module):
 
             self.tries[s] = self.tries[s].to(dev)
             results[s] = constrained_beam_search(logits_fn, self.tries[s], b, beam)
-        items = merge_streams([results[s] for s in self.cfg.streams], k, self.cfg.merge)
+        if self.cfg.merge == "joint" and len(results) > 1:
+            items = self._joint_merge(results, enc.states, enc.pad, k)
+        else:
+            items = merge_streams([results[s] for s in self.cfg.streams], k, self.cfg.merge)
         return Recommendation(items, results)
+
+    def _joint_merge(self, results: dict[str, BeamResult], memory: torch.Tensor, mem_pad: torch.Tensor, k: int
+                     ) -> torch.Tensor:
+        """Rank the union of the streams' beams by Σ_s log p_s(item): every candidate is scored by every
+        stream's decoder, whichever stream proposed it. -> (B, k) item ids."""
+        items = torch.cat([r.values for r in results.values()], dim=1)  # (B, M), -1 = empty slot
+        safe = items.clamp_min(0)
+        joint = torch.zeros(items.shape, device=items.device)
+        for s in self.cfg.streams:
+            joint = joint + self.decoders[s].code_log_probs(self.item_codes(s, safe), memory, mem_pad,
+                                                            self.tries[s])
+        return rank_distinct(items, joint, k)

@@ -510,10 +510,11 @@ def load_model(run: str | Path, ds: SeqDataset | None = None) -> torch.nn.Module
     return model.eval()
 
 
-def evaluate_run(run: str | Path, data: str | Path | None = None, progress: bool = True, device: str = "auto"
-                 ) -> dict[str, Any]:
+def evaluate_run(run: str | Path, data: str | Path | None = None, progress: bool = True, device: str = "auto",
+                 merge: str | None = None, beam_size: int | None = None) -> dict[str, Any]:
     """Reload a run, score the test (and validation) users on ``device``, write ``RUN/evaluation.json`` and
-    return it."""
+    return it. ``merge`` / ``beam_size`` (generative runs) decode with another stream merge or beam width than
+    the run was trained with; the result records what was used."""
     run = Path(run)
     info = _read_run_json(run)
     if info["model"] == "llmbs":
@@ -527,16 +528,23 @@ def evaluate_run(run: str | Path, data: str | Path | None = None, progress: bool
             raise RunError(f"{run}: the dataset's items differ from those the run was trained on")
         split = leave_one_out(ds, cfg.max_len)
         model = load_model(run, ds).to(resolve_device(device))
+        decoding: dict[str, Any] = {}
         if isinstance(model, SASRec):
+            if merge is not None or beam_size is not None:
+                raise ConfigError(f"{run}: --merge and --beam-size apply to generative runs, not to SASRec")
             recommend = model.recommend
         else:
             assert isinstance(model, Eager)
+            model.cfg = dataclasses.replace(model.cfg, **{k: v for k, v in (("merge", merge), ("beam_size", beam_size))
+                                                          if v is not None})
+            model.cfg.validate()
+            decoding = {"merge": model.cfg.merge, "beam_size": model.cfg.beam_size}
 
             def recommend(h: torch.Tensor, k: int) -> np.ndarray:
                 return model.recommend(h, k).items.cpu().numpy()
 
         test, val, popm, per_1000 = _test_block(recommend, split, cfg.train, ds.n_items)
-    result = {"model": cfg.model, "run": str(run), "test": test.as_dict(), "val": val.as_dict(),
+    result = {"model": cfg.model, "run": str(run), **decoding, "test": test.as_dict(), "val": val.as_dict(),
               "popularity_test": popm.as_dict(), "inference_s_per_1000_users": per_1000}
     (run / "evaluation.json").write_text(json.dumps(result, indent=2))
     _log(progress, f"{cfg.model} test: R@5 {test.recall5:.4f} R@10 {test.recall10:.4f} "
