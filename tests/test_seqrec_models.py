@@ -157,7 +157,7 @@ def test_prefix_index_numbers_trie_nodes_per_level() -> None:
 
 def test_prefix_tokens_score_only_children_and_tie_embeddings(planted) -> None:
     """code_tokens=prefix: one token per trie node; next-code logits are -inf outside the current prefix's
-    children, the last level's logits are the (scaled) dot products with the item's own leaf embedding, and
+    children, the last level's logits are the dot products with the item's own leaf embedding, and
     beam search returns a distribution over valid items only."""
     ds, split, emb = planted
     codes = build_codes(emb.numpy(), CodesConfig(k=4, levels=2))
@@ -175,12 +175,12 @@ def test_prefix_tokens_score_only_children_and_tie_embeddings(planted) -> None:
         valid = torch.zeros(dec.v_max, dtype=torch.bool)
         valid[codes.codes[siblings, -1]] = True
         assert torch.isfinite(logits[:, valid]).all() and torch.isinf(logits[:, ~valid]).all()
-        # the item's logit = its leaf embedding · the state / sqrt(d) + its bias (tied output)
+        # the item's logit = its leaf embedding · the state + its bias (tied output)
         bos = torch.full((4, 1), 0, dtype=torch.long)
         h = dec._run(torch.cat([bos, dec.code_tokens(prefix)], 1), enc.states, enc.pad)[:, -1]
         leaf = int(dec.prefix.walk(torch.from_numpy(codes.codes[item:item + 1]))[0, -1])
         w, b = dec._node_weights(codes.depth - 1)
-        expect = h @ w[leaf] * dec.scale + b[leaf]
+        expect = h @ w[leaf] + b[leaf]
         assert torch.allclose(logits[:, codes.codes[item, -1]], expect, atol=1e-5)
         rec = model.recommend(hist, 10)
     res = rec.streams["behavior"]

@@ -145,7 +145,7 @@ class CodeDecoder(nn.Module):
       - ``"shared"`` (TIGER): the token of code value c at level l is the same whatever the prefix; level l's
         output is a linear head over its V_l values;
       - ``"prefix"``: every trie node (prefix c_1..c_l) is its own token, and level l's output scores all its
-        nodes by a dot product with their (tied) embeddings, logit(node) = h·e_node/√d + b_node; the last level
+        nodes by a dot product with their (tied) embeddings, logit(node) = h·e_node + b_node; the last level
         is then one embedding per item. Training uses the softmax over all nodes of the level; decoding
         restricts it to the children of the current prefix (the trie), so scores stay log-probabilities.
 
@@ -174,7 +174,10 @@ class CodeDecoder(nn.Module):
             self.heads = nn.ModuleList(nn.Linear(d, v) for v in vocab_sizes)
         else:
             self.node_bias = nn.Parameter(torch.zeros(sum(sizes)))
-            self.scale = d ** -0.5  # the embeddings start N(0, 1): unit-variance logits
+            # as the encoder's item table (and SASRec's tied output): small init, so the optimiser's steps shape
+            # the node embeddings from the first epoch
+            nn.init.normal_(self.tok_emb.weight, std=0.02)
+            nn.init.normal_(self.pos_emb.weight, std=0.02)
         self.proj = nn.Linear(d, target_dim) if target_dim else None
 
     def targets(self, codes: torch.Tensor) -> torch.Tensor:
@@ -196,7 +199,7 @@ class CodeDecoder(nn.Module):
         if self.prefix is None:
             return self.heads[lvl](h)
         w, b = self._node_weights(lvl)
-        return h @ w.t() * self.scale + b
+        return h @ w.t() + b
 
     def _next_logits(self, h: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
         """h (..., d) states after ``prefix`` (..., t) -> logits of each code value of level t, (..., v_max)."""
@@ -209,7 +212,7 @@ class CodeDecoder(nn.Module):
             kids = self.prefix.child(t)[parent.clamp_min(0)]  # (..., V_t) node index or -1
             kids = kids.masked_fill((parent < 0)[..., None], -1)
             w, b = self._node_weights(t)
-            logits = torch.einsum("...d,...vd->...v", h, w[kids.clamp_min(0)]) * self.scale + b[kids.clamp_min(0)]
+            logits = torch.einsum("...d,...vd->...v", h, w[kids.clamp_min(0)]) + b[kids.clamp_min(0)]
             logits = logits.masked_fill(kids < 0, float("-inf"))
         return F.pad(logits, (0, self.v_max - logits.shape[-1]), value=float("-inf"))
 
