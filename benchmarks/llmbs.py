@@ -67,13 +67,12 @@ def seqrec_subset_metrics(run: Path, data: Path, max_users: int, eval_users: int
     """A SASRec/EAGER run scored on the seeded ``eval_users`` test users LLM-BS is scored on."""
     import numpy as np
 
-    from beatrec.config import load_yaml
     from beatrec.seqrec.data import leave_one_out, subset_samples
     from beatrec.seqrec.evaluate import metrics_from_topk
     from beatrec.seqrec.sasrec import SASRec
-    from beatrec.seqrec.train import SeqRecConfig, _load_dataset, load_model, predict_topk
+    from beatrec.seqrec.train import _load_dataset, load_model, predict_topk, read_run_config
 
-    cfg = load_yaml(SeqRecConfig, run / "config.yaml")
+    cfg = read_run_config(run / "config.yaml")
     ds = _load_dataset(data, cfg)
     split = leave_one_out(ds, cfg.max_len)
     s = subset_samples(split.test, eval_users, 0)  # LLM-BS: subset_samples(split.test, eval_users, subset_seed=0)
@@ -97,7 +96,7 @@ def _same_run(a, b) -> bool:  # noqa: ANN001
 def run_row(key: str, args: argparse.Namespace, command: str, log) -> dict:  # noqa: ANN001
     from beatrec.config import load_yaml, save_yaml
     from beatrec.seqrec.llmbs.run import LLMBSConfig, train_llmbs
-    from beatrec.seqrec.train import SeqRecConfig, load_seqrec_config, train_run
+    from beatrec.seqrec.train import SeqRecConfig, load_seqrec_config, read_run_config, train_run
 
     _, label, model, extra = next(r for r in ROWS if r[0] == key)
     run = args.runs / key
@@ -114,7 +113,7 @@ def run_row(key: str, args: argparse.Namespace, command: str, log) -> dict:  # n
     requested = run / "requested.yaml"
     done = run / "metrics.json"
     t = time.perf_counter()
-    if args.resume and done.is_file() and requested.is_file() and _same_run(load_yaml(cls, requested), cfg):
+    if args.resume and done.is_file() and requested.is_file() and _same_run(read_run_config(requested) if cls is SeqRecConfig else load_yaml(cls, requested), cfg):
         log(f"[llmbs bench] {label}: finished run read from {run} (--resume)")
         metrics = json.loads(done.read_text())
         wall = metrics.get("bench_wall_s", 0.0)

@@ -154,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.data_root} not found: the seqrec data must sit in ../shared/data/seqrec beside the "
                          "repository")
 
-    from beatrec.config import load_yaml, save_yaml
-    from beatrec.seqrec.train import RunResult, SeqRecConfig, load_seqrec_config, train_run
+    from beatrec.config import save_yaml
+    from beatrec.seqrec.train import RunResult, load_seqrec_config, read_run_config, train_run
 
     given = list(sys.argv[1:] if argv is None else argv)
     if args.report_only:  # the command that trains (or reads back) these rows, not the report-only one
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_seqrec_config(model, None, sets)
             requested = run / "requested.yaml"  # the config asked for (config.yaml holds the resolved one)
             finished = (run / "metrics.json").is_file() and requested.is_file() and \
-                same_run(load_yaml(SeqRecConfig, requested), cfg)
+                same_run(read_run_config(requested), cfg)
             if (args.resume or args.report_only) and finished:
                 res = RunResult(run, json.loads((run / "metrics.json").read_text()))
                 print(f"[seqrec bench] {ds} / {label}: finished run read from {run}", flush=True)

@@ -242,3 +242,24 @@ def test_time_budget_stops_after_first_evaluation(tmp_path: Path) -> None:
     assert res.metrics["training"]["epochs_run"] == 1 and res.metrics["training"]["out_of_time"]
     assert not res.metrics["training"]["stopped_early"]
     assert len(pd.read_csv(tmp_path / "r/history.csv")) == 1
+
+
+def test_saved_config_predating_an_option_reads_as_what_ran(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run config saved before an option existed takes that option's legacy value (what it ran with), not
+    today's default; a file that names the option keeps its own value."""
+    import beatrec.seqrec.train as tr
+    from beatrec.config import save_yaml
+    from beatrec.errors import ConfigError
+
+    monkeypatch.setattr(tr, "LEGACY", {"eager.code_tokens": "shared", "eager.beam_size": 7})
+    cfg = load_seqrec_config("eager", None, ["eager.code_tokens=prefix", "eager.beam_size=9"])
+    save_yaml(cfg, tmp_path / "new.yaml")
+    assert tr.read_run_config(tmp_path / "new.yaml") == cfg
+    text = (tmp_path / "new.yaml").read_text()
+    old = "\n".join(ln for ln in text.splitlines() if "code_tokens" not in ln and "beam_size" not in ln)
+    (tmp_path / "old.yaml").write_text(old)
+    got = tr.read_run_config(tmp_path / "old.yaml")
+    assert (got.eager.code_tokens, got.eager.beam_size) == ("shared", 7)
+    (tmp_path / "bad.yaml").write_text("eager: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        tr.read_run_config(tmp_path / "bad.yaml")

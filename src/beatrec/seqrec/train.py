@@ -26,6 +26,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -104,6 +105,32 @@ class SeqRecConfig:
         check(self.model in MODELS, f"model must be one of {MODELS}, got {self.model!r}")
         check(self.max_len >= 1, "max_len must be >= 1")
         check(self.max_users >= 0, "max_users must be >= 0")
+
+
+# Options added after runs were first saved, with the value every run saved before them used: a saved config
+# that predates one reads as what was run, not as today's default.
+LEGACY: dict[str, Any] = {"eager.code_tokens": "shared"}
+
+
+def read_run_config(path: str | Path) -> SeqRecConfig:
+    """A saved run's ``config.yaml`` / ``requested.yaml``; options the file predates take their :data:`LEGACY`
+    value."""
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text()) if p.is_file() else None
+    except yaml.YAMLError:
+        raw = None  # load_yaml says what is wrong with the file
+    missing = []
+    for key, value in LEGACY.items():
+        node: Any = raw
+        for part in key.split("."):
+            node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
+        if node is _ABSENT and isinstance(raw, dict):
+            missing.append(f"{key}={value}")
+    return load_yaml(SeqRecConfig, p, missing)
+
+
+_ABSENT = object()
 
 
 def load_seqrec_config(model: str, path: str | Path | None = None, overrides: list[str] | None = None
@@ -463,7 +490,7 @@ def _behavior_embeddings(data: str | Path, out: Path, cfg: SeqRecConfig, ds: Seq
     else:
         sub = dataclasses.replace(cfg, model="sasrec", train=cfg.behavior_train, behavior_run="")
         done = out / "behavior"
-        if (done / "metrics.json").is_file() and load_yaml(SeqRecConfig, done / "config.yaml") == sub and \
+        if (done / "metrics.json").is_file() and read_run_config(done / "config.yaml") == sub and \
                 _read_run_json(done)["items_fingerprint"] == _dataset_fingerprint(ds):
             _log(progress, f"[behavior] SASRec (behavior encoder) already trained in {done}: reused")
         else:
@@ -488,7 +515,7 @@ def load_model(run: str | Path, ds: SeqDataset | None = None) -> torch.nn.Module
     """Rebuild a trained model from its run directory (config.yaml, codes_*.csv, model.safetensors)."""
     run = Path(run)
     info = _read_run_json(run)
-    cfg = load_yaml(SeqRecConfig, run / "config.yaml")
+    cfg = read_run_config(run / "config.yaml")
     n_items = int(info["n_items"]) if ds is None else ds.n_items
     if n_items != info["n_items"]:
         raise RunError(f"{run}: trained on {info['n_items']} items, the dataset has {n_items}")
@@ -521,7 +548,7 @@ def evaluate_run(run: str | Path, data: str | Path | None = None, progress: bool
         from beatrec.seqrec.llmbs.run import evaluate_llmbs
 
         return evaluate_llmbs(run, data, progress)
-    cfg = load_yaml(SeqRecConfig, run / "config.yaml")
+    cfg = read_run_config(run / "config.yaml")
     with torch_threads(cfg.train.threads):
         ds = _load_dataset(data or info["data"], cfg)
         if _dataset_fingerprint(ds) != info["items_fingerprint"]:
