@@ -87,9 +87,13 @@ def seqrec_subset_metrics(run: Path, data: Path, max_users: int, eval_users: int
 
 
 def _same_run(a, b) -> bool:  # noqa: ANN001
-    """Two row configs describe the same experiment: equal up to runtime settings (threads, device)."""
+    """Two row configs describe the same experiment: equal up to runtime settings (threads, device) and, for a
+    SASRec row, to the sections only generative models read (:func:`beatrec.seqrec.train.experiment`)."""
     from beatrec.config import without_runtime
+    from beatrec.seqrec.train import SeqRecConfig, experiment
 
+    if isinstance(a, SeqRecConfig) and isinstance(b, SeqRecConfig):
+        return experiment(a) == experiment(b)
     return without_runtime(a) == without_runtime(b)
 
 

@@ -116,14 +116,15 @@ def _trained_on(row: dict) -> str:
 
 
 def same_run(a, b) -> bool:  # noqa: ANN001
-    """Two requested configs describe the same row: equal up to runtime settings (threads, device) and to where
-    the runs folder holding the behavior SASRec sits (``<runs>/<dataset>/sasrec`` on any machine)."""
+    """Two requested configs describe the same row: the same experiment (:func:`beatrec.seqrec.train.experiment`:
+    runtime settings aside, and for SASRec the generative-only sections aside) wherever the runs folder holding
+    the behavior SASRec sits (``<runs>/<dataset>/sasrec`` on any machine)."""
     from dataclasses import replace
 
-    from beatrec.config import without_runtime
+    from beatrec.seqrec.train import experiment
 
     def norm(c):  # noqa: ANN001, ANN202
-        return without_runtime(replace(c, behavior_run="/".join(Path(c.behavior_run).parts[-2:])))
+        return experiment(replace(c, behavior_run="/".join(Path(c.behavior_run).parts[-2:])))
 
     return norm(a) == norm(b)
 

@@ -83,3 +83,7 @@ def test_same_run_ignores_runtime_settings_and_runs_location() -> None:
     assert not bench.same_run(here, other)  # another dataset's behavior encoder
     assert not bench.same_run(here, load_seqrec_config("eager", None, [
         "behavior_run=/work/main/runs/seqrec/Beauty/sasrec", "eager.dropout=0.3"]))
+    # a SASRec row does not read the generative sections: new EAGER defaults leave it the same run
+    sas = load_seqrec_config("sasrec", None, [])
+    assert bench.same_run(sas, load_seqrec_config("sasrec", None, ["eager.code_tokens=prefix", "codes.k=99"]))
+    assert not bench.same_run(sas, load_seqrec_config("sasrec", None, ["sasrec.d_model=32"]))

@@ -30,7 +30,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from beatrec.config import check, load_yaml, save_yaml, without_runtime
+from beatrec.config import check, load_yaml, save_yaml, to_dict, without_runtime
 from beatrec.early_stop import EarlyStopping
 from beatrec.errors import ConfigError, RunError
 from beatrec.plots import plot_seqrec_history
@@ -131,6 +131,20 @@ def read_run_config(path: str | Path) -> SeqRecConfig:
 
 
 _ABSENT = object()
+
+# Sections a SASRec run never reads: changing them (e.g. a new EAGER default) leaves a SASRec run the same one.
+_GENERATIVE_ONLY = ("eager", "codes", "text_encoder", "behavior_train", "behavior_run")
+
+
+def experiment(cfg: SeqRecConfig) -> dict[str, Any]:
+    """What decides a run's results, as a plain dict: the config without runtime settings (threads, device) and,
+    for SASRec, without the sections only the generative models read. Two runs with equal ``experiment``
+    are the same run (checkpoint resume, behavior-encoder reuse, benchmark read-back)."""
+    d = to_dict(without_runtime(cfg))
+    if cfg.model == "sasrec":
+        for k in _GENERATIVE_ONLY:
+            d.pop(k)
+    return d
 
 
 def load_seqrec_config(model: str, path: str | Path | None = None, overrides: list[str] | None = None
@@ -443,8 +457,8 @@ def _train_run(data: str | Path, out: Path, cfg: SeqRecConfig, progress: bool, e
     n_params = sum(p.numel() for p in model.parameters())
     _log(progress, f"[train] {cfg.model}: {n_params:,} parameters")
     # Threads and device are left out: a run may resume on another machine or thread count.
-    key = hashlib.sha256(f"{_dataset_fingerprint(ds)}|{ds.n_users}|{without_runtime(cfg)!r}|{code_digest}".encode()
-                         ).hexdigest()
+    key = hashlib.sha256(f"{_dataset_fingerprint(ds)}|{ds.n_users}|{json.dumps(experiment(cfg), sort_keys=True)}|"
+                         f"{code_digest}".encode()).hexdigest()
     fit_res = fit(model, split, cfg.train, loss_fn, recommend, progress, desc=cfg.model,
                   checkpoint=out / CHECKPOINT, checkpoint_key=key, generators=gens)
     timings["training_s"] = fit_res.train_seconds
@@ -490,7 +504,7 @@ def _behavior_embeddings(data: str | Path, out: Path, cfg: SeqRecConfig, ds: Seq
     else:
         sub = dataclasses.replace(cfg, model="sasrec", train=cfg.behavior_train, behavior_run="")
         done = out / "behavior"
-        if (done / "metrics.json").is_file() and read_run_config(done / "config.yaml") == sub and \
+        if (done / "metrics.json").is_file() and experiment(read_run_config(done / "config.yaml")) == experiment(sub) and \
                 _read_run_json(done)["items_fingerprint"] == _dataset_fingerprint(ds):
             _log(progress, f"[behavior] SASRec (behavior encoder) already trained in {done}: reused")
         else:
