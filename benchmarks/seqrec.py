@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SEQREC = ROOT / ".." / "shared" / "data" / "seqrec"
 
 # (row label, --model, extra --set overrides, datasets it runs on (None: all)); EAGER variants reuse the dataset's
-# SASRec run. The last two are hyperparameter-sensitivity rows of EAGER, on Beauty only.
+# SASRec run. The last two are design rows of EAGER, on Beauty only: its codes as TIGER-style's (two k-means
+# levels of 32), with per-node tokens, then also with TIGER's shared tokens (EAGER's default before 2026-11-23).
 VARIANTS = (
     ("SASRec", "sasrec", (), None),
     ("EAGER", "eager", (), None),
@@ -34,8 +35,9 @@ VARIANTS = (
     ("EAGER w/o second stream", "eager", ("eager.use_semantic=false",), None),
     ("EAGER w/o contrastive task", "eager", ("eager.use_contrastive=false",), None),
     ("EAGER w/o transfer task", "eager", ("eager.use_transfer=false",), None),
-    ("EAGER, dropout 0.3", "eager", ("eager.dropout=0.3",), ("Beauty",)),
-    ("EAGER, 64 clusters per level", "eager", ("codes.k=64",), ("Beauty",)),
+    ("EAGER, codes 32 x 32 (+ index)", "eager", ("codes.k=32", "codes.levels=2"), ("Beauty",)),
+    ("EAGER, codes 32 x 32 (+ index), shared tokens", "eager",
+     ("codes.k=32", "codes.levels=2", "eager.code_tokens=shared"), ("Beauty",)),
 )
 
 
@@ -186,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
             if model == "eager" and (sasrec_run / "run.json").is_file():  # a finished SASRec row
                 sets.append(f"behavior_run={sasrec_run}")
             slug = label.lower().replace(" ", "-")
-            for ch in "/(),":
+            for ch in "/(),+":
                 slug = slug.replace(ch, "")
+            slug = "-".join(p for p in slug.split("-") if p)
             run = sasrec_run if model == "sasrec" else args.runs / ds / slug
             t = time.perf_counter()
             cfg = load_seqrec_config(model, None, sets)

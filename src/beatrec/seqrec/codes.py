@@ -30,8 +30,9 @@ from beatrec.tokenizer.codebook import codebook_usage, kmeans
 class CodesConfig:
     """Balanced hierarchical k-means settings (shared by the behavior and the semantic codes)."""
 
-    k: int = 32  # clusters per level
-    levels: int = 2  # k-means levels; a disambiguation level is appended when prefixes collide
+    k: int = 128  # clusters per level
+    levels: int = 1  # k-means levels; a disambiguation level is appended when prefixes collide (EAGER default:
+    # 128 clusters, then the item's index in its cluster, the two-level tree of the authors' code)
     iters: int = 10  # Lloyd iterations of the centroid seeding (tokenizer.codebook.kmeans)
     rounds: int = 5  # balanced assignment / centroid re-estimation rounds per split
     balanced: bool = True  # capacity-constrained assignment (False: plain nearest-centroid)

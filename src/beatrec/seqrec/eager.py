@@ -44,9 +44,10 @@ STREAMS = ("behavior", "semantic")
 CODE_TOKENS = ("shared", "prefix")
 BOS, SUM, MASK, N_SPECIAL = 0, 1, 2, 3  # special decoder tokens; code tokens follow, offset per level
 
-# ``beatrec seqrec train --model tiger``: a single semantic-code stream, no auxiliary tasks.
+# ``beatrec seqrec train --model tiger``: a single semantic-code stream, no auxiliary tasks, TIGER's token scheme
+# (one token per code value and level) over a deeper code (two k-means levels of 32, then the disambiguation).
 TIGER_PRESET = ("eager.use_behavior=false", "eager.use_contrastive=false", "eager.use_transfer=false",
-                "eager.code_tokens=shared")
+                "eager.code_tokens=shared", "codes.k=32", "codes.levels=2")
 
 
 @dataclass
@@ -67,7 +68,7 @@ class EagerConfig:
     transfer_weight: float = 0.1  # λ_tr
     temperature: float = 0.1  # τ of the InfoNCE
     mask_prob: float = 0.5  # share of behavior-code positions masked for reconstruction (>= 1 per sample)
-    code_tokens: str = "shared"  # shared: a level's code value is one token at every prefix | prefix: one per node
+    code_tokens: str = "prefix"  # prefix: one token per trie node | shared: one per code value and level (TIGER)
     beam_size: int = 20  # per stream
     merge: str = "likelihood"  # likelihood | entropy (beam.merge_streams) | joint (Σ_s log p_s over the union)
 
