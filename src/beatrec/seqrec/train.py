@@ -149,8 +149,8 @@ def experiment(cfg: SeqRecConfig) -> dict[str, Any]:
 
 def load_seqrec_config(model: str, path: str | Path | None = None, overrides: list[str] | None = None
                        ) -> SeqRecConfig:
-    """The config of a ``--model`` run: its preset (TIGER: semantic stream only, no auxiliary tasks), then
-    the YAML file, then ``--set`` overrides."""
+    """The config of a ``--model`` run: the YAML file, then the model's preset on top of it (TIGER: semantic
+    stream only, no auxiliary tasks, its own code shape: these win over the file), then ``--set`` overrides."""
     if model not in MODELS:
         raise ConfigError(f"--model must be one of {MODELS}, got {model!r}")
     return load_yaml(SeqRecConfig, path, [*PRESETS[model], *(overrides or []), f"model={model}"])
