@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -100,7 +101,7 @@ def _same_run(a, b) -> bool:  # noqa: ANN001
 def run_row(key: str, args: argparse.Namespace, command: str, log) -> dict:  # noqa: ANN001
     from beatrec.config import load_yaml, save_yaml
     from beatrec.seqrec.llmbs.run import LLMBSConfig, train_llmbs
-    from beatrec.seqrec.train import SeqRecConfig, load_seqrec_config, read_run_config, train_run
+    from beatrec.seqrec.train import load_seqrec_config, read_run_config, train_run
 
     _, label, model, extra = next(r for r in ROWS if r[0] == key)
     run = args.runs / key
@@ -109,15 +110,15 @@ def run_row(key: str, args: argparse.Namespace, command: str, log) -> dict:  # n
     if model == "llmbs":
         sets = [f"lm.name={args.lm}", f"max_users={args.max_users}", f"eval_users={args.eval_users}",
                 f"behavior_run={sasrec}", *LLMBS_DEFAULTS, *args.llmbs_set, *extra]
-        cfg, cls = load_yaml(LLMBSConfig, None, sets), LLMBSConfig
+        cfg, read = load_yaml(LLMBSConfig, None, sets), functools.partial(load_yaml, LLMBSConfig)
     else:
         sets = [f"max_users={args.max_users}", *threads, *args.seqrec_set,
                 *([f"behavior_run={sasrec}"] if model == "eager" else [])]
-        cfg, cls = load_seqrec_config(model, None, sets), SeqRecConfig
+        cfg, read = load_seqrec_config(model, None, sets), read_run_config  # older configs: their legacy values
     requested = run / "requested.yaml"
     done = run / "metrics.json"
     t = time.perf_counter()
-    if args.resume and done.is_file() and requested.is_file() and _same_run(read_run_config(requested) if cls is SeqRecConfig else load_yaml(cls, requested), cfg):
+    if args.resume and done.is_file() and requested.is_file() and _same_run(read(requested), cfg):
         log(f"[llmbs bench] {label}: finished run read from {run} (--resume)")
         metrics = json.loads(done.read_text())
         wall = metrics.get("bench_wall_s", 0.0)

@@ -165,6 +165,7 @@ class CodeDecoder(nn.Module):
         self.prefix = PrefixIndex(codes.codes, vocab_sizes) if code_tokens == "prefix" else None
         sizes = self.prefix.sizes if self.prefix is not None else vocab_sizes
         self.level_sizes = sizes  # tokens per level
+        self._level_start = tuple(int(x) for x in np.cumsum((0, *sizes[:-1])))  # python ints: no device sync
         self.register_buffer("offsets", N_SPECIAL + torch.tensor((0, *np.cumsum(sizes)[:-1].tolist())),
                              persistent=False)
         self.tok_emb = nn.Embedding(N_SPECIAL + sum(sizes), d)
@@ -191,7 +192,7 @@ class CodeDecoder(nn.Module):
         return torch.where(cls >= 0, cls + self.offsets[: codes.shape[-1]], MASK)
 
     def _node_weights(self, lvl: int) -> tuple[torch.Tensor, torch.Tensor]:
-        lo = int(self.offsets[lvl]) - N_SPECIAL
+        lo = self._level_start[lvl]
         hi = lo + self.level_sizes[lvl]
         return self.tok_emb.weight[N_SPECIAL + lo: N_SPECIAL + hi], self.node_bias[lo:hi]  # (n_l, d), (n_l,)
 

@@ -504,8 +504,10 @@ def _behavior_embeddings(data: str | Path, out: Path, cfg: SeqRecConfig, ds: Seq
     else:
         sub = dataclasses.replace(cfg, model="sasrec", train=cfg.behavior_train, behavior_run="")
         done = out / "behavior"
-        if (done / "metrics.json").is_file() and experiment(read_run_config(done / "config.yaml")) == experiment(sub) and \
-                _read_run_json(done)["items_fingerprint"] == _dataset_fingerprint(ds):
+        reusable = (done / "metrics.json").is_file() and \
+            experiment(read_run_config(done / "config.yaml")) == experiment(sub) and \
+            _read_run_json(done)["items_fingerprint"] == _dataset_fingerprint(ds)
+        if reusable:
             _log(progress, f"[behavior] SASRec (behavior encoder) already trained in {done}: reused")
         else:
             _log(progress, f"[behavior] training SASRec (behavior encoder) into {done}")
@@ -576,8 +578,8 @@ def evaluate_run(run: str | Path, data: str | Path | None = None, progress: bool
             recommend = model.recommend
         else:
             assert isinstance(model, Eager)
-            model.cfg = dataclasses.replace(model.cfg, **{k: v for k, v in (("merge", merge), ("beam_size", beam_size))
-                                                          if v is not None})
+            asked = {"merge": merge, "beam_size": beam_size}
+            model.cfg = dataclasses.replace(model.cfg, **{k: v for k, v in asked.items() if v is not None})
             model.cfg.validate()
             decoding = {"merge": model.cfg.merge, "beam_size": model.cfg.beam_size}
 
