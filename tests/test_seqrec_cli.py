@@ -263,3 +263,17 @@ def test_saved_config_predating_an_option_reads_as_what_ran(tmp_path: Path, monk
     (tmp_path / "bad.yaml").write_text("eager: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         tr.read_run_config(tmp_path / "bad.yaml")
+
+
+def test_an_option_at_its_legacy_value_is_not_part_of_the_experiment() -> None:
+    """experiment() leaves out options at the value runs had before the option existed, so a checkpoint or a
+    finished benchmark row saved before the option was added is still the same experiment."""
+    from beatrec.seqrec.train import experiment
+
+    base = experiment(load_seqrec_config("eager"))
+    assert "tie_items" not in base["eager"] and base["eager"]["code_tokens"] == "prefix"
+    tied = experiment(load_seqrec_config("eager", None, ["eager.tie_items=true"]))
+    assert tied["eager"]["tie_items"] is True and tied != base
+    tied["eager"].pop("tie_items")
+    assert tied == base
+    assert "code_tokens" not in experiment(load_seqrec_config("tiger"))["eager"]  # shared: the legacy scheme

@@ -55,13 +55,13 @@ def test_sasrec_beats_popularity(planted) -> None:
     assert m.ndcg10 > 2 * _pop_ndcg(ds, split) and m.ndcg10 > 0.3
 
 
-@pytest.mark.parametrize("code_tokens", ["shared", "prefix"])
-def test_eager_beats_popularity(planted, code_tokens: str) -> None:
+@pytest.mark.parametrize(("code_tokens", "tie"), [("shared", False), ("prefix", False), ("prefix", True)])
+def test_eager_beats_popularity(planted, code_tokens: str, tie: bool) -> None:
     ds, split, emb = planted
     codes = build_codes(emb.numpy(), CodesConfig(k=4, levels=2))
     with torch_threads(1):
         torch.manual_seed(0)
-        cfg = from_dict(EagerConfig, {**SMALL, "code_tokens": code_tokens})
+        cfg = from_dict(EagerConfig, {**SMALL, "code_tokens": code_tokens, "tie_items": tie})
         model = Eager(ds.n_items, 20, {"behavior": codes, "semantic": codes}, cfg, {"behavior": 20, "semantic": 20})
         loss_fn, rec = _eager_fns(model, {"behavior": emb, "semantic": emb}, torch.Generator().manual_seed(1))
         tcfg = SeqTrainConfig(lr=3e-3, max_epochs=7, patience=7, batch_size=64)
@@ -97,6 +97,35 @@ def test_eager_losses_and_switches(planted) -> None:
     assert m.transfer is None and not nosem.transfer_active  # the transfer task needs both streams
     rec = m.eval().recommend(hist[:3], 10)
     assert set(rec.streams) == {"behavior"} and rec.items.shape == (3, 10)
+
+
+def test_tied_items_are_the_decoders_leaf_embeddings(planted) -> None:
+    """tie_items: the encoder has no item table of its own; item i's input vector is the first stream's leaf
+    token of item i, so a history item's gradient reaches that decoder row; shared tokens refuse the switch."""
+    from beatrec.errors import ConfigError
+
+    ds, split, emb = planted
+    codes = build_codes(emb.numpy(), CodesConfig(k=4, levels=2))
+    both, dims = {"behavior": codes, "semantic": codes}, {"behavior": 20, "semantic": 20}
+    torch.manual_seed(0)
+    tied = Eager(ds.n_items, 20, both, from_dict(EagerConfig, {**SMALL, "tie_items": True}), dims)
+    own = Eager(ds.n_items, 20, both, from_dict(EagerConfig, SMALL), dims)
+    n_params = [sum(p.numel() for p in m.parameters()) for m in (own, tied)]
+    assert tied.encoder.item_emb is None and n_params[0] - n_params[1] == (ds.n_items + 1) * SMALL["d_model"]
+    dec = tied.decoders["behavior"]
+    leaf = dec.prefix.walk(torch.from_numpy(codes.codes))[:, -1]  # (n_items,) leaf node of each item
+    table = tied.item_table()
+    assert torch.equal(table[0], torch.zeros(SMALL["d_model"]))
+    start = 3 + sum(dec.prefix.sizes[:-1])  # special tokens, then the nodes of the upper levels
+    assert torch.equal(table[1:], dec.tok_emb.weight[start + leaf])
+    hist = torch.from_numpy(split.train.history[:8])
+    tied.encode(hist).states.square().sum().backward()  # the encoder alone
+    seen = torch.zeros(ds.n_items, dtype=torch.bool)
+    seen[hist[hist >= 0]] = True
+    touched = dec.tok_emb.weight.grad[start + leaf].abs().sum(1) > 0  # (n_items,)
+    assert torch.equal(touched, seen)  # exactly the history items' leaf rows are trained through the encoder
+    with pytest.raises(ConfigError, match="tie_items needs eager.code_tokens=prefix"):
+        from_dict(EagerConfig, {**SMALL, "tie_items": True, "code_tokens": "shared"}).validate()
 
 
 def test_sasrec_no_nan_with_padding() -> None:

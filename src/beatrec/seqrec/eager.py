@@ -37,7 +37,7 @@ from torch import nn
 from beatrec.config import check
 from beatrec.seqrec.beam import MERGES, BeamResult, constrained_beam_search, merge_streams, rank_distinct
 from beatrec.seqrec.codes import ItemCodes
-from beatrec.seqrec.encoder import ItemSequenceEncoder
+from beatrec.seqrec.encoder import EncodedHistory, ItemSequenceEncoder
 from beatrec.seqrec.trie import Trie
 
 STREAMS = ("behavior", "semantic")
@@ -47,7 +47,7 @@ BOS, SUM, MASK, N_SPECIAL = 0, 1, 2, 3  # special decoder tokens; code tokens fo
 # ``beatrec seqrec train --model tiger``: a single semantic-code stream, no auxiliary tasks, TIGER's token scheme
 # (one token per code value and level) over a deeper code (two k-means levels of 32, then the disambiguation).
 TIGER_PRESET = ("eager.use_behavior=false", "eager.use_contrastive=false", "eager.use_transfer=false",
-                "eager.code_tokens=shared", "codes.k=32", "codes.levels=2")
+                "eager.code_tokens=shared", "eager.tie_items=false", "codes.k=32", "codes.levels=2")
 
 
 @dataclass
@@ -69,6 +69,7 @@ class EagerConfig:
     temperature: float = 0.1  # τ of the InfoNCE
     mask_prob: float = 0.5  # share of behavior-code positions masked for reconstruction (>= 1 per sample)
     code_tokens: str = "prefix"  # prefix: one token per trie node | shared: one per code value and level (TIGER)
+    tie_items: bool = False  # encoder reads items through the first stream's last-level node embeddings (prefix)
     beam_size: int = 20  # per stream
     merge: str = "likelihood"  # likelihood | entropy (beam.merge_streams) | joint (Σ_s log p_s over the union)
 
@@ -84,6 +85,8 @@ class EagerConfig:
         check(self.merge in MERGES, f"eager.merge must be one of {MERGES}, got {self.merge!r}")
         check(self.code_tokens in CODE_TOKENS, f"eager.code_tokens must be one of {CODE_TOKENS}, "
               f"got {self.code_tokens!r}")
+        check(not self.tie_items or self.code_tokens == "prefix",
+              "eager.tie_items needs eager.code_tokens=prefix (one last-level token per item)")
 
     @property
     def streams(self) -> tuple[str, ...]:
@@ -185,6 +188,10 @@ class CodeDecoder(nn.Module):
     def targets(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (N, t) level values -> (N, t) per-level class indices of :meth:`forward`'s logits."""
         return codes if self.prefix is None else self.prefix.walk(codes)
+
+    def item_tokens(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (n, D) whole item codes -> (n,) token id of each item's last-level node (``prefix`` scheme)."""
+        return self.code_tokens(codes)[:, -1]
 
     def code_tokens(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (..., t) level values -> (..., t) decoder token ids ([MASK] off the trie: dead hypotheses)."""
@@ -355,7 +362,7 @@ class Eager(nn.Module):
         if missing:
             raise ValueError(f"no item codes for stream(s) {missing}")
         self.encoder = ItemSequenceEncoder(n_items, cfg.d_model, cfg.n_heads, cfg.enc_layers, cfg.d_ff,
-                                           cfg.dropout, max_len, causal=False)
+                                           cfg.dropout, max_len, causal=False, own_items=not cfg.tie_items)
         dims = target_dims or {}
         if cfg.use_contrastive and any(s not in dims for s in cfg.streams):
             raise ValueError("the contrastive task needs target_dims for every enabled stream")
@@ -372,6 +379,25 @@ class Eager(nn.Module):
         self.tries = {s: Trie(codes[s].codes, vocab_size=max(codes[s].vocab_sizes)) for s in cfg.streams}
         self.transfer = (TransferDecoder(codes["behavior"].vocab_sizes, cfg.d_model, cfg.n_heads, cfg.d_ff,
                                          cfg.dropout, cfg.dec_layers) if cfg.transfer_active else None)
+        if cfg.tie_items:
+            tied = self.decoders[cfg.streams[0]]
+            assert tied.prefix is not None
+            self.register_buffer("item_token", tied.item_tokens(torch.from_numpy(codes[cfg.streams[0]].codes)),
+                                 persistent=False)
+
+    def encode(self, history: torch.Tensor) -> EncodedHistory:
+        """history (B, L) item ids, PAD = -1 -> the shared encoder's EncodedHistory(states (B, L, d), pad (B, L))."""
+        return self.encoder(history, self.item_table())
+
+    def item_table(self) -> torch.Tensor | None:
+        """(n_items + 1, d) the encoder's item embeddings, row 0 = padding: with ``tie_items`` the last-level
+        node embeddings of the first stream's decoder, so every item's input vector is also its output vector
+        (SASRec's weight tying) and is trained by every softmax over the last level; else None (the encoder's own
+        table)."""
+        if not self.cfg.tie_items:
+            return None
+        w = self.decoders[self.cfg.streams[0]].tok_emb.weight  # (tokens, d)
+        return torch.cat([w.new_zeros(1, w.shape[1]), w[self.item_token]])
 
     def item_codes(self, stream: str, items: torch.Tensor) -> torch.Tensor:
         """items (B,) -> codes (B, D_stream)."""
@@ -388,7 +414,7 @@ class Eager(nn.Module):
             target_emb: {stream: (B, d_s)} pre-trained embeddings of the targets (needed with the contrastive task).
             generator: RNG of the transfer task's masks and shuffles.
         """
-        enc = self.encoder(history)  # states (B, L, d), pad (B, L)
+        enc = self.encode(history)  # states (B, L, d), pad (B, L)
         zero = enc.states.new_zeros(())
         gen = {s: zero for s in STREAMS}
         con = {s: zero for s in STREAMS}
@@ -436,8 +462,8 @@ class Eager(nn.Module):
 
         ``history`` may live on any device: it is moved to the model's, and the search runs there.
         """
-        dev = self.encoder.item_emb.weight.device
-        enc = self.encoder(history.to(dev))
+        dev = self.encoder.pos_emb.weight.device
+        enc = self.encode(history.to(dev))
         b = history.shape[0]
         beam = max(self.cfg.beam_size, k)
         results = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from beatrec.seqrec.data import PAD
@@ -42,32 +43,42 @@ class ItemSequenceEncoder(nn.Module):
         d_model, n_heads, n_layers, d_ff, dropout: transformer sizes.
         max_len: longest history (positions).
         causal: SASRec-style left-to-right attention (True) or bidirectional (False, EAGER/TIGER encoder).
+        own_items: keep an item table (``item_emb``); False: the caller passes one to :meth:`forward` (EAGER
+            with ``eager.tie_items``).
     """
 
     def __init__(self, n_items: int, d_model: int, n_heads: int, n_layers: int, d_ff: int, dropout: float,
-                 max_len: int, causal: bool) -> None:
+                 max_len: int, causal: bool, own_items: bool = True) -> None:
         super().__init__()
         self.n_heads, self.max_len, self.causal = n_heads, max_len, causal
-        self.item_emb = nn.Embedding(n_items + 1, d_model, padding_idx=0)
+        self.item_emb = nn.Embedding(n_items + 1, d_model, padding_idx=0) if own_items else None
         self.pos_emb = nn.Embedding(max_len, d_model)
-        nn.init.normal_(self.item_emb.weight, std=0.02)
         nn.init.normal_(self.pos_emb.weight, std=0.02)
-        with torch.no_grad():
-            self.item_emb.weight[0].zero_()
+        if self.item_emb is not None:
+            nn.init.normal_(self.item_emb.weight, std=0.02)
+            with torch.no_grad():
+                self.item_emb.weight[0].zero_()
         layer = nn.TransformerEncoderLayer(d_model, n_heads, d_ff, dropout, activation="gelu",
                                            batch_first=True, norm_first=True)
         self.layers = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d_model)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, history: torch.Tensor) -> EncodedHistory:
-        """history (B, L) item ids with PAD -> EncodedHistory(states (B, L, d), pad (B, L))."""
+    def forward(self, history: torch.Tensor, items: torch.Tensor | None = None) -> EncodedHistory:
+        """history (B, L) item ids with PAD -> EncodedHistory(states (B, L, d), pad (B, L)).
+
+        ``items`` (n_items + 1, d): the item table to read, row 0 = padding (required without ``own_items``).
+        """
         length = history.shape[1]
         if length > self.max_len:
             raise ValueError(f"history length {length} exceeds max_len {self.max_len}")
+        if items is None:
+            if self.item_emb is None:
+                raise ValueError("this encoder has no item table of its own: pass items=")
+            items = self.item_emb.weight
         pad = history == PAD  # (B, L)
         pos = torch.arange(self.max_len - length, self.max_len, device=history.device)  # right-aligned
-        x = self.item_emb(history + 1) + self.pos_emb(pos)[None]  # (B, L, d)
+        x = F.embedding(history + 1, items, padding_idx=0) + self.pos_emb(pos)[None]  # (B, L, d)
         x = self.drop(x) * (~pad)[..., None]
         h = self.layers(x, mask=attention_mask(pad, self.causal, self.n_heads))  # (B, L, d)
         h = self.norm(h) * (~pad)[..., None]

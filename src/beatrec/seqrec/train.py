@@ -108,8 +108,9 @@ class SeqRecConfig:
 
 
 # Options added after runs were first saved, with the value every run saved before them used: a saved config
-# that predates one reads as what was run, not as today's default.
-LEGACY: dict[str, Any] = {"eager.code_tokens": "shared"}
+# that predates one reads as what was run, not as today's default, and :func:`experiment` leaves an option out
+# at that value, so adding an option never turns an earlier run (or its checkpoint) into another experiment.
+LEGACY: dict[str, Any] = {"eager.code_tokens": "shared", "eager.tie_items": False}
 
 
 def read_run_config(path: str | Path) -> SeqRecConfig:
@@ -139,11 +140,16 @@ _GENERATIVE_ONLY = ("eager", "codes", "text_encoder", "behavior_train", "behavio
 def experiment(cfg: SeqRecConfig) -> dict[str, Any]:
     """What decides a run's results, as a plain dict: the config without runtime settings (threads, device) and,
     for SASRec, without the sections only the generative models read. Two runs with equal ``experiment``
-    are the same run (checkpoint resume, behavior-encoder reuse, benchmark read-back)."""
+    are the same run (checkpoint resume, behavior-encoder reuse, benchmark read-back). Options at their
+    :data:`LEGACY` value are left out: the experiment is the one run before the option existed."""
     d = to_dict(without_runtime(cfg))
     if cfg.model == "sasrec":
         for k in _GENERATIVE_ONLY:
             d.pop(k)
+    for key, value in LEGACY.items():
+        section, name = key.split(".")
+        if section in d and d[section].get(name, _ABSENT) == value:
+            del d[section][name]
     return d
 
 
