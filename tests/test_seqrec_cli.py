@@ -277,3 +277,7 @@ def test_an_option_at_its_legacy_value_is_not_part_of_the_experiment() -> None:
     tied["eager"].pop("tie_items")
     assert tied == base
     assert "code_tokens" not in experiment(load_seqrec_config("tiger"))["eager"]  # shared: the legacy scheme
+    for sec in ("train", "behavior_train"):
+        assert not {"lr_schedule", "warmup_steps"} & set(base[sec])
+    decayed = experiment(load_seqrec_config("sasrec", None, ["train.lr_schedule=inverse_sqrt", "train.warmup_steps=9"]))
+    assert (decayed["train"]["lr_schedule"], decayed["train"]["warmup_steps"]) == ("inverse_sqrt", 9)

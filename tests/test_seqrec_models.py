@@ -128,6 +128,26 @@ def test_tied_items_are_the_decoders_leaf_embeddings(planted) -> None:
         from_dict(EagerConfig, {**SMALL, "tie_items": True, "code_tokens": "shared"}).validate()
 
 
+def test_lr_schedule_warmup_then_inverse_sqrt(planted) -> None:
+    """Hand-computed factors (warmup 4): steps 0..3 -> 1/4..4/4, then sqrt(4/(step+1)); fit applies them per step
+    and logs the last lr of each epoch; unknown schedules are refused."""
+    from beatrec.errors import ConfigError
+
+    cfg = SeqTrainConfig(lr=0.01, lr_schedule="inverse_sqrt", warmup_steps=4, max_epochs=2, patience=2,
+                         max_steps_per_epoch=3, batch_size=32)
+    assert [cfg.lr_factor(i) for i in (0, 3)] == [0.25, 1.0]
+    assert cfg.lr_factor(4) == pytest.approx(0.8 ** 0.5) and cfg.lr_factor(15) == pytest.approx(0.5)
+    assert SeqTrainConfig(warmup_steps=2).lr_factor(0) == 0.5 and SeqTrainConfig(warmup_steps=2).lr_factor(99) == 1.0
+    ds, split, _ = planted
+    with torch_threads(1):
+        model = SASRec(ds.n_items, 20, SASRecConfig(d_model=16, d_ff=32))
+        loss_fn, rec = _sasrec_fns(model)
+        res = fit(model, split, cfg, loss_fn, rec, progress=False)
+    assert res.history["lr"].tolist() == pytest.approx([0.01 * 0.75, 0.01 * (4 / 6) ** 0.5])
+    with pytest.raises(ConfigError, match="lr_schedule must be one of"):
+        SeqTrainConfig(lr_schedule="cosine").validate()
+
+
 def test_sasrec_no_nan_with_padding() -> None:
     model = SASRec(10, 5, SASRecConfig(d_model=16, d_ff=32)).eval()
     h = torch.tensor([[PAD, PAD, PAD, PAD, 3], [1, 2, 3, 4, 5]])

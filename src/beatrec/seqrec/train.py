@@ -55,6 +55,9 @@ PRESETS: dict[str, tuple[str, ...]] = {"eager": (), "sasrec": (), "tiger": TIGER
 UNTITLED = "untitled product"  # the text embedded for an item whose title is missing
 
 
+LR_SCHEDULES = ("constant", "inverse_sqrt")
+
+
 @dataclass
 class SeqTrainConfig:
     """Optimisation and early stopping of one model."""
@@ -73,9 +76,22 @@ class SeqTrainConfig:
     threads: int = 0  # torch threads; 0 = leave torch's default
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:N
     max_minutes: float = 0.0  # training time budget: stop after the first evaluation past it (0 = none)
+    lr_schedule: str = "constant"  # constant | inverse_sqrt (lr·sqrt(warmup/step) after the warmup)
+    warmup_steps: int = 0  # linear warmup from ~0 to lr over this many optimiser steps
+
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of ``lr`` at optimiser step ``step`` (0-based): linear warmup, then constant or
+        inverse-square-root decay (as the authors' EAGER code and fairseq schedule Transformers)."""
+        w = self.warmup_steps
+        if step < w:
+            return (step + 1) / w
+        return 1.0 if self.lr_schedule == "constant" else (max(w, 1) / (step + 1)) ** 0.5
 
     def validate(self) -> None:
         check(self.lr > 0, "train.lr must be > 0")
+        check(self.lr_schedule in LR_SCHEDULES, f"train.lr_schedule must be one of {LR_SCHEDULES}, "
+              f"got {self.lr_schedule!r}")
+        check(self.warmup_steps >= 0, "train.warmup_steps must be >= 0")
         for name in ("batch_size", "max_epochs", "patience", "eval_every", "eval_batch_size"):
             check(getattr(self, name) >= 1, f"train.{name} must be >= 1")
         check(bool(self.device), "train.device must be auto, cpu, cuda or cuda:N")
@@ -110,7 +126,9 @@ class SeqRecConfig:
 # Options added after runs were first saved, with the value every run saved before them used: a saved config
 # that predates one reads as what was run, not as today's default, and :func:`experiment` leaves an option out
 # at that value, so adding an option never turns an earlier run (or its checkpoint) into another experiment.
-LEGACY: dict[str, Any] = {"eager.code_tokens": "shared", "eager.tie_items": False}
+LEGACY: dict[str, Any] = {"eager.code_tokens": "shared", "eager.tie_items": False,
+                          **{f"{sec}.{k}": v for sec in ("train", "behavior_train")
+                             for k, v in (("lr_schedule", "constant"), ("warmup_steps", 0))}}
 
 
 def read_run_config(path: str | Path) -> SeqRecConfig:
@@ -271,6 +289,9 @@ def fit(model: torch.nn.Module, split: LeaveOneOut, cfg: SeqTrainConfig,
         bar = tqdm(range(steps), desc=f"{desc} epoch {epoch}", leave=False, unit="step",
                    disable=(not progress) or None)
         for step in bar:
+            lr = cfg.lr * cfg.lr_factor((epoch - 1) * steps + step)
+            for group in opt.param_groups:
+                group["lr"] = lr
             idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             out = loss_fn(torch.from_numpy(split.train.history[idx]).to(dev),
                           torch.from_numpy(split.train.target[idx]).to(dev))
@@ -289,7 +310,7 @@ def fit(model: torch.nn.Module, split: LeaveOneOut, cfg: SeqTrainConfig,
         model.eval()
         t_eval = time.perf_counter()
         m = metrics_from_topk(predict_topk(recommend, val, cfg.eval_batch_size), val.target)
-        row = {"epoch": epoch, "seconds": t_eval - t0, "eval_seconds": time.perf_counter() - t_eval,
+        row = {"epoch": epoch, "seconds": t_eval - t0, "eval_seconds": time.perf_counter() - t_eval, "lr": lr,
                **{k: v / steps for k, v in sums.items()},
                **{f"val_{k}": v for k, v in m.as_dict().items() if k != "n_users"}}
         rows.append(row)
