@@ -35,9 +35,13 @@ VARIANTS = (
     ("EAGER w/o second stream", "eager", ("eager.use_semantic=false",), None),
     ("EAGER w/o contrastive task", "eager", ("eager.use_contrastive=false",), None),
     ("EAGER w/o transfer task", "eager", ("eager.use_transfer=false",), None),
-    ("EAGER, codes 32 x 32 (+ index)", "eager", ("codes.k=32", "codes.levels=2"), ("Beauty",)),
-    ("EAGER, codes 32 x 32 (+ index), shared tokens", "eager",
-     ("codes.k=32", "codes.levels=2", "eager.code_tokens=shared"), ("Beauty",)),
+    # the design steps to the default, each row one change from the next: the encoder's own item table instead of
+    # the tied leaf embeddings; then 32 x 32 codes (+ index) instead of 128 (+ index); then TIGER's shared tokens
+    ("EAGER, untied item table", "eager", ("eager.tie_items=false",), None),
+    ("EAGER, untied, codes 32 x 32 (+ index)", "eager", ("eager.tie_items=false", "codes.k=32", "codes.levels=2"),
+     ("Beauty",)),
+    ("EAGER, untied, codes 32 x 32 (+ index), shared tokens", "eager",
+     ("eager.tie_items=false", "codes.k=32", "codes.levels=2", "eager.code_tokens=shared"), ("Beauty",)),
 )
 
 

@@ -251,15 +251,15 @@ def test_saved_config_predating_an_option_reads_as_what_ran(tmp_path: Path, monk
     from beatrec.config import save_yaml
     from beatrec.errors import ConfigError
 
-    monkeypatch.setattr(tr, "LEGACY", {"eager.code_tokens": "shared", "eager.beam_size": 7})
+    monkeypatch.setattr(tr, "LEGACY", {**tr.LEGACY, "eager.beam_size": 7})
     cfg = load_seqrec_config("eager", None, ["eager.code_tokens=prefix", "eager.beam_size=9"])
     save_yaml(cfg, tmp_path / "new.yaml")
     assert tr.read_run_config(tmp_path / "new.yaml") == cfg
     text = (tmp_path / "new.yaml").read_text()
-    old = "\n".join(ln for ln in text.splitlines() if "code_tokens" not in ln and "beam_size" not in ln)
+    old = "\n".join(ln for ln in text.splitlines() if not any(k in ln for k in ("code_tokens", "tie_items", "beam_size")))
     (tmp_path / "old.yaml").write_text(old)
     got = tr.read_run_config(tmp_path / "old.yaml")
-    assert (got.eager.code_tokens, got.eager.beam_size) == ("shared", 7)
+    assert (got.eager.code_tokens, got.eager.tie_items, got.eager.beam_size) == ("shared", False, 7)
     (tmp_path / "bad.yaml").write_text("eager: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         tr.read_run_config(tmp_path / "bad.yaml")
@@ -270,9 +270,9 @@ def test_an_option_at_its_legacy_value_is_not_part_of_the_experiment() -> None:
     finished benchmark row saved before the option was added is still the same experiment."""
     from beatrec.seqrec.train import experiment
 
-    base = experiment(load_seqrec_config("eager"))
+    base = experiment(load_seqrec_config("eager", None, ["eager.tie_items=false"]))  # as before the option
     assert "tie_items" not in base["eager"] and base["eager"]["code_tokens"] == "prefix"
-    tied = experiment(load_seqrec_config("eager", None, ["eager.tie_items=true"]))
+    tied = experiment(load_seqrec_config("eager"))  # today's default
     assert tied["eager"]["tie_items"] is True and tied != base
     tied["eager"].pop("tie_items")
     assert tied == base

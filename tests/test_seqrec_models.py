@@ -108,8 +108,8 @@ def test_tied_items_are_the_decoders_leaf_embeddings(planted) -> None:
     codes = build_codes(emb.numpy(), CodesConfig(k=4, levels=2))
     both, dims = {"behavior": codes, "semantic": codes}, {"behavior": 20, "semantic": 20}
     torch.manual_seed(0)
-    tied = Eager(ds.n_items, 20, both, from_dict(EagerConfig, {**SMALL, "tie_items": True}), dims)
-    own = Eager(ds.n_items, 20, both, from_dict(EagerConfig, SMALL), dims)
+    tied = Eager(ds.n_items, 20, both, from_dict(EagerConfig, SMALL), dims)  # the default
+    own = Eager(ds.n_items, 20, both, from_dict(EagerConfig, {**SMALL, "tie_items": False}), dims)
     n_params = [sum(p.numel() for p in m.parameters()) for m in (own, tied)]
     assert tied.encoder.item_emb is None and n_params[0] - n_params[1] == (ds.n_items + 1) * SMALL["d_model"]
     dec = tied.decoders["behavior"]
@@ -169,10 +169,11 @@ def test_synthetic_writer(tmp_path: Path) -> None:
 def test_beam_batched_decoder_matches_per_hypothesis(planted, code_tokens: str) -> None:
     ds, split, emb = planted
     codes = build_codes(emb.numpy(), CodesConfig(k=4, levels=2))
-    cfg = from_dict(EagerConfig, {**SMALL, "use_contrastive": False, "code_tokens": code_tokens})
+    cfg = from_dict(EagerConfig, {**SMALL, "use_contrastive": False, "code_tokens": code_tokens,
+                                  "tie_items": code_tokens == "prefix"})
     model = Eager(ds.n_items, 20, {"behavior": codes, "semantic": codes}, cfg).eval()
     hist = torch.from_numpy(split.test.history[:3])
-    enc = model.encoder(hist)
+    enc = model.encode(hist)
     dec = model.decoders["behavior"]
     prefix = torch.from_numpy(codes.codes[[[0, 5], [7, 9], [11, 2]]][:, :, :2])  # (B=3, b=2, t=2)
     folded = dec.next_logits_beams(prefix, enc.states, enc.pad)
@@ -215,7 +216,7 @@ def test_prefix_tokens_score_only_children_and_tie_embeddings(planted) -> None:
     dec = model.decoders["behavior"]
     assert dec.tok_emb.num_embeddings == 3 + sum(dec.prefix.sizes) and dec.prefix.sizes[-1] == ds.n_items
     hist = torch.from_numpy(split.test.history[:4])
-    enc = model.encoder(hist)
+    enc = model.encode(hist)
     item = 7
     prefix = torch.from_numpy(codes.codes[item, :-1]).expand(4, -1)  # (4, D-1)
     with torch.no_grad():
@@ -246,10 +247,11 @@ def test_joint_merge_rescores_candidates_in_both_streams(planted, code_tokens: s
     sem = build_codes(emb.numpy()[:, ::-1].copy(), CodesConfig(k=3, levels=2, seed=1))
     torch.manual_seed(0)
     model = Eager(ds.n_items, 20, {"behavior": beh, "semantic": sem}, from_dict(EagerConfig, {
-        **SMALL, "use_contrastive": False, "code_tokens": code_tokens, "merge": "joint"})).eval()
+        **SMALL, "use_contrastive": False, "code_tokens": code_tokens, "merge": "joint",
+        "tie_items": code_tokens == "prefix"})).eval()
     hist = torch.from_numpy(split.test.history[:5])
     rec = model.recommend(hist, 10)
-    enc = model.encoder(hist)
+    enc = model.encode(hist)
     for s, r in rec.streams.items():
         lp = model.decoders[s].code_log_probs(model.item_codes(s, r.values), enc.states, enc.pad, model.tries[s])
         assert torch.allclose(lp, r.scores, atol=1e-4)  # same numbers as the beam search

@@ -69,7 +69,7 @@ class EagerConfig:
     temperature: float = 0.1  # τ of the InfoNCE
     mask_prob: float = 0.5  # share of behavior-code positions masked for reconstruction (>= 1 per sample)
     code_tokens: str = "prefix"  # prefix: one token per trie node | shared: one per code value and level (TIGER)
-    tie_items: bool = False  # encoder reads items through the first stream's last-level node embeddings (prefix)
+    tie_items: bool = True  # encoder reads items through the first stream's last-level node embeddings (prefix)
     beam_size: int = 20  # per stream
     merge: str = "likelihood"  # likelihood | entropy (beam.merge_streams) | joint (Σ_s log p_s over the union)
 
@@ -86,7 +86,8 @@ class EagerConfig:
         check(self.code_tokens in CODE_TOKENS, f"eager.code_tokens must be one of {CODE_TOKENS}, "
               f"got {self.code_tokens!r}")
         check(not self.tie_items or self.code_tokens == "prefix",
-              "eager.tie_items needs eager.code_tokens=prefix (one last-level token per item)")
+              "eager.tie_items needs eager.code_tokens=prefix (one last-level token per item); "
+              "with shared tokens set eager.tie_items=false")
 
     @property
     def streams(self) -> tuple[str, ...]:
