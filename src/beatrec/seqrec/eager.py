@@ -3,6 +3,8 @@ arXiv 2406.14017). The TIGER-style baseline is a preset of the same model (:data
 
 Architecture (paper §3.3):
   - a shared bidirectional transformer encoder over the user's history of item ids, H = Enc(i_1..i_L);
+    by default (``tie_items``) item i enters it as the first stream's decoder embedding of i's last-level trie
+    node, the vector that also scores i at the last decoding step (SASRec's input/output tying; our choice);
   - one transformer decoder per stream s ∈ {behavior, semantic}, trained with teacher forcing to generate the
     target item's code c^s = (c_1..c_D) (codes: :mod:`beatrec.seqrec.codes`):
     L_gen^s = -Σ_l log p(c_l | c_<l, H)  (the generation loss);
