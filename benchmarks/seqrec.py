@@ -35,6 +35,8 @@ VARIANTS = (
     ("EAGER w/o second stream", "eager", ("eager.use_semantic=false",), None),
     ("EAGER w/o contrastive task", "eager", ("eager.use_contrastive=false",), None),
     ("EAGER w/o transfer task", "eager", ("eager.use_transfer=false",), None),
+    ("EAGER, lr inverse-sqrt (warmup 500)", "eager", ("train.lr_schedule=inverse_sqrt", "train.warmup_steps=500"),
+     ("Beauty",)),
     # the design steps to the default, each row one change from the next: the encoder's own item table instead of
     # the tied leaf embeddings; then 32 x 32 codes (+ index) instead of 128 (+ index); then TIGER's shared tokens
     ("EAGER, untied item table", "eager", ("eager.tie_items=false",), None),
