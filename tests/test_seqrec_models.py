@@ -119,6 +119,9 @@ def test_tied_items_are_the_decoders_leaf_embeddings(planted) -> None:
     start = 3 + sum(dec.prefix.sizes[:-1])  # special tokens, then the nodes of the upper levels
     assert torch.equal(table[1:], dec.tok_emb.weight[start + leaf])
     hist = torch.from_numpy(split.train.history[:8])
+    with torch.no_grad():  # encode reads exactly the rows of item_table (padded positions masked)
+        table_read = tied.eval().encoder(hist, table[hist + 1]).states
+        assert torch.allclose(tied.encode(hist).states, table_read, atol=1e-6)
     tied.encode(hist).states.square().sum().backward()  # the encoder alone
     seen = torch.zeros(ds.n_items, dtype=torch.bool)
     seen[hist[hist >= 0]] = True

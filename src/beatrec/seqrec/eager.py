@@ -389,14 +389,20 @@ class Eager(nn.Module):
                                  persistent=False)
 
     def encode(self, history: torch.Tensor) -> EncodedHistory:
-        """history (B, L) item ids, PAD = -1 -> the shared encoder's EncodedHistory(states (B, L, d), pad (B, L))."""
-        return self.encoder(history, self.item_table())
+        """history (B, L) item ids, PAD = -1 -> the shared encoder's EncodedHistory(states (B, L, d), pad (B, L)).
+
+        With ``tie_items`` each history item is read as its leaf token of the first stream's decoder, so every
+        item's input vector is also its output vector (SASRec's weight tying) and is trained by every softmax
+        over the last level; only the history's rows are gathered (padded positions are masked by the encoder).
+        """
+        if not self.cfg.tie_items:
+            return self.encoder(history)
+        tokens = self.item_token[history.clamp_min(0)]  # (B, L)
+        return self.encoder(history, self.decoders[self.cfg.streams[0]].tok_emb(tokens))
 
     def item_table(self) -> torch.Tensor | None:
-        """(n_items + 1, d) the encoder's item embeddings, row 0 = padding: with ``tie_items`` the last-level
-        node embeddings of the first stream's decoder, so every item's input vector is also its output vector
-        (SASRec's weight tying) and is trained by every softmax over the last level; else None (the encoder's own
-        table)."""
+        """(n_items + 1, d) the item vectors :meth:`encode` reads, row 0 = padding: with ``tie_items`` the
+        last-level node embeddings of the first stream's decoder; else None (the encoder's own table)."""
         if not self.cfg.tie_items:
             return None
         w = self.decoders[self.cfg.streams[0]].tok_emb.weight  # (tokens, d)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from beatrec.seqrec.data import PAD
@@ -43,8 +42,8 @@ class ItemSequenceEncoder(nn.Module):
         d_model, n_heads, n_layers, d_ff, dropout: transformer sizes.
         max_len: longest history (positions).
         causal: SASRec-style left-to-right attention (True) or bidirectional (False, EAGER/TIGER encoder).
-        own_items: keep an item table (``item_emb``); False: the caller passes one to :meth:`forward` (EAGER
-            with ``eager.tie_items``).
+        own_items: keep an item table (``item_emb``); False: the caller passes the history's item vectors to
+            :meth:`forward` (EAGER with ``eager.tie_items``).
     """
 
     def __init__(self, n_items: int, d_model: int, n_heads: int, n_layers: int, d_ff: int, dropout: float,
@@ -64,21 +63,22 @@ class ItemSequenceEncoder(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, history: torch.Tensor, items: torch.Tensor | None = None) -> EncodedHistory:
+    def forward(self, history: torch.Tensor, item_vectors: torch.Tensor | None = None) -> EncodedHistory:
         """history (B, L) item ids with PAD -> EncodedHistory(states (B, L, d), pad (B, L)).
 
-        ``items`` (n_items + 1, d): the item table to read, row 0 = padding (required without ``own_items``).
+        ``item_vectors`` (B, L, d): the history items' input vectors, read instead of the encoder's own table
+        (required without ``own_items``; values at padded positions are ignored).
         """
         length = history.shape[1]
         if length > self.max_len:
             raise ValueError(f"history length {length} exceeds max_len {self.max_len}")
-        if items is None:
+        if item_vectors is None:
             if self.item_emb is None:
-                raise ValueError("this encoder has no item table of its own: pass items=")
-            items = self.item_emb.weight
+                raise ValueError("this encoder has no item table of its own: pass item_vectors=")
+            item_vectors = self.item_emb(history + 1)
         pad = history == PAD  # (B, L)
         pos = torch.arange(self.max_len - length, self.max_len, device=history.device)  # right-aligned
-        x = F.embedding(history + 1, items, padding_idx=0) + self.pos_emb(pos)[None]  # (B, L, d)
+        x = item_vectors + self.pos_emb(pos)[None]  # (B, L, d)
         x = self.drop(x) * (~pad)[..., None]
         h = self.layers(x, mask=attention_mask(pad, self.causal, self.n_heads))  # (B, L, d)
         h = self.norm(h) * (~pad)[..., None]
