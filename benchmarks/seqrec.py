@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SEQREC = ROOT / ".." / "shared" / "data" / "seqrec"
 
 # (row label, --model, extra --set overrides, datasets it runs on (None: all)); EAGER variants reuse the dataset's
-# SASRec run. The last two are design rows of EAGER, on Beauty only: its codes as TIGER-style's (two k-means
-# levels of 32), with per-node tokens, then also with TIGER's shared tokens (EAGER's default before 2026-11-23).
+# SASRec run. After the ablations come design rows of EAGER: the learning-rate schedule of the authors' code, then
+# the earlier designs (commented below).
 VARIANTS = (
     ("SASRec", "sasrec", (), None),
     ("EAGER", "eager", (), None),
