@@ -37,6 +37,7 @@ VARIANTS = (
     ("EAGER w/o transfer task", "eager", ("eager.use_transfer=false",), None),
     ("EAGER, lr inverse-sqrt (warmup 500)", "eager", ("train.lr_schedule=inverse_sqrt", "train.warmup_steps=500"),
      ("Beauty",)),
+    ("EAGER, dropout 0.3", "eager", ("eager.dropout=0.3",), ("Beauty",)),  # SASRec's dropout; EAGER overfits after ~epoch 9
     # the design steps to the default, each row one change from the next: the encoder's own item table instead of
     # the tied leaf embeddings; then 32 x 32 codes (+ index) instead of 128 (+ index); then TIGER's shared tokens
     ("EAGER, untied item table", "eager", ("eager.tie_items=false",), None),
@@ -63,7 +64,8 @@ def fmt(x: float | None) -> str:
 
 
 def write_report(path: Path, command: str, blocks: dict[str, list[dict]], notes: dict[str, str],
-                 planned: dict[str, list[str]] | None = None, remarks: tuple[str, ...] = ()) -> None:
+                 planned: dict[str, list[str]] | None = None, remarks: tuple[str, ...] = (),
+                 merges: dict[str, list[dict]] | None = None) -> None:
     """Every dataset of ``planned`` gets a block; rows not run yet are listed under it (a partial run says so)."""
     import pandas as pd
     import torch
@@ -111,6 +113,16 @@ def write_report(path: Path, command: str, blocks: dict[str, list[dict]], notes:
             for name, (r5, r10, n5, n10) in ANCHORS.items():
                 out.append(f"| {name} | {fmt(r5)} | {fmt(r10)} | {fmt(n5)} | {fmt(n10)} | — | — | — | — | — |")
         out.append("")
+        if (merges or {}).get(ds):
+            out += [f"### {ds}: the EAGER row decoded with each stream merge", "",
+                    "The same trained run, test users, beam 20; `beatrec seqrec evaluate --run RUN --merge M`. "
+                    "Inference seconds were timed beside the training rows (upper bounds).", "",
+                    "| merge | R@5 | R@10 | N@5 | N@10 | infer s / 1k users |", "|---|---|---|---|---|---|"]
+            for e in merges[ds]:
+                t = e["test"]
+                out.append(f"| {e['merge']} | {fmt(t['recall@5'])} | {fmt(t['recall@10'])} | {fmt(t['ndcg@5'])} | "
+                           f"{fmt(t['ndcg@10'])} | {e['inference_s_per_1000_users']:.2f} |")
+            out.append("")
     path.write_text("\n".join(out) + "\n")
 
 
@@ -137,6 +149,29 @@ def same_run(a, b) -> bool:  # noqa: ANN001
     return norm(a) == norm(b)
 
 
+def merge_results(run: Path, data: Path, asked: list[str], compute: bool) -> list[dict]:
+    """The EAGER run's test metrics under each stream merge: the trained merge from ``metrics.json``, the others
+    from ``RUN/evaluation_merge-<m>.json`` (computed when ``compute`` and missing or older than the weights)."""
+    from beatrec.seqrec.beam import MERGES
+    from beatrec.seqrec.train import evaluate_run, read_run_config
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    trained = read_run_config(run / "config.yaml").eager.merge
+    found = [{"merge": trained, "test": metrics["test"],
+              "inference_s_per_1000_users": metrics["timings"]["inference_s_per_1000_users"]}]
+    weights = (run / "model.safetensors").stat().st_mtime
+    for m in MERGES:
+        if m == trained:
+            continue
+        f = run / f"evaluation_merge-{m}.json"
+        if f.is_file() and f.stat().st_mtime >= weights:
+            found.append(json.loads(f.read_text()))
+        elif compute and m in asked:
+            print(f"[seqrec bench] {run}: decoding with merge={m}", flush=True)
+            found.append(evaluate_run(run, data, progress=False, merge=m, out_name=f.name))
+    return found
+
+
 def _with_skips(notes: dict[str, str], skipped: dict[str, list[str]]) -> dict[str, str]:
     return {ds: " ".join([notes.get(ds, ""), *[f"{x}." for x in skipped.get(ds, [])]]).strip()
             for ds in {*notes, *skipped}}
@@ -155,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="a sentence for the report's header (e.g. how the rows were run); repeatable")
     ap.add_argument("--report-only", action="store_true",
                     help="train nothing: write the report from the finished runs, listing the others as not run yet")
+    ap.add_argument("--merges", nargs="*", default=[], choices=["likelihood", "entropy", "joint"],
+                    help="also decode the two-stream EAGER row with these stream merges (kept in the run folder)")
     ap.add_argument("--resume", action="store_true",
                     help="read models whose run (same config) already finished; an interrupted run always resumes "
                          "from its checkpoint.pt")
@@ -174,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     planned = {ds: [v[0] for v in VARIANTS if v[0] in args.models and _runs_on(v[3], ds)] for ds in args.datasets}
     notes: dict[str, str] = {}
     skipped: dict[str, list[str]] = {}
+    merges: dict[str, list[dict]] = {}
     for ds in args.datasets:
         blocks[ds] = []
         data = args.data_root / ds
@@ -228,8 +266,10 @@ def main(argv: list[str] | None = None) -> int:
             n = res.metrics["dataset"]
             notes[ds] = (f"{n['n_users']} users, {n['n_items']} items, {n['n_interactions']} interactions; item "
                          f"text: {'yes' if n['has_text'] else 'no (EAGER runs the behavior stream only)'}.")
-            write_report(args.out, command, blocks, _with_skips(notes, skipped), planned, tuple(args.remark))
-    write_report(args.out, command, blocks, _with_skips(notes, skipped), planned, tuple(args.remark))
+            if label == "EAGER" and texted:
+                merges[ds] = merge_results(Path(res.run_dir), data, args.merges, not args.report_only)
+            write_report(args.out, command, blocks, _with_skips(notes, skipped), planned, tuple(args.remark), merges)
+    write_report(args.out, command, blocks, _with_skips(notes, skipped), planned, tuple(args.remark), merges)
     print(f"wrote {args.out}")
     return 0
 

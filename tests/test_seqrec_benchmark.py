@@ -48,7 +48,7 @@ def test_seqrec_benchmark_partial_and_resume(tmp_path: Path, monkeypatch: pytest
     # second session: every row, --resume reads the two finished ones back (their files untouched)
     mtime = (tmp_path / "runs" / "Texted" / "eager" / "model.safetensors").stat().st_mtime_ns
     assert load_benchmark("seqrec").main([*base, "--resume", "--models", "SASRec", "EAGER", "EAGER w/o transfer task",
-                               "EAGER w/o second stream"]) == 0
+                               "EAGER w/o second stream", "--merges", "joint"]) == 0
     md2 = out.read_text()
     assert (tmp_path / "runs" / "Texted" / "eager" / "model.safetensors").stat().st_mtime_ns == mtime
     texted = md2[md2.index("## Texted"):md2.index("## Plain")]
@@ -56,6 +56,10 @@ def test_seqrec_benchmark_partial_and_resume(tmp_path: Path, monkeypatch: pytest
     assert "| EAGER w/o transfer task |" in texted and "| EAGER w/o second stream |" in texted
     assert "| EAGER w/o transfer task |" not in plain and "same model as EAGER here (no item text)" in plain
     assert "Partial" not in md2
+    # --merges: the two-stream EAGER row decoded again with the joint merge, kept beside the run
+    merged = [r for r in texted.splitlines() if r.startswith(("| likelihood |", "| joint |"))]
+    assert len(merged) == 2 and "each stream merge" not in plain
+    assert (tmp_path / "runs" / "Texted" / "eager" / "evaluation_merge-joint.json").is_file()
     rows = lambda t: [r for r in t.splitlines() if r.startswith("| EAGER |")]  # noqa: E731
     assert rows(md2) == rows(md)  # read back, not retrained
     # --report-only trains nothing: finished rows are read, the rest listed as not run yet
@@ -69,6 +73,7 @@ def test_seqrec_benchmark_partial_and_resume(tmp_path: Path, monkeypatch: pytest
     assert "**Partial: not run yet:** TIGER-style (semantic codes), EAGER w/o contrastive task." in texted3
     assert "semantic codes need item text" in plain3 and "**Partial: not run yet:** EAGER w/o contrastive task." in plain3
     assert rows(md3) == rows(md)
+    assert [r for r in md3.splitlines() if r.startswith("| joint |")] == merged[1:]  # read back from the run
 
 
 def test_same_run_ignores_runtime_settings_and_runs_location() -> None:

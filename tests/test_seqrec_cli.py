@@ -100,6 +100,9 @@ def test_two_stream_run_is_seeded(tmp_path: Path) -> None:
     joint = evaluate_run(tmp_path / "a", progress=False, merge="joint", beam_size=12)
     assert (joint["merge"], joint["beam_size"]) == ("joint", 12)
     assert json.loads((tmp_path / "a/evaluation.json").read_text())["merge"] == "joint"
+    aside = evaluate_run(tmp_path / "a", progress=False, merge="entropy", out_name="evaluation_entropy.json")
+    assert json.loads((tmp_path / "a/evaluation_entropy.json").read_text()) == aside
+    assert json.loads((tmp_path / "a/evaluation.json").read_text())["merge"] == "joint"  # left as it was
     assert main(["seqrec", "evaluate", "--run", str(tmp_path / "a"), "--merge", "vote", "--quiet"]) == 2
     assert main(["seqrec", "evaluate", "--run", str(tmp_path / "a" / "behavior"), "--merge", "joint",
                  "--quiet"]) == 2  # SASRec has no streams to merge

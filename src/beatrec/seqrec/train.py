@@ -581,10 +581,11 @@ def load_model(run: str | Path, ds: SeqDataset | None = None) -> torch.nn.Module
 
 
 def evaluate_run(run: str | Path, data: str | Path | None = None, progress: bool = True, device: str = "auto",
-                 merge: str | None = None, beam_size: int | None = None) -> dict[str, Any]:
-    """Reload a run, score the test (and validation) users on ``device``, write ``RUN/evaluation.json`` and
-    return it. ``merge`` / ``beam_size`` (generative runs) decode with another stream merge or beam width than
-    the run was trained with; the result records what was used."""
+                 merge: str | None = None, beam_size: int | None = None, out_name: str = "evaluation.json"
+                 ) -> dict[str, Any]:
+    """Reload a run, score the test (and validation) users on ``device``, write ``RUN/<out_name>`` and return it.
+    ``merge`` / ``beam_size`` (generative runs) decode with another stream merge or beam width than the run was
+    trained with; the result records what was used."""
     run = Path(run)
     info = _read_run_json(run)
     if info["model"] == "llmbs":
@@ -616,7 +617,7 @@ def evaluate_run(run: str | Path, data: str | Path | None = None, progress: bool
         test, val, popm, per_1000 = _test_block(recommend, split, cfg.train, ds.n_items)
     result = {"model": cfg.model, "run": str(run), **decoding, "test": test.as_dict(), "val": val.as_dict(),
               "popularity_test": popm.as_dict(), "inference_s_per_1000_users": per_1000}
-    (run / "evaluation.json").write_text(json.dumps(result, indent=2))
+    (run / out_name).write_text(json.dumps(result, indent=2))
     _log(progress, f"{cfg.model} test: R@5 {test.recall5:.4f} R@10 {test.recall10:.4f} "
                    f"N@5 {test.ndcg5:.4f} N@10 {test.ndcg10:.4f}")
     return result
