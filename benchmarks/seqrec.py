@@ -178,6 +178,8 @@ def _with_skips(notes: dict[str, str], skipped: dict[str, list[str]]) -> dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
+    from beatrec.seqrec.beam import MERGES
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-root", type=Path, default=SEQREC, help="directory holding the dataset directories")
     ap.add_argument("--datasets", nargs="*", default=["Beauty", "Sports_and_Outdoors"])
@@ -190,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="a sentence for the report's header (e.g. how the rows were run); repeatable")
     ap.add_argument("--report-only", action="store_true",
                     help="train nothing: write the report from the finished runs, listing the others as not run yet")
-    ap.add_argument("--merges", nargs="*", default=[], choices=["likelihood", "entropy", "joint"],
+    ap.add_argument("--merges", nargs="*", default=[], choices=MERGES,
                     help="also decode the two-stream EAGER row with these stream merges (kept in the run folder)")
     ap.add_argument("--resume", action="store_true",
                     help="read models whose run (same config) already finished; an interrupted run always resumes "
