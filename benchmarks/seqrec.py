@@ -39,6 +39,8 @@ VARIANTS = (
      ("Beauty",)),
     ("EAGER, dropout 0.3", "eager", ("eager.dropout=0.3",), ("Beauty",)),  # SASRec's dropout; EAGER overfits after ~epoch 9
     ("EAGER, weight decay 0.1", "eager", ("train.weight_decay=0.1",), None),  # the other regulariser
+    # a heavier global contrastive task (λ_con; default 0.1): it pulls the summary toward the SASRec item embedding
+    ("EAGER, contrastive weight 1.0", "eager", ("eager.contrastive_weight=1.0",), ("Beauty",)),
     # the design steps to the default, each row one change from the next: the encoder's own item table instead of
     # the tied leaf embeddings; then 32 x 32 codes (+ index) instead of 128 (+ index); then TIGER's shared tokens
     ("EAGER, untied item table", "eager", ("eager.tie_items=false",), None),
@@ -60,20 +62,23 @@ ANCHORS = {  # Beauty, from the LLM-BS paper's table (issue 6)
 }
 
 
+TITLE = "Generative sequential recommendation — EAGER, ablations, SASRec, TIGER-style"
+
+
 def fmt(x: float | None) -> str:
     return "—" if x is None else f"{x:.4f}"
 
 
 def write_report(path: Path, command: str, blocks: dict[str, list[dict]], notes: dict[str, str],
                  planned: dict[str, list[str]] | None = None, remarks: tuple[str, ...] = (),
-                 merges: dict[str, list[dict]] | None = None) -> None:
+                 merges: dict[str, list[dict]] | None = None, title: str = TITLE) -> None:
     """Every dataset of ``planned`` gets a block; rows not run yet are listed under it (a partial run says so)."""
     import pandas as pd
     import torch
 
     from beatrec.plots import plot_validation_curves
 
-    out = ["# Generative sequential recommendation — EAGER, ablations, SASRec, TIGER-style", "",
+    out = [f"# {title}", "",
            f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
            f"- machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
            f"torch {torch.__version__}",
@@ -189,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="applied to every model")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "seqrec")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "seqrec.md")
+    ap.add_argument("--title", default=TITLE, help="the report's heading")
     ap.add_argument("--remark", action="append", default=[],
                     help="a sentence for the report's header (e.g. how the rows were run); repeatable")
     ap.add_argument("--report-only", action="store_true",
@@ -271,8 +277,10 @@ def main(argv: list[str] | None = None) -> int:
                          f"text: {'yes' if n['has_text'] else 'no (EAGER runs the behavior stream only)'}.")
             if label == "EAGER" and texted:
                 merges[ds] = merge_results(Path(res.run_dir), data, args.merges, not args.report_only)
-            write_report(args.out, command, blocks, _with_skips(notes, skipped), planned, tuple(args.remark), merges)
-    write_report(args.out, command, blocks, _with_skips(notes, skipped), planned, tuple(args.remark), merges)
+            write_report(args.out, command, blocks, _with_skips(notes, skipped), planned, tuple(args.remark), merges,
+                         args.title)
+    write_report(args.out, command, blocks, _with_skips(notes, skipped), planned, tuple(args.remark), merges,
+                 args.title)
     print(f"wrote {args.out}")
     return 0
 

@@ -67,8 +67,10 @@ def test_seqrec_benchmark_partial_and_resume(tmp_path: Path, monkeypatch: pytest
 
     monkeypatch.setattr(tr2, "train_run", lambda *a, **k: pytest.fail("--report-only trained a row"))
     assert load_benchmark("seqrec").main([*base, "--report-only", "--models", "SASRec", "EAGER",
-                                          "TIGER-style (semantic codes)", "EAGER w/o contrastive task"]) == 0
+                                          "TIGER-style (semantic codes)", "EAGER w/o contrastive task",
+                                          "--title", "A follow-up study"]) == 0
     md3 = out.read_text()
+    assert md3.startswith("# A follow-up study\n")
     texted3, plain3 = md3[md3.index("## Texted"):md3.index("## Plain")], md3[md3.index("## Plain"):]
     assert "**Partial: not run yet:** TIGER-style (semantic codes), EAGER w/o contrastive task." in texted3
     assert "semantic codes need item text" in plain3 and "**Partial: not run yet:** EAGER w/o contrastive task." in plain3
