@@ -64,6 +64,17 @@ def test_cli_train_and_evaluate_behavior_only(tmp_path: Path, capsys: pytest.Cap
     printed = json.loads(capsys.readouterr().out)
     assert printed["ndcg@10"] == pytest.approx(metrics["test"]["ndcg@10"])  # reloaded model, same ranking
     assert (run / "evaluation.json").is_file()
+    # per-user rankings: written by training and by evaluate (the same lists), compared pairwise by `compare`
+    pd.testing.assert_frame_equal(pd.read_csv(run / "evaluation_test_top10.csv"), pd.read_csv(run / "test_top10.csv"))
+    sasrec = json.loads((run / "behavior/metrics.json").read_text())["test"]
+    assert main(["seqrec", "compare", str(run / "behavior"), str(run), "--resamples", "200",
+                 "--out", str(tmp_path / "cmp.json")]) == 0
+    assert "| ndcg@10 |" in capsys.readouterr().out
+    cmp = json.loads((tmp_path / "cmp.json").read_text())
+    assert cmp["n_users"] == metrics["test"]["n_users"] == 80
+    for m in ("recall@5", "recall@10", "ndcg@5", "ndcg@10"):  # the per-user means are the runs' own test metrics
+        assert cmp["metrics"][m]["a"] == pytest.approx(sasrec[m]) and cmp["metrics"][m]["b"] == pytest.approx(
+            metrics["test"][m])
 
 
 def test_cli_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -192,6 +192,18 @@ def cmd_seqrec_evaluate(args: argparse.Namespace) -> None:
     print(json.dumps({"model": result["model"], **result["test"]}))
 
 
+def cmd_seqrec_compare(args: argparse.Namespace) -> None:
+    import json
+
+    from beatrec.seqrec.compare import compare_runs, format_comparison
+
+    c = compare_runs(args.run_a, args.run_b, args.data, n_resamples=args.resamples, seed=args.seed,
+                     alpha=args.alpha, file_a=args.file_a, file_b=args.file_b)
+    print(format_comparison(c))
+    if args.out:
+        args.out.write_text(json.dumps(c.as_dict(), indent=2) + "\n")
+
+
 def _add_seqrec(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("seqrec", help="generative sequential recommendation: EAGER and its baselines")
     ssub = p.add_subparsers(dest="seqrec_command", required=True)
@@ -212,6 +224,19 @@ def _add_seqrec(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--beam-size", type=int, help="EAGER/TIGER: beams per stream instead of the run's")
     e.add_argument("--quiet", action="store_true", help="no progress messages")
     e.set_defaults(func=cmd_seqrec_evaluate)
+    c = ssub.add_parser("compare", help="paired test difference B - A of two runs on the same test users "
+                                        "(bootstrap interval, sign-flip p-value)")
+    c.add_argument("run_a", type=Path)
+    c.add_argument("run_b", type=Path)
+    c.add_argument("--data", type=Path, help="the dataset directory, if it moved since training")
+    c.add_argument("--resamples", type=int, default=2000, help="bootstrap and sign-flip resamples")
+    c.add_argument("--alpha", type=float, default=0.05, help="1 - the interval's level")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--file-a", help="A's rankings file in its run (default: test_top10.csv, else "
+                                    "evaluation_test_top10.csv)")
+    c.add_argument("--file-b", help="B's rankings file in its run (same default)")
+    c.add_argument("--out", type=Path, help="also write the comparison as JSON")
+    c.set_defaults(func=cmd_seqrec_compare)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -36,6 +36,7 @@ from beatrec.errors import ConfigError, RunError
 from beatrec.plots import plot_seqrec_history
 from beatrec.runtime import machine_info, resolve_device, torch_threads
 from beatrec.seqrec.codes import CodesConfig, ItemCodes, build_codes
+from beatrec.seqrec.compare import RANKINGS, write_rankings
 from beatrec.seqrec.data import (
     LeaveOneOut,
     Samples,
@@ -395,15 +396,23 @@ def _write_common(out: Path, cfg: SeqRecConfig, ds: SeqDataset, data: str | Path
     plot_seqrec_history(fit_res.history, out / "history.png")
 
 
-def _test_block(recommend: Callable, split: LeaveOneOut, cfg: SeqTrainConfig, n_items: int
-                ) -> tuple[SeqMetrics, SeqMetrics, SeqMetrics, float]:
+class _TestBlock(NamedTuple):
+    test: SeqMetrics
+    val: SeqMetrics
+    popularity: SeqMetrics  # the most popular training items for everyone, on the test users
+    per_1000: float  # test inference seconds per 1,000 users
+    test_top: np.ndarray  # (U, 10) ranked internal item ids of the test users (-1: empty slot)
+
+
+def _test_block(recommend: Callable, split: LeaveOneOut, cfg: SeqTrainConfig, n_items: int) -> _TestBlock:
     t = time.perf_counter()
-    test = metrics_from_topk(predict_topk(recommend, split.test, cfg.eval_batch_size), split.test.target)
+    top = predict_topk(recommend, split.test, cfg.eval_batch_size)
+    test = metrics_from_topk(top, split.test.target)
     per_1000 = (time.perf_counter() - t) / max(len(split.test.target), 1) * 1000
     val = metrics_from_topk(predict_topk(recommend, split.val, cfg.eval_batch_size), split.val.target)
     pop = item_popularity(split.train, n_items)
     popm = metrics_from_topk(popularity_topk(pop, len(split.test.target)), split.test.target)
-    return test, val, popm, per_1000
+    return _TestBlock(test, val, popm, per_1000, top)
 
 
 def train_run(data: str | Path, out_dir: str | Path, cfg: SeqRecConfig | None = None, progress: bool = True,
@@ -490,7 +499,8 @@ def _train_run(data: str | Path, out: Path, cfg: SeqRecConfig, progress: bool, e
                   checkpoint=out / CHECKPOINT, checkpoint_key=key, generators=gens)
     timings["training_s"] = fit_res.train_seconds
     _write_common(out, cfg, ds, data, model, fit_res)
-    test, val, popm, per_1000 = _test_block(recommend, split, cfg.train, ds.n_items)
+    test, val, popm, per_1000, test_top = _test_block(recommend, split, cfg.train, ds.n_items)
+    write_rankings(out / RANKINGS, ds, split.test.user, test_top)
     timings["inference_s_per_1000_users"] = per_1000
     timings["total_s"] = time.perf_counter() - t_start
     metrics = {
@@ -614,7 +624,8 @@ def evaluate_run(run: str | Path, data: str | Path | None = None, progress: bool
             def recommend(h: torch.Tensor, k: int) -> np.ndarray:
                 return model.recommend(h, k).items.cpu().numpy()
 
-        test, val, popm, per_1000 = _test_block(recommend, split, cfg.train, ds.n_items)
+        test, val, popm, per_1000, test_top = _test_block(recommend, split, cfg.train, ds.n_items)
+        write_rankings(run / f"{Path(out_name).stem}_{RANKINGS}", ds, split.test.user, test_top)
     result = {"model": cfg.model, "run": str(run), **decoding, "test": test.as_dict(), "val": val.as_dict(),
               "popularity_test": popm.as_dict(), "inference_s_per_1000_users": per_1000}
     (run / out_name).write_text(json.dumps(result, indent=2))

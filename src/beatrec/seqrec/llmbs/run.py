@@ -22,6 +22,7 @@ import torch
 from beatrec.config import check, save_yaml
 from beatrec.lm import LMConfig
 from beatrec.runtime import machine_info
+from beatrec.seqrec.compare import RANKINGS, write_rankings
 from beatrec.seqrec.data import Samples, leave_one_out, subset_samples
 from beatrec.seqrec.evaluate import KS, metrics_from_topk
 from beatrec.seqrec.llmbs.indices import IndexConfig
@@ -109,16 +110,6 @@ class Scored(NamedTuple):
     test_top: np.ndarray  # (U, 10) ranked internal item ids (annealing adapter on)
 
 
-def write_rankings(path: Path, ds, sc: Scored) -> Path:  # noqa: ANN001
-    """``user,rank1..rank10`` in raw ids: what a run recommends to each scored test user."""
-    import pandas as pd
-
-    df = pd.DataFrame(ds.item_raw_ids[sc.test_top], columns=[f"rank{r + 1}" for r in range(sc.test_top.shape[1])])
-    df.insert(0, "user", ds.user_raw_ids[sc.test_users])
-    df.to_csv(path, index=False)
-    return path
-
-
 def last_windows(train: Samples) -> Samples:
     """Each user's most recent training window (the annealing slice's candidates)."""
     last = {}
@@ -202,7 +193,7 @@ def train_llmbs(data: str | Path, out_dir: str | Path, cfg: LLMBSConfig | None =
                      with_adapter_off=stage2 is not None)
     results = sc.metrics
     timings["inference_s_per_1000_users"] = sc.inference_s_per_1000_users
-    write_rankings(out / "test_top10.csv", ds, sc)
+    write_rankings(out / RANKINGS, ds, sc.test_users, sc.test_top)
     # What training changed: LoRA adapters (or every LM weight under full fine-tuning) and the new vocabulary rows.
     full = cfg.train.finetune == "full"
     state = {k: v.detach().cpu().contiguous() for k, v in model.lm.named_parameters()
@@ -299,7 +290,7 @@ def evaluate_llmbs(run: str | Path, data: str | Path | None = None, progress: bo
     split = leave_one_out(ds, cfg.max_len)
     sc = score_split(lm, tok, vocab, code_text, split, cfg, progress, with_adapter_off=info["annealed"])
     results = sc.metrics
-    write_rankings(run / "evaluation_test_top10.csv", ds, sc)
+    write_rankings(run / f"evaluation_{RANKINGS}", ds, sc.test_users, sc.test_top)
     result = {"model": "llmbs", "run": str(run), **results, "inference_s_per_1000_users": sc.inference_s_per_1000_users}
     (run / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
     if progress:
