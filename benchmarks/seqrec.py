@@ -129,7 +129,37 @@ def write_report(path: Path, command: str, blocks: dict[str, list[dict]], notes:
                 out.append(f"| {e['merge']} | {fmt(t['recall@5'])} | {fmt(t['recall@10'])} | {fmt(t['ndcg@5'])} | "
                            f"{fmt(t['ndcg@10'])} | {e['inference_s_per_1000_users']:.2f} |")
             out.append("")
+        paired = [r for r in rows if r.get("paired") is not None]
+        if paired:
+            c0 = paired[0]["paired"]
+            level = f"{100 * (1 - c0.alpha):g}%"
+            out += [f"### {ds}: each row against SASRec, paired on the same test users", "",
+                    f"Difference row - SASRec over the {c0.n_users} test users, with its {level} bootstrap interval "
+                    f"over users and the p-value of a paired sign-flip test ({c0.n_resamples} resamples; "
+                    "`beatrec seqrec compare SASREC_RUN RUN`). Rows whose run holds no per-user rankings (trained "
+                    "before runs saved them; `beatrec seqrec evaluate --run RUN` writes them) are not listed.", "",
+                    f"| model | R@10 - SASRec | {level} interval | p | N@10 - SASRec | {level} interval | p |",
+                    "|---|---|---|---|---|---|---|"]
+            for r in paired:
+                d = {x.metric: x for x in r["paired"].rows}
+                out.append(f"| {r['label']} | " + " | ".join(
+                    f"{d[m].diff:+.4f} | [{d[m].low:+.4f}, {d[m].high:+.4f}] | {d[m].p_value:.3f}"
+                    for m in ("recall@10", "ndcg@10")) + " |")
+            out.append("")
     path.write_text("\n".join(out) + "\n")
+
+
+def paired_vs(sasrec: Path, run: Path, data: Path):  # noqa: ANN201
+    """The run against the SASRec row on the same test users (a :class:`Comparison`), or None when either run
+    holds no per-user rankings."""
+    from beatrec.errors import RunError
+    from beatrec.seqrec.compare import compare_runs, rankings_file
+
+    try:
+        rankings_file(sasrec), rankings_file(run)
+    except RunError:
+        return None
+    return compare_runs(sasrec, run, data)
 
 
 def _trained_on(row: dict) -> str:
@@ -271,7 +301,10 @@ def main(argv: list[str] | None = None) -> int:
                     continue
             print(f"[seqrec bench] {ds} / {label}: {json.dumps(res.metrics['test'])} "
                   f"({time.perf_counter() - t:.0f}s)", flush=True)
-            blocks[ds].append({"label": label, "metrics": res.metrics, "run": Path(res.run_dir)})
+            row = {"label": label, "metrics": res.metrics, "run": Path(res.run_dir)}
+            if model != "sasrec" and (sasrec_run / "run.json").is_file():
+                row["paired"] = paired_vs(sasrec_run, Path(res.run_dir), data)
+            blocks[ds].append(row)
             n = res.metrics["dataset"]
             notes[ds] = (f"{n['n_users']} users, {n['n_items']} items, {n['n_interactions']} interactions; item "
                          f"text: {'yes' if n['has_text'] else 'no (EAGER runs the behavior stream only)'}.")
