@@ -131,6 +131,8 @@ def write_report(path: Path, command: str, blocks: dict[str, list[dict]], notes:
             out.append("")
         paired = [r for r in rows if r.get("paired") is not None]
         if paired:
+            from beatrec.seqrec.compare import format_p
+
             c0 = paired[0]["paired"]
             level = f"{100 * (1 - c0.alpha):g}%"
             out += [f"### {ds}: each row against SASRec, paired on the same test users", "",
@@ -143,7 +145,7 @@ def write_report(path: Path, command: str, blocks: dict[str, list[dict]], notes:
             for r in paired:
                 d = {x.metric: x for x in r["paired"].rows}
                 out.append(f"| {r['label']} | " + " | ".join(
-                    f"{d[m].diff:+.4f} | [{d[m].low:+.4f}, {d[m].high:+.4f}] | {d[m].p_value:.3f}"
+                    f"{d[m].diff:+.4f} | [{d[m].low:+.4f}, {d[m].high:+.4f}] | {format_p(d[m].p_value)}"
                     for m in ("recall@10", "ndcg@10")) + " |")
             out.append("")
     path.write_text("\n".join(out) + "\n")

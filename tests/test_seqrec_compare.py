@@ -12,6 +12,7 @@ from beatrec.errors import RunError
 from beatrec.seqrec.compare import (
     compare_runs,
     format_comparison,
+    format_p,
     paired_test,
     per_user_metrics,
     read_rankings,
@@ -83,6 +84,7 @@ def test_compare_runs_hand_built_rankings_and_errors(tmp_path: Path) -> None:
     assert got["ndcg@10"].a == pytest.approx(1.0) and got["ndcg@10"].b == pytest.approx(0.5)
     assert got["ndcg@10"].diff == pytest.approx(-0.5) and got["ndcg@10"].p_value == pytest.approx(1 / 101)
     assert "| ndcg@10 | 1.0000 | 0.5000 | -0.5000 |" in format_comparison(c)
+    assert format_p(0.0421) == "0.042" and format_p(1 / 2001) == "5.0e-04"
     # only the users both runs scored are compared
     (b / "test_top10.csv").write_text("\n".join((b / "test_top10.csv").read_text().splitlines()[:11]) + "\n")
     assert compare_runs(a, b, n_resamples=10).n_users == 10

@@ -162,12 +162,17 @@ def compare_runs(run_a: str | Path, run_b: str | Path, data: str | Path | None =
     return Comparison(str(run_a), str(run_b), len(shared), n_resamples, alpha, tuple(rows))
 
 
+def format_p(p: float) -> str:
+    """A p-value for a table: three decimals, or the resampling floor in scientific notation (5.0e-04)."""
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
 def format_comparison(c: Comparison) -> str:
     """A markdown table of a :class:`Comparison`."""
     level = f"{100 * (1 - c.alpha):g}%"
     out = [f"A = {c.run_a}, B = {c.run_b}; {c.n_users} shared test users; {level} bootstrap interval and sign-flip "
            f"p-value over {c.n_resamples} resamples.", "",
            f"| metric | A | B | B - A | {level} interval | p |", "|---|---|---|---|---|---|"]
-    out += [f"| {r.metric} | {r.a:.4f} | {r.b:.4f} | {r.diff:+.4f} | [{r.low:+.4f}, {r.high:+.4f}] | {r.p_value:.3f} |"
+    out += [f"| {r.metric} | {r.a:.4f} | {r.b:.4f} | {r.diff:+.4f} | [{r.low:+.4f}, {r.high:+.4f}] | {format_p(r.p_value)} |"
             for r in c.rows]
     return "\n".join(out)
