@@ -119,7 +119,7 @@ def write_report(path: Path, command: str, blocks: dict[str, list[dict]], notes:
             for name, (r5, r10, n5, n10) in ANCHORS.items():
                 out.append(f"| {name} | {fmt(r5)} | {fmt(r10)} | {fmt(n5)} | {fmt(n10)} | — | — | — | — | — |")
         out.append("")
-        if (merges or {}).get(ds):
+        if len((merges or {}).get(ds, [])) > 1:  # the trained merge alone is already the EAGER row
             out += [f"### {ds}: the EAGER row decoded with each stream merge", "",
                     "The same trained run, test users, beam 20; `beatrec seqrec evaluate --run RUN --merge M`. "
                     "Inference seconds were timed beside the training rows (upper bounds).", "",
