@@ -158,7 +158,8 @@ def paired_vs(sasrec: Path, run: Path, data: Path):  # noqa: ANN201
     from beatrec.seqrec.compare import compare_runs, rankings_file
 
     try:
-        rankings_file(sasrec), rankings_file(run)
+        for r in (sasrec, run):
+            rankings_file(r)
     except RunError:
         return None
     return compare_runs(sasrec, run, data)

@@ -101,3 +101,6 @@ def test_compare_runs_hand_built_rankings_and_errors(tmp_path: Path) -> None:
         compare_runs(a, c_run)
     with pytest.raises(RunError, match="run.json missing"):
         compare_runs(a, tmp_path / "nowhere")
+    (c_run / "run.json").write_text("{not json")
+    with pytest.raises(RunError, match="corrupt"):
+        compare_runs(a, c_run)

@@ -13,7 +13,6 @@ Recall@K = 1[1 <= r <= K], NDCG@K = 1[1 <= r <= K] / log2(r + 1); their means ar
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import NamedTuple
 
@@ -126,20 +125,15 @@ def read_rankings(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return df["user"].to_numpy(), df[cols].fillna(-1).to_numpy(dtype=np.int64)
 
 
-def _run_data(run: Path) -> tuple[str, str]:
-    p = run / "run.json"
-    if not p.is_file():
-        raise RunError(f"{run}: not a seqrec run directory (run.json missing)")
-    info = json.loads(p.read_text())
-    return info["data"], info["items_fingerprint"]
-
-
 def compare_runs(run_a: str | Path, run_b: str | Path, data: str | Path | None = None, n_resamples: int = 2000,
                  seed: int = 0, alpha: float = 0.05, file_a: str | None = None, file_b: str | None = None
                  ) -> Comparison:
     """Paired comparison of two runs' test rankings (B - A) on the users both scored; see the module docstring."""
+    from beatrec.seqrec.train import _read_run_json  # here: training imports this module
+
     run_a, run_b = Path(run_a), Path(run_b)
-    (data_a, fp_a), (_, fp_b) = _run_data(run_a), _run_data(run_b)
+    info_a, info_b = _read_run_json(run_a), _read_run_json(run_b)
+    data_a, fp_a, fp_b = info_a["data"], info_a["items_fingerprint"], info_b["items_fingerprint"]
     if fp_a != fp_b:
         raise RunError(f"{run_a} and {run_b} were trained on different items: their rankings are not comparable")
     ds = load_seq_dataset(data or data_a)
