@@ -54,9 +54,8 @@ def write_rankings(path: Path, ds: SeqDataset, users: np.ndarray, top: np.ndarra
     """``user,rank1..rank10`` in raw ids for internal users (U,) and their ranked internal items (U, k);
     -1 (a slot the model left empty) is written as an empty cell."""
     top = np.asarray(top, dtype=np.int64)
-    raw = pd.DataFrame(np.where(top >= 0, ds.item_raw_ids[np.maximum(top, 0)], -1),
-                       columns=[f"rank{r + 1}" for r in range(top.shape[1])]).astype("Int64")
-    df = raw.mask(raw < 0)
+    df = pd.DataFrame(ds.item_raw_ids[np.maximum(top, 0)], columns=[f"rank{r + 1}" for r in range(top.shape[1])]
+                      ).astype("Int64").mask(top < 0)
     df.insert(0, "user", ds.user_raw_ids[np.asarray(users, dtype=np.int64)])
     df.to_csv(path, index=False)
     return path
@@ -105,7 +104,7 @@ def paired_test(a: np.ndarray, b: np.ndarray, n_resamples: int = 2000, seed: int
 
 def rankings_file(run: Path, name: str | None = None) -> Path:
     """The run's per-user test rankings: ``name`` if given, else ``test_top10.csv``, else ``evaluation_test_top10.csv``."""
-    for cand in ([name] if name else [RANKINGS, "evaluation_test_top10.csv"]):
+    for cand in ([name] if name else [RANKINGS, f"evaluation_{RANKINGS}"]):
         p = run / cand
         if p.is_file():
             return p
