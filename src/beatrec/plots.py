@@ -52,10 +52,13 @@ def plot_codebook_usage(codes: dict[str, torch.Tensor], n_codes: int, path: Path
     _save(fig, path)
 
 
-def plot_align_curves(history: pd.DataFrame, path: Path) -> None:
-    """Stage-2 training: explanation NLL and SAR against optimizer steps."""
+def plot_align_curves(history: pd.DataFrame, path: Path, evals: pd.DataFrame | None = None) -> None:
+    """Stage-2 training: explanation NLL (training; validation passes when given) and SAR against steps."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    a.plot(history["step"], history["nll"], marker="o", ms=3)
+    a.plot(history["step"], history["nll"], marker="o", ms=3, label="training")
+    if evals is not None and len(evals):
+        a.plot(evals["step"], evals["val_nll"], marker="s", ms=4, label="validation")
+        a.legend()
     a.set_xlabel("step")
     a.set_ylabel("mean explanation NLL (nats/token)")
     a.set_title("NLL")

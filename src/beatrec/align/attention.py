@@ -83,7 +83,10 @@ def attention_map(a: Aligned, uid: int, iid: int, title: str | None = None) -> A
     """Generate the explanation of (uid, iid) and measure its attention on the behavior tokens."""
     m = a.model
     title = title if title is not None else a.titles.get(iid, "")
-    batch = collate_prompt(a.builder, [{"uid": uid, "iid": iid, "title": title}])
+    row = {"uid": uid, "iid": iid, "title": title}
+    if a.history is not None:
+        a.history.attach([row])
+    batch = collate_prompt(a.builder, [row])
     embeds, _, _ = m.embed(batch)  # (1, P, d)
     gen = generate_from_embeds(m, a.tok, embeds, batch.attention_mask, a.cfg.generate, a.builder.pad)[0]  # (T,)
     eos = a.tok.eos_token_id

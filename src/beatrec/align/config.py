@@ -7,6 +7,11 @@ from dataclasses import dataclass, field
 from beatrec.config import check
 from beatrec.lm import LMConfig
 
+FINETUNE_MODES = ("frozen", "lora")  # frozen: only the projector trains (plug-and-play); lora: + a peft adapter
+SCHEDULES = ("constant", "linear", "cosine")  # learning-rate decay after the linear warmup
+PAIR_SOURCES = ("all", "crossfit")  # stage-2 training pairs: every training user's, or the cross-fitted fold's
+DEFAULT_TASK = "In one or two sentences, explain why this user would enjoy this item."
+
 
 @dataclass
 class AlignModelConfig:
@@ -23,6 +28,15 @@ class AlignModelConfig:
         max_target_tokens: hard cap on explanation tokens in training.
         source: what fills the slots: ``"tokens"`` (BEAT's behavior tokens) or ``"continuous"`` (the stage-1
             LightGCN vectors, cut into the same 1+N parts, unquantised: the XRec-style baseline).
+        finetune: ``"frozen"`` (the LM is untouched; the plug-and-play setting) or ``"lora"`` (a peft LoRA
+            adapter on the LM's attention and MLP projections trains with the projector; the paper's reported
+            setting, "we fine-tune the LLM"); lora_r / lora_alpha / lora_dropout / lora_targets configure it.
+        prompt_tokens: shared trainable soft-prompt vectors placed before the behavior tokens (0 = none).
+        task: the sentence that states the task, after the user's and item's fields
+            (:class:`~beatrec.align.prompt.PromptBuilder` lays the prompt out).
+        use_user: put the user's behavior tokens in the prompt (false: the history-prompting baseline).
+        history_titles: titles of up to this many of the user's training-graph items, most typical first,
+            go into the prompt (0 = none; the history-prompting baseline and "BEAT + history").
     """
 
     use_macro: bool = True
@@ -35,11 +49,29 @@ class AlignModelConfig:
     max_words: int = 50
     max_target_tokens: int = 96
     source: str = "tokens"
+    finetune: str = "frozen"
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    prompt_tokens: int = 0
+    task: str = DEFAULT_TASK
+    use_user: bool = True
+    history_titles: int = 0
 
     def validate(self) -> None:
         check(self.source in ("tokens", "continuous"),
               f"model.source must be 'tokens' or 'continuous', got {self.source!r}")
         check(self.use_macro or self.use_micro, "model.use_macro and model.use_micro cannot both be false")
+        check(self.finetune in FINETUNE_MODES, f"model.finetune must be one of {FINETUNE_MODES}, got {self.finetune!r}")
+        check(self.lora_r >= 1 and self.lora_alpha >= 1, "model.lora_r and model.lora_alpha must be >= 1")
+        check(0.0 <= self.lora_dropout < 1.0, f"model.lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        check(len(self.lora_targets) >= 1, "model.lora_targets must name at least one module")
+        check(self.prompt_tokens >= 0, f"model.prompt_tokens must be >= 0, got {self.prompt_tokens}")
+        check(self.history_titles >= 0, f"model.history_titles must be >= 0, got {self.history_titles}")
+        check(bool(self.task.strip()), "model.task must be a non-empty instruction")
+        check(self.use_user or self.history_titles > 0,
+              "the prompt needs something about the user: model.use_user=true or model.history_titles > 0")
         check(self.gamma >= 0, f"model.gamma must be >= 0, got {self.gamma}")
         check(self.sar_pairs >= 1, f"model.sar_pairs must be >= 1, got {self.sar_pairs}")
         check(self.projector_hidden >= 1, f"model.projector_hidden must be >= 1, got {self.projector_hidden}")
@@ -49,18 +81,30 @@ class AlignModelConfig:
 
 @dataclass
 class AlignTrainConfig:
-    """Optimisation of the projector.
+    """Optimisation of stage 2 (the projector, and the LoRA adapter / soft prompt when configured).
 
     Attributes:
-        lr: AdamW learning rate; batch_size: pairs per step per process; epochs: passes over training pairs;
-        max_steps: stop after this many optimizer steps (0 = no limit); max_train_pairs: use a seeded
-        subset of the training pairs (0 = all); val_pairs: validation pairs scored after each epoch (0 = all);
-        seed; threads: torch threads (0 = default); log_every: steps per log line.
+        lr: AdamW peak learning rate; weight_decay: AdamW weight decay; batch_size: pairs per step per process;
+        epochs: passes over the training pairs; schedule: ``constant``, ``linear`` or ``cosine`` decay to 0
+        after ``warmup_frac`` of the steps of linear warmup (per optimizer step); select_best: keep the
+        weights of the evaluation with the lowest validation NLL (validation users only), else the last;
+        evals_per_epoch: validation passes per epoch (the candidates ``select_best`` picks from);
+        pairs: ``all`` training users' pairs, or ``crossfit``: only the pairs of the training users whose
+        texts stage 1 never saw (``split.stage2_frac`` at tokenize time), so stage 2 learns from tokens made
+        like a zero-shot user's; max_steps: stop after this many optimizer steps (0 = no limit);
+        max_train_pairs: a seeded subset of the training pairs (0 = all); val_pairs: validation pairs scored
+        at each evaluation (0 = all); seed; threads: torch threads (0 = default); log_every: steps per log line.
     """
 
     lr: float = 1e-3
+    weight_decay: float = 0.0
     batch_size: int = 8
     epochs: int = 1
+    schedule: str = "constant"
+    warmup_frac: float = 0.0
+    select_best: bool = False
+    evals_per_epoch: int = 1
+    pairs: str = "all"
     max_steps: int = 0
     max_train_pairs: int = 0
     val_pairs: int = 200
@@ -71,8 +115,13 @@ class AlignTrainConfig:
 
     def validate(self) -> None:
         check(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
+        check(self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}")
         check(self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}")
         check(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
+        check(self.schedule in SCHEDULES, f"train.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        check(0.0 <= self.warmup_frac < 1.0, f"train.warmup_frac must be in [0, 1), got {self.warmup_frac}")
+        check(self.evals_per_epoch >= 1, f"train.evals_per_epoch must be >= 1, got {self.evals_per_epoch}")
+        check(self.pairs in PAIR_SOURCES, f"train.pairs must be one of {PAIR_SOURCES}, got {self.pairs!r}")
         for name in ("max_steps", "max_train_pairs", "val_pairs", "threads"):
             check(getattr(self, name) >= 0, f"train.{name} must be >= 0, got {getattr(self, name)}")
         check(self.log_every >= 1, f"train.log_every must be >= 1, got {self.log_every}")
@@ -80,10 +129,17 @@ class AlignTrainConfig:
 
 @dataclass
 class GenerateConfig:
-    """Decoding of explanations (greedy by default, batched, with the KV cache)."""
+    """Decoding of explanations (batched, with the KV cache): greedy (``num_beams=1``) or beam search.
+
+    ``min_new_tokens`` holds EOS back until that many tokens are out; ``repetition_penalty`` (1 = off) and
+    ``no_repeat_ngram_size`` (0 = off) discourage loops; ``length_penalty`` applies to beam search only.
+    """
 
     batch_size: int = 16
     max_new_tokens: int = 72
+    min_new_tokens: int = 0
+    num_beams: int = 1
+    length_penalty: float = 1.0
     do_sample: bool = False
     temperature: float = 1.0
     repetition_penalty: float = 1.1
@@ -92,6 +148,9 @@ class GenerateConfig:
     def validate(self) -> None:
         check(self.batch_size >= 1, f"generate.batch_size must be >= 1, got {self.batch_size}")
         check(self.max_new_tokens >= 1, f"generate.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        check(0 <= self.min_new_tokens <= self.max_new_tokens,
+              f"generate.min_new_tokens must be in 0..max_new_tokens ({self.max_new_tokens}), got {self.min_new_tokens}")
+        check(self.num_beams >= 1, f"generate.num_beams must be >= 1, got {self.num_beams}")
         check(self.temperature > 0, f"generate.temperature must be > 0, got {self.temperature}")
         check(self.repetition_penalty > 0, "generate.repetition_penalty must be > 0")
         check(self.no_repeat_ngram_size >= 0, "generate.no_repeat_ngram_size must be >= 0")

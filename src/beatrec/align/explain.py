@@ -12,9 +12,10 @@ from transformers import PreTrainedTokenizerBase
 
 from beatrec.align.config import AlignConfig
 from beatrec.align.generate import generate_explanations
+from beatrec.align.history import HistoryPrompts
 from beatrec.align.model import BehaviorLM
 from beatrec.align.prompt import PromptBuilder
-from beatrec.align.train import ALIGN_DIR, WEIGHTS
+from beatrec.align.train import ADAPTER_DIR, ALIGN_DIR, WEIGHTS
 from beatrec.align.vocab import STAGE1_FILES, load_source
 from beatrec.config import load_yaml
 from beatrec.errors import DataError, RunError
@@ -27,6 +28,7 @@ class Aligned(NamedTuple):
     builder: PromptBuilder
     cfg: AlignConfig
     titles: dict[int, str]  # item id -> title (from the dataset's text rows)
+    history: HistoryPrompts | None = None  # the history field's source (model.history_titles > 0)
 
 
 def load_aligned(run: str | Path, overrides: list[str] | None = None, subdir: str = ALIGN_DIR) -> Aligned:
@@ -35,8 +37,6 @@ def load_aligned(run: str | Path, overrides: list[str] | None = None, subdir: st
     Raises RunError when stage-1 or stage-2 artifacts are missing, or when the configured LM does not match
     the one the projector was trained for.
     """
-    from safetensors.torch import load_file
-
     run = Path(run)
     missing = [f for f in STAGE1_FILES if not (run / f).is_file()]
     if missing:
@@ -56,20 +56,46 @@ def load_aligned(run: str | Path, overrides: list[str] | None = None, subdir: st
             f"projector in {adir} was trained for {meta['lm']} (width {meta['lm_width']}, vocabulary {meta['lm_vocab']})"
         )
     model = BehaviorLM(lm, vocab, cfg.model)
-    try:
-        state = load_file(str(adir / WEIGHTS))
-    except Exception as e:
-        raise RunError(f"{adir / WEIGHTS}: cannot be read ({e})") from e
+    state = _read_weights(adir / WEIGHTS)
     own = dict(model.named_parameters())
     bad = [k for k in state if k not in own or own[k].shape != state[k].shape]
     if bad or not any(k.startswith("projector.") for k in state):
         raise RunError(f"{adir / WEIGHTS}: does not fit this model (unexpected or mis-shaped: {bad[:3]})")
+    if cfg.model.finetune == "lora":
+        from peft import set_peft_model_state_dict
+
+        adapter = _read_weights(adir / ADAPTER_DIR / "adapter_model.safetensors")
+        res = set_peft_model_state_dict(model.lm, adapter)
+        if getattr(res, "unexpected_keys", None):
+            raise RunError(f"{adir / ADAPTER_DIR}: adapter does not fit this LM (unexpected: {res.unexpected_keys[:3]})")
     with torch.no_grad():
         for k, v in state.items():
             own[k].copy_(v)
     model.eval()
-    titles = _titles(Path(meta["data"]))
-    return Aligned(model, tok, PromptBuilder(tok, model.n_side_slots, model.n_side_slots), cfg, titles)
+    data = Path(meta["data"])
+    titles = _titles(data)
+    history = None
+    if cfg.model.history_titles:
+        from beatrec.data.dataset import load_dataset
+        from beatrec.data.split import ZeroShotSplit
+
+        if not data.is_dir():
+            raise RunError(f"{adir}: the prompt lists users' history titles, read from the dataset {data}, "
+                           "which is no longer there")
+        history = HistoryPrompts.build(load_dataset(data), ZeroShotSplit.load(run / "split.json"), run,
+                                       cfg.model.history_titles)
+    return Aligned(model, tok, model.prompt_builder(tok), cfg, titles, history)
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise RunError(f"{path}: missing (stage-2 artifacts incomplete); run `beatrec align` again")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types on a corrupt file
+        raise RunError(f"{path}: cannot be read ({e})") from e
 
 
 def _titles(data: Path) -> dict[int, str]:
@@ -104,5 +130,9 @@ def check_pairs(a: Aligned, pairs: list[dict], source: str) -> list[dict]:
 
 
 def explain(a: Aligned, pairs: list[dict], progress: bool = False) -> list[str]:
-    """Explanations for validated pairs (see :func:`check_pairs`)."""
+    """Explanations for validated pairs (see :func:`check_pairs`); the history field, when the model reads
+    one, is filled from each pair's user (its target item left out)."""
+    if a.history is not None:
+        pairs = [dict(p) for p in pairs]
+        a.history.attach(pairs)
     return generate_explanations(a.model, a.tok, a.builder, pairs, a.cfg.generate, a.cfg.model.max_words, progress)

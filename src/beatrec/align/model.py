@@ -1,16 +1,18 @@
-"""BehaviorLM: projected behavior tokens injected into a frozen causal LM (BEAT eqs. 10–12)."""
+"""BehaviorLM: projected behavior tokens injected into a causal LM (BEAT eqs. 10–12), frozen or with LoRA."""
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from beatrec.align.batch import IGNORE, PairBatch
 from beatrec.align.config import AlignModelConfig
 from beatrec.align.projector import Projector
+from beatrec.align.prompt import PromptBuilder
 from beatrec.align.sar import sample_pairs, sar_loss
 from beatrec.align.vocab import BehaviorVocab
 
@@ -26,8 +28,40 @@ def slot_parts(n_micro: int, cfg: AlignModelConfig) -> list[int]:
     return ([0] if cfg.use_macro else []) + (list(range(1, n_micro + 1)) if cfg.use_micro else [])
 
 
+LORA_MARK = "lora_"  # peft's LoRA parameters carry this in their names
+
+
+def add_lora(lm: PreTrainedModel, cfg: AlignModelConfig) -> None:
+    """Inject a peft LoRA adapter (``cfg.lora_*``) into ``lm`` in place; only its parameters train."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    present = {name.rsplit(".", 1)[-1] for name, _ in lm.named_modules()}
+    targets = [t for t in cfg.lora_targets if t in present]
+    if not targets:
+        from beatrec.errors import ConfigError
+
+        raise ConfigError(f"model.lora_targets {list(cfg.lora_targets)} name no module of this LM")
+    lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, bias="none")
+    inject_adapter_in_model(lcfg, lm)
+    for name, p in lm.named_parameters():
+        p.requires_grad_(LORA_MARK in name)
+
+
+def lora_config_dict(cfg: AlignModelConfig, lm: PreTrainedModel) -> dict:
+    """peft's ``adapter_config.json`` content for the adapter :func:`add_lora` made."""
+    from peft import LoraConfig
+
+    present = {name.rsplit(".", 1)[-1] for name, _ in lm.named_modules()}
+    lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=[t for t in cfg.lora_targets if t in present], bias="none",
+                      task_type="CAUSAL_LM", base_model_name_or_path=getattr(lm, "name_or_path", None))
+    return lcfg.to_dict()
+
+
 class BehaviorLM(nn.Module):
-    """Frozen LM + trainable projector (and optionally trainable codebooks).
+    """LM (frozen, or frozen base + LoRA adapter) + trainable projector (optionally trainable codebooks and
+    shared soft-prompt vectors).
 
     Args:
         lm: a Hugging Face causal LM; all its parameters are frozen here.
@@ -43,12 +77,21 @@ class BehaviorLM(nn.Module):
         self.lm, self.vocab, self.cfg = lm, vocab, cfg
         for p in self.lm.parameters():
             p.requires_grad_(False)
+        if cfg.finetune == "lora":
+            torch.manual_seed(seed)  # LoRA A is drawn from the global stream
+            add_lora(lm, cfg)
         self.lm.eval()
         vocab.set_trainable(cfg.train_codebooks)
         self.parts = slot_parts(vocab.n_micro, cfg)
-        width = lm.get_input_embeddings().embedding_dim
-        self.projector = Projector(vocab.code_dim, width, cfg.projector_hidden, 2 * len(self.parts))
+        self.n_user_slots = len(self.parts) if cfg.use_user else 0
+        emb = lm.get_input_embeddings()
+        width = emb.embedding_dim
+        self.projector = Projector(vocab.code_dim, width, cfg.projector_hidden, self.n_user_slots + len(self.parts))
         self._match_embedding_scale()
+        gen = torch.Generator().manual_seed(seed)
+        # soft prompt: starts at real word embeddings (random rows), a scale the frozen LM already reads
+        rows = torch.randint(emb.num_embeddings, (cfg.prompt_tokens,), generator=gen)
+        self.soft_prompt = nn.Parameter(emb.weight.detach()[rows].clone().float()) if cfg.prompt_tokens else None
         self.generator = torch.Generator().manual_seed(seed)  # SAR pair sampling
 
     @torch.no_grad()
@@ -67,32 +110,76 @@ class BehaviorLM(nn.Module):
     def n_side_slots(self) -> int:
         return len(self.parts)
 
+    @property
+    def n_item_slots(self) -> int:
+        return len(self.parts)
+
+    def prompt_builder(self, tok: PreTrainedTokenizerBase) -> PromptBuilder:
+        """The prompt layout this model reads (slots, soft prompt, history field, task sentence)."""
+        return PromptBuilder(tok, self.n_user_slots, self.n_item_slots, task=self.cfg.task,
+                             n_soft=self.cfg.prompt_tokens, history=self.cfg.history_titles > 0)
+
     def train(self, mode: bool = True) -> BehaviorLM:
         super().train(mode)
-        self.lm.eval()  # the frozen LM never enters training mode (no dropout)
+        self.lm.eval()  # the base LM never enters training mode (no dropout) ...
+        if mode and self.cfg.finetune == "lora":
+            for name, m in self.lm.named_modules():
+                if name.endswith("lora_dropout"):  # ... except the LoRA adapter's own dropout
+                    m.train(True)
         return self
 
     def trained_state(self) -> dict[str, torch.Tensor]:
-        """The parameters stage 2 trains (what a checkpoint holds)."""
+        """The parameters stage 2 trains, LoRA included (what selection keeps in memory)."""
         return {k: v.detach().clone() for k, v in self.named_parameters() if v.requires_grad}
 
+    def load_trained_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Copy a :meth:`trained_state` back (exact names and shapes)."""
+        own = dict(self.named_parameters())
+        with torch.no_grad():
+            for k, v in state.items():
+                own[k].copy_(v)
+
     def behavior_embeds(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """(B,), (B,) -> (B, S, d) projected behavior tokens, user slots then item slots."""
-        vu = self.vocab.vectors("user", users)[:, self.parts]  # (B, S/2, C)
-        vi = self.vocab.vectors("item", items)[:, self.parts]  # (B, S/2, C)
-        return self.projector(torch.cat([vu, vi], dim=1))
+        """(B,), (B,) -> (B, S, d) projected behavior tokens, user slots (when used) then item slots."""
+        vi = self.vocab.vectors("item", items)[:, self.parts]  # (B, S_i, C)
+        if self.n_user_slots:
+            vu = self.vocab.vectors("user", users)[:, self.parts]  # (B, S_u, C)
+            vi = torch.cat([vu, vi], dim=1)
+        return self.projector(vi)
 
     def embed(self, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Input embeddings with the slots replaced. -> (inputs_embeds (B, L, d), token embeds (B, L, d), beh (B, S, d))."""
         tokens = self.lm.get_input_embeddings()(batch.input_ids)  # (B, L, d), frozen
         beh = self.behavior_embeds(batch.users, batch.items).to(tokens.dtype)  # (B, S, d)
         idx = batch.slot_pos[..., None].expand(-1, -1, tokens.shape[-1])  # (B, S, d)
-        return tokens.scatter(1, idx, beh), tokens, beh
+        embeds = tokens.scatter(1, idx, beh)
+        if self.soft_prompt is not None:
+            soft = self.soft_prompt.to(tokens.dtype)[None].expand(len(tokens), -1, -1)  # (B, P, d)
+            embeds = embeds.scatter(1, batch.soft_pos[..., None].expand(-1, -1, tokens.shape[-1]), soft)
+        return embeds, tokens, beh
+
+    def target_nll(self, embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean NLL of the label tokens, with the LM head applied only where a label is predicted.
+
+        The decoder runs over every position, but the (vocabulary-wide) output layer and the softmax only over
+        the T positions that predict an explanation token — the same value as ``lm(labels=...).loss``.
+        """
+        try:
+            decoder = self.lm.get_decoder()
+        except (AttributeError, ValueError, NotImplementedError):
+            decoder = None
+        head = self.lm.get_output_embeddings()
+        if decoder is None or head is None or decoder is self.lm:
+            return self.lm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels).loss
+        hidden = decoder(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state  # (B, L, d)
+        nxt = labels[:, 1:]  # (B, L-1): position t predicts token t+1
+        where = nxt != IGNORE
+        logits = head(hidden[:, :-1][where])  # (T, V)
+        return F.cross_entropy(logits.float(), nxt[where])
 
     def forward(self, batch: PairBatch) -> AlignOutput:
         embeds, tokens, beh = self.embed(batch)
-        out = self.lm(inputs_embeds=embeds, attention_mask=batch.attention_mask, labels=batch.labels)
-        nll = out.loss
+        nll = self.target_nll(embeds, batch.attention_mask, batch.labels)
         sar = torch.zeros((), device=nll.device)
         if self.cfg.use_sar and self.cfg.gamma > 0:
             target = batch.labels != IGNORE  # (B, L) explanation tokens

@@ -12,10 +12,14 @@ from typing import NamedTuple
 
 from transformers import PreTrainedTokenizerBase
 
-INSTRUCTION = (
-    "Behavior tokens of a user: {USER}. Behavior tokens of an item: {ITEM}. Item title: {TITLE}. "
-    "In one or two sentences, explain why this user would enjoy this item."
-)
+USER_FIELD = "Behavior tokens of a user: {USER}. "
+HISTORY_FIELD = "Items this user interacted with: {HISTORY}. "
+ITEM_FIELD = "Behavior tokens of an item: {ITEM}. Item title: {TITLE}. "
+DEFAULT_TASK = "In one or two sentences, explain why this user would enjoy this item."
+INSTRUCTION = USER_FIELD + ITEM_FIELD + DEFAULT_TASK  # BEAT's prompt with the default task sentence
+_SLOT_MARKERS = {"\x01S\x01": "soft", "\x01U\x01": "user", "\x01I\x01": "item"}
+_TEXT_MARKERS = {"\x01T\x01": "title", "\x01H\x01": "history"}
+_MARKER = re.compile("(" + "|".join(map(re.escape, [*_SLOT_MARKERS, *_TEXT_MARKERS])) + ")")
 _WORD = re.compile(r"\S+")
 
 
@@ -33,38 +37,58 @@ def render_chat(tok: PreTrainedTokenizerBase, text: str, answer_cue: str) -> str
 
 class PromptIds(NamedTuple):
     ids: list[int]  # prompt token ids, slots hold the pad id
-    slots: list[int]  # positions of the S placeholder slots, in slot order (user slots, then item slots)
+    slots: list[int]  # positions of the S behavior-token slots, in slot order (user slots, then item slots)
+    soft: list[int]  # positions of the shared soft-prompt slots (empty without them)
 
 
 class PromptBuilder:
-    """Tokenizes prompts with ``n_user`` + ``n_item`` placeholder slots (chat template when the LM has one)."""
+    """Tokenizes prompts with ``n_user`` + ``n_item`` behavior-token slots (chat template when the LM has one).
 
-    def __init__(self, tok: PreTrainedTokenizerBase, n_user: int, n_item: int) -> None:
-        self.tok, self.n_user, self.n_item = tok, n_user, n_item
+    The user turn reads ``[n_soft soft-prompt slots]`` + :data:`USER_FIELD` (when ``n_user`` > 0) +
+    :data:`HISTORY_FIELD` (when ``history``) + :data:`ITEM_FIELD` + ``task``; with the defaults it is
+    :data:`INSTRUCTION`. Each variable text (title, history) is tokenized together with the constant text that
+    follows it; constant text after a slot run is tokenized on its own, so slot positions are exact.
+    """
+
+    def __init__(self, tok: PreTrainedTokenizerBase, n_user: int, n_item: int, task: str = DEFAULT_TASK,
+                 n_soft: int = 0, history: bool = False) -> None:
+        self.tok, self.n_user, self.n_item, self.n_soft, self.history = tok, n_user, n_item, n_soft, history
         self.pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        marker_u, marker_i, marker_t = "\x01U\x01", "\x01I\x01", "\x01T\x01"
-        text = INSTRUCTION.replace("{USER}", marker_u).replace("{ITEM}", marker_i).replace("{TITLE}", marker_t)
+        text = ("\x01S\x01" if n_soft else "") + (USER_FIELD if n_user else "") + \
+            (HISTORY_FIELD if history else "") + ITEM_FIELD + task
+        text = text.replace("{USER}", "\x01U\x01").replace("{ITEM}", "\x01I\x01").replace("{TITLE}", "\x01T\x01")
+        text = text.replace("{HISTORY}", "\x01H\x01")
         rendered = render_chat(tok, text, "Explanation:")
-        pre, rest = rendered.split(marker_u)
-        mid, rest = rest.split(marker_i)
-        self._title_pre, self._post = rest.split(marker_t)
-        enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
-        self._pre, self._mid = enc(pre), enc(mid)
-        self._title_pre_ids = enc(self._title_pre)
-        self._enc = enc
+        self._enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+        parts = _MARKER.split(rendered)  # const, marker, const, marker, ..., const
+        self._head = self._enc(parts[0])
+        # per marker: (kind, constant text after it, its ids when it follows a slot run)
+        self._segments = [(parts[i], parts[i + 1], self._enc(parts[i + 1]) if parts[i] in _SLOT_MARKERS else None)
+                          for i in range(1, len(parts), 2)]
+        self._post = parts[-1]
 
     @property
     def n_slots(self) -> int:
         return self.n_user + self.n_item
 
-    def prompt(self, title: str) -> PromptIds:
-        """Token ids and slot positions of the prompt for an item titled ``title``."""
-        ids = list(self._pre)
-        slots = list(range(len(ids), len(ids) + self.n_user))
-        ids += [self.pad] * self.n_user + self._mid
-        slots += list(range(len(ids), len(ids) + self.n_item))
-        ids += [self.pad] * self.n_item + self._title_pre_ids + self._enc(title.strip() + self._post)
-        return PromptIds(ids, slots)
+    def prompt(self, title: str, history: str | None = None) -> PromptIds:
+        """Token ids and slot positions of the prompt for an item titled ``title`` (and the user's history
+        text, required when the builder was made with ``history=True``)."""
+        if self.history and history is None:
+            raise ValueError("this prompt has a history field: pass the user's history text")
+        ids = list(self._head)
+        slots: list[int] = []
+        soft: list[int] = []
+        values = {"title": title, "history": history or ""}
+        for marker, after, after_ids in self._segments:
+            if marker in _SLOT_MARKERS:
+                kind = _SLOT_MARKERS[marker]
+                n = {"soft": self.n_soft, "user": self.n_user, "item": self.n_item}[kind]
+                (soft if kind == "soft" else slots).extend(range(len(ids), len(ids) + n))
+                ids += [self.pad] * n + after_ids
+            else:
+                ids += self._enc(values[_TEXT_MARKERS[marker]].strip() + after)
+        return PromptIds(ids, slots, soft)
 
     def target(self, explanation: str, max_words: int, max_tokens: int) -> list[int]:
         """Token ids of the (word-capped) explanation followed by EOS."""

@@ -20,24 +20,25 @@ from torch.utils.data import DataLoader
 
 from beatrec.align.batch import collate_train
 from beatrec.align.config import AlignConfig
-from beatrec.align.model import BehaviorLM
-from beatrec.align.prompt import PromptBuilder
+from beatrec.align.history import HistoryPrompts
+from beatrec.align.model import BehaviorLM, lora_config_dict
 from beatrec.align.vocab import BehaviorVocab, load_source
 from beatrec.config import save_yaml
 from beatrec.data.dataset import XRecDataset, load_dataset
-from beatrec.data.split import ZeroShotSplit, eval_pairs, training_texts
+from beatrec.data.split import ZeroShotSplit, eval_pairs, stage2_texts, training_texts
 from beatrec.errors import RunError
 from beatrec.lm import load_causal_lm
 from beatrec.runtime import torch_threads
 
 ALIGN_DIR = "align"
 WEIGHTS = "weights.safetensors"
+ADAPTER_DIR = "adapter"  # the LoRA adapter (finetune=lora), in peft's format
 
 
 class AlignResult(NamedTuple):
     out_dir: Path
     history: pd.DataFrame  # one row per logged step: step, epoch, loss, nll, sar, seconds
-    val_nll: list[float]  # per epoch
+    val_nll: list[float]  # per validation pass
     samples_per_s: float
 
 
@@ -77,16 +78,53 @@ def train_align(run: str | Path, data: str | Path, cfg: AlignConfig, progress: b
         return _train(Path(run), Path(data), cfg, progress, subdir)
 
 
+def training_pairs(ds: XRecDataset, split: ZeroShotSplit, source: str, run: Path) -> pd.DataFrame:
+    """Stage 2's training rows: every training user's (``all``) or the cross-fitted stage-2 users' only.
+
+    Raises:
+        RunError: ``crossfit`` on a stage-1 run tokenized without stage-2 users.
+    """
+    if source == "crossfit":
+        if not len(split.stage2_users):
+            raise RunError(f"{run}: train.pairs=crossfit needs stage-2 users, but this run's split has none; "
+                           "tokenize again with --set split.stage2_frac=0.5")
+        return stage2_texts(ds, split)
+    return training_texts(ds, split)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, schedule: str, total: int, warmup: int):  # noqa: ANN201
+    """transformers' learning-rate schedule stepped per optimizer step: linear warmup over ``warmup`` steps,
+    then constant, or linear / cosine decay to 0 at ``total``."""
+    from transformers import (
+        get_constant_schedule_with_warmup,
+        get_cosine_schedule_with_warmup,
+        get_linear_schedule_with_warmup,
+    )
+
+    if schedule == "constant":
+        return get_constant_schedule_with_warmup(opt, warmup)
+    if schedule == "linear":
+        return get_linear_schedule_with_warmup(opt, warmup, total)
+    return get_cosine_schedule_with_warmup(opt, warmup, total)
+
+
+def eval_steps(n_batches: int, per_epoch: int) -> set[int]:
+    """Batch indices (1-based, within an epoch) after which validation runs: ``per_epoch`` evenly spaced,
+    always including the epoch's last batch."""
+    k = min(per_epoch, n_batches)
+    return {round(n_batches * (j + 1) / k) for j in range(k)}
+
+
 def _train(run: Path, data: Path, cfg: AlignConfig, progress: bool, subdir: str = ALIGN_DIR) -> AlignResult:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())  # cpu=True: multi-process CPU (gloo) under torchrun
     set_seed(cfg.train.seed)
     main = accelerator.is_main_process
     log = (lambda m: print(m, flush=True)) if (progress and main) else (lambda m: None)
+    t_tr = cfg.train
 
     if not (run / "split.json").is_file():
         raise RunError(f"{run}: no split.json; run `beatrec tokenize --data {data} --out {run}` first")
@@ -94,95 +132,134 @@ def _train(run: Path, data: Path, cfg: AlignConfig, progress: bool, subdir: str 
     ds = load_dataset(data)
     check_vocab_matches(vocab, ds, run)
     split = ZeroShotSplit.load(run / "split.json")
-    train_rows = pair_records(training_texts(ds, split))  # never a val/test user's text
-    val_rows = pair_records(eval_pairs(ds, split, "val"))
-    rng = np.random.default_rng(cfg.train.seed)
-    if cfg.train.max_train_pairs and len(train_rows) > cfg.train.max_train_pairs:
-        train_rows = [train_rows[i] for i in np.sort(rng.choice(len(train_rows), cfg.train.max_train_pairs, False))]
-    if cfg.train.val_pairs and len(val_rows) > cfg.train.val_pairs:
-        val_rows = [val_rows[i] for i in np.sort(rng.choice(len(val_rows), cfg.train.val_pairs, False))]
-    if not train_rows:
+    train_frame = training_pairs(ds, split, t_tr.pairs, run)  # never a val/test user's text
+    val_frame = eval_pairs(ds, split, "val")
+    rng = np.random.default_rng(t_tr.seed)
+    if t_tr.max_train_pairs and len(train_frame) > t_tr.max_train_pairs:
+        train_frame = train_frame.iloc[np.sort(rng.choice(len(train_frame), t_tr.max_train_pairs, False))]
+    if t_tr.val_pairs and len(val_frame) > t_tr.val_pairs:
+        val_frame = val_frame.iloc[np.sort(rng.choice(len(val_frame), t_tr.val_pairs, False))]
+    if not len(train_frame):
         raise RunError(f"{data}: no training pairs (no text rows of training users)")
+    train_rows, val_rows = pair_records(train_frame), pair_records(val_frame)
+    if cfg.model.history_titles:
+        hist = HistoryPrompts.build(ds, split, run, cfg.model.history_titles)
+        hist.attach(train_rows)
+        hist.attach(val_rows)
 
     lm, tok = load_causal_lm(cfg.lm)
-    model = BehaviorLM(lm, vocab, cfg.model, seed=cfg.train.seed)
-    builder = PromptBuilder(tok, model.n_side_slots, model.n_side_slots)
+    model = BehaviorLM(lm, vocab, cfg.model, seed=t_tr.seed)
+    builder = model.prompt_builder(tok)
     collate = partial(collate_train, builder, max_words=cfg.model.max_words, max_tokens=cfg.model.max_target_tokens)
-    gen = torch.Generator().manual_seed(cfg.train.seed)
-    loader = DataLoader(train_rows, batch_size=cfg.train.batch_size, shuffle=True, collate_fn=collate, generator=gen)
-    val_loader = DataLoader(val_rows, batch_size=cfg.train.batch_size, collate_fn=collate)
+    gen = torch.Generator().manual_seed(t_tr.seed)
+    loader = DataLoader(train_rows, batch_size=t_tr.batch_size, shuffle=True, collate_fn=collate, generator=gen)
+    val_loader = DataLoader(val_rows, batch_size=t_tr.batch_size, collate_fn=collate)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=t_tr.lr, weight_decay=t_tr.weight_decay)
     model, opt, loader, val_loader = accelerator.prepare(model, opt, loader, val_loader)
-    log(f"[align] {len(train_rows)} training pairs, {len(val_rows)} validation pairs, "
-        f"{sum(p.numel() for p in params):,} trainable parameters, {accelerator.num_processes} process(es)")
+    total = t_tr.epochs * len(loader)
+    if t_tr.max_steps:
+        total = min(total, t_tr.max_steps)
+    sched = make_scheduler(opt, t_tr.schedule, total, round(t_tr.warmup_frac * total))
+    log(f"[align] {len(train_rows)} training pairs ({t_tr.pairs}), {len(val_rows)} validation pairs, "
+        f"{sum(p.numel() for p in params):,} trainable parameters ({cfg.model.finetune}), "
+        f"{accelerator.num_processes} process(es), {total} steps, lr {t_tr.lr:g} {t_tr.schedule}")
 
     history: list[dict] = []
-    val_nll: list[float] = []
+    evals: list[dict] = []  # one per validation pass: step, epoch, val_nll
+    best: tuple[float, dict[str, torch.Tensor]] | None = None
     step, n_seen, t0 = 0, 0, time.perf_counter()
-    total = cfg.train.epochs * len(loader)
-    if cfg.train.max_steps:
-        total = min(total, cfg.train.max_steps)
     bar = tqdm(total=total, desc="align", unit="step", disable=not (progress and main) or None)
+    at = eval_steps(len(loader), t_tr.evals_per_epoch)
     model.train()
     done = False
-    for epoch in range(1, cfg.train.epochs + 1):
+    for epoch in range(1, t_tr.epochs + 1):
         sums = np.zeros(3)
         k = 0
-        for batch in loader:
+        for j, batch in enumerate(loader, start=1):
             out = model(batch)
             accelerator.backward(out.loss)
             opt.step()
+            sched.step()
             opt.zero_grad(set_to_none=True)
             step += 1
             n_seen += len(batch.users) * accelerator.num_processes
             sums += [out.loss.item(), out.nll.item(), out.sar.item()]
             k += 1
             bar.update(1)
-            if step % cfg.train.log_every == 0 or step == total:
+            if step % t_tr.log_every == 0 or step == total:
                 m = sums / k
                 history.append({"step": step, "epoch": epoch, "loss": m[0], "nll": m[1], "sar": m[2],
-                                "seconds": time.perf_counter() - t0})
+                                "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t0})
                 bar.set_postfix(nll=f"{m[1]:.3f}", sar=f"{m[2]:.3f}")
                 sums[:] = 0
                 k = 0
-            if cfg.train.max_steps and step >= cfg.train.max_steps:
-                done = True
+            done = bool(t_tr.max_steps and step >= t_tr.max_steps)
+            if len(val_rows) and (j in at or done):
+                v = mean_nll(model, val_loader, accelerator)
+                evals.append({"step": step, "epoch": epoch, "val_nll": v})
+                log(f"[align] step {step} (epoch {epoch}): validation NLL {v:.4f}")
+                if t_tr.select_best and (best is None or v < best[0]):
+                    best = (v, accelerator.unwrap_model(model).trained_state())
+            if done:
                 break
-        if len(val_rows):
-            val_nll.append(mean_nll(model, val_loader, accelerator))
-            log(f"[align] epoch {epoch}: validation NLL {val_nll[-1]:.4f}")
         if done:
             break
     bar.close()
     train_s = time.perf_counter() - t0
+    inner = accelerator.unwrap_model(model)
+    chosen = {"step": step, "rule": "last"}
+    if best is not None:
+        inner.load_trained_state(best[1])
+        chosen = {**next(e for e in evals if e["val_nll"] == best[0]), "rule": "lowest validation NLL"}
+        log(f"[align] kept step {chosen['step']} (validation NLL {best[0]:.4f})")
     out_dir = run / subdir
     hist = pd.DataFrame(history)
     accelerator.wait_for_everyone()
-    if cfg.train.rank_weights:
+    if t_tr.rank_weights:
         out_dir.mkdir(parents=True, exist_ok=True)
-        state = accelerator.unwrap_model(model).trained_state()
-        save_file({k: v.contiguous().cpu() for k, v in state.items()},
-                  str(out_dir / f"weights.rank{accelerator.process_index}.safetensors"))
+        save_trained(inner, out_dir, f"weights.rank{accelerator.process_index}.safetensors")
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        inner = accelerator.unwrap_model(model)
-        save_file({k: v.contiguous().cpu() for k, v in inner.trained_state().items()}, str(out_dir / WEIGHTS))
+        save_trained(inner, out_dir, WEIGHTS)
         save_yaml(cfg, out_dir / "config.yaml")
         emb = lm.get_input_embeddings()
         meta = {"data": str(data.resolve()), "lm": cfg.lm.name, "lm_width": emb.embedding_dim,
                 "lm_vocab": emb.num_embeddings, "n_users": vocab.n_users, "n_items": vocab.n_items,
-                "n_micro": vocab.n_micro, "code_dim": vocab.code_dim, "source": cfg.model.source}
+                "n_micro": vocab.n_micro, "code_dim": vocab.code_dim, "source": cfg.model.source,
+                "finetune": cfg.model.finetune}
         (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
         hist.to_csv(out_dir / "history.csv", index=False)
-        metrics = {"train_pairs": len(train_rows), "val_pairs": len(val_rows), "steps": step,
+        val_nll = [e["val_nll"] for e in evals]
+        metrics = {"train_pairs": len(train_rows), "pairs": t_tr.pairs, "val_pairs": len(val_rows), "steps": step,
                    "processes": accelerator.num_processes, "train_seconds": train_s,
-                   "samples_per_s": n_seen / train_s if train_s > 0 else float("nan"), "val_nll": val_nll}
+                   "samples_per_s": n_seen / train_s if train_s > 0 else float("nan"), "val_nll": val_nll,
+                   "evaluations": evals, "kept": chosen}
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         if len(hist):
             from beatrec.plots import plot_align_curves
 
-            plot_align_curves(hist, out_dir / "loss_curves.png")
-        log(f"[align] wrote {out_dir} ({step} steps, {metrics['samples_per_s']:.1f} samples/s)")
+            plot_align_curves(hist, out_dir / "loss_curves.png", pd.DataFrame(evals))
+        log(f"[align] wrote {out_dir} ({step} steps, {metrics['samples_per_s']:.2f} samples/s)")
     accelerator.wait_for_everyone()
-    return AlignResult(out_dir, hist, val_nll, n_seen / train_s if train_s > 0 else float("nan"))
+    return AlignResult(out_dir, hist, [e["val_nll"] for e in evals], n_seen / train_s if train_s > 0 else float("nan"))
+
+
+def save_trained(model: BehaviorLM, out_dir: Path, name: str) -> None:
+    """Write the trained parameters: ``name`` (projector, soft prompt, codebooks when trained) and, in LoRA
+    mode, the LM adapter in peft's format beside it (``adapter/adapter_model.safetensors`` +
+    ``adapter_config.json``, loadable with ``peft.PeftModel.from_pretrained`` on the base LM)."""
+    from safetensors.torch import save_file
+
+    state = model.trained_state()
+    own = {k: v.contiguous().cpu() for k, v in state.items() if not k.startswith("lm.")}
+    save_file(own, str(out_dir / name))
+    if model.cfg.finetune == "lora" and name == WEIGHTS:
+        from peft import get_peft_model_state_dict
+
+        adir = out_dir / ADAPTER_DIR
+        adir.mkdir(exist_ok=True)
+        adapter = {k: v.contiguous().cpu() for k, v in get_peft_model_state_dict(model.lm).items()}
+        save_file(adapter, str(adir / "adapter_model.safetensors"))
+        (adir / "adapter_config.json").write_text(json.dumps(lora_config_dict(model.cfg, model.lm), indent=2,
+                                                             default=list))

@@ -11,13 +11,17 @@ zero-shot users who have behavior but no text.
 - Without it: a seeded permutation of the text users gives ``test_frac`` test users, ``val_frac`` val users
   (at least 1 each) and the rest train users.
 
+Cross-fitting (``stage2_frac`` > 0): a seeded share of the train users becomes *stage-2 users*: stage 1 never
+reads their texts (:func:`stage1_texts`), so their behavior tokens come from the graph alone, exactly as a
+zero-shot user's do, and stage 2 can learn from their pairs (``align`` ``train.pairs=crossfit``).
+
 The split is saved as JSON in the run directory (:meth:`ZeroShotSplit.save`) so later stages reuse it.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +41,14 @@ class SplitConfig:
             ``test.jsonl`` fixes the test users).
         test_frac: fraction of text users held out for test (ignored when ``test.jsonl`` exists).
         seed: RNG seed of the user draw.
+        stage2_frac: share of the train users whose texts stage 1 does not see (cross-fitted stage-2 users;
+            0 = none). Drawn from its own seeded stream: the train/val/test sets do not change with it.
     """
 
     val_frac: float = 0.1
     test_frac: float = 0.1
     seed: int = 0
+    stage2_frac: float = 0.0
 
     def validate(self) -> None:
         check(0.0 < self.val_frac < 1.0, f"split.val_frac must be in (0, 1), got {self.val_frac}")
@@ -50,6 +57,7 @@ class SplitConfig:
               f"split.val_frac + split.test_frac must be < 1, got {self.val_frac + self.test_frac}")
         check(isinstance(self.seed, int) and not isinstance(self.seed, bool),
               f"split.seed must be an integer, got {self.seed!r}")
+        check(0.0 <= self.stage2_frac < 1.0, f"split.stage2_frac must be in [0, 1), got {self.stage2_frac}")
 
 
 @dataclass
@@ -62,6 +70,8 @@ class ZeroShotSplit:
         test_users: ``(U_te,)`` test users (texts never trained on).
         seed: the seed that drew the split.
         source: ``"test.jsonl"`` when the test users come from that file, else ``"seeded"``.
+        stage2_users: ``(U_s2,)`` the train users whose texts stage 1 does not read (cross-fitting; a subset
+            of ``train_users``, empty by default).
     """
 
     train_users: np.ndarray
@@ -69,6 +79,7 @@ class ZeroShotSplit:
     test_users: np.ndarray
     seed: int
     source: str
+    stage2_users: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def save(self, path: str | Path) -> None:
         """Write the split as a JSON file (keys: seed, source, train_users, val_users, test_users)."""
@@ -79,6 +90,8 @@ class ZeroShotSplit:
             "val_users": [int(u) for u in self.val_users],
             "test_users": [int(u) for u in self.test_users],
         }
+        if len(self.stage2_users):
+            data["stage2_users"] = [int(u) for u in self.stage2_users]
         Path(path).write_text(json.dumps(data) + "\n")
 
     @classmethod
@@ -109,9 +122,15 @@ class ZeroShotSplit:
             arrays[k] = np.unique(np.asarray(v, dtype=np.int64))
         if not isinstance(data["seed"], int) or not isinstance(data["source"], str):
             raise RunError(f"{path}: corrupt split file, 'seed' must be an integer and 'source' a string")
-        split = cls(seed=data["seed"], source=data["source"], **arrays)
+        stage2 = data.get("stage2_users", [])
+        if not isinstance(stage2, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in stage2):
+            raise RunError(f"{path}: corrupt split file, 'stage2_users' must be a list of integers")
+        split = cls(seed=data["seed"], source=data["source"], **arrays,
+                    stage2_users=np.unique(np.asarray(stage2, dtype=np.int64)))
         if not split.is_disjoint():
             raise RunError(f"{path}: corrupt split file, train/val/test users overlap")
+        if not np.isin(split.stage2_users, split.train_users).all():
+            raise RunError(f"{path}: corrupt split file, stage2_users must be train users")
         return split
 
     def is_disjoint(self) -> bool:
@@ -177,12 +196,16 @@ def make_zero_shot_split(ds: XRecDataset, cfg: SplitConfig) -> ZeroShotSplit:
         perm = rng.permutation(users)
         test, val, train = perm[:n_test], perm[n_test:n_test + n_val], perm[n_test + n_val:]
         source = "seeded"
+    train = np.sort(train).astype(np.int64)
+    n2 = min(round(cfg.stage2_frac * len(train)), len(train) - 1) if cfg.stage2_frac > 0 else 0
+    stage2 = np.random.default_rng([cfg.seed, 2]).choice(train, n2, replace=False) if n2 > 0 else train[:0]
     return ZeroShotSplit(
-        train_users=np.sort(train).astype(np.int64),
+        train_users=train,
         val_users=np.sort(val).astype(np.int64),
         test_users=np.sort(test).astype(np.int64),
         seed=cfg.seed,
         source=source,
+        stage2_users=np.sort(stage2).astype(np.int64),
     )
 
 
@@ -193,6 +216,18 @@ def training_texts(ds: XRecDataset, split: ZeroShotSplit) -> pd.DataFrame:
     """
     keep = np.isin(ds.texts["uid"].to_numpy(), split.train_users)
     return ds.texts.loc[keep].reset_index(drop=True)
+
+
+def stage1_texts(ds: XRecDataset, split: ZeroShotSplit) -> pd.DataFrame:
+    """The training texts stage 1 reads: :func:`training_texts` minus the cross-fitted stage-2 users' rows."""
+    rows = training_texts(ds, split)
+    return rows.loc[~np.isin(rows["uid"].to_numpy(), split.stage2_users)].reset_index(drop=True)
+
+
+def stage2_texts(ds: XRecDataset, split: ZeroShotSplit) -> pd.DataFrame:
+    """The cross-fitted stage-2 training pairs: rows of the stage-2 users (texts stage 1 never read)."""
+    rows = training_texts(ds, split)
+    return rows.loc[np.isin(rows["uid"].to_numpy(), split.stage2_users)].reset_index(drop=True)
 
 
 def eval_pairs(ds: XRecDataset, split: ZeroShotSplit, which: str) -> pd.DataFrame:

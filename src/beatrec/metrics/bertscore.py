@@ -4,7 +4,7 @@ Each text goes through the frozen MiniLM transformer of a :class:`~beatrec.text_
 contextual token vectors of its **last layer** (special tokens [CLS]/[SEP] and padding excluded) are
 L2-normalised. Greedy matching, as in BERTScore: precision = mean over candidate tokens of the best cosine
 with any reference token; recall = the same from the reference side; F1 = 2PR / (P + R). Scores are the
-mean over pairs. Not baseline-rescaled and no idf weighting, so values are not comparable with published
+mean over pairs (per-pair values: :func:`bertscore_pairs`). Not baseline-rescaled and no idf weighting, so values are not comparable with published
 BERTScore numbers (those use roberta-large, layer 17): label them "BERTScore-MiniLM".
 """
 
@@ -58,12 +58,31 @@ def greedy_match(cand: np.ndarray, ref: np.ndarray) -> BertScore:
     return BertScore(p, r, f)
 
 
-def bertscore_from_embeddings(cands: list[np.ndarray], refs: list[np.ndarray]) -> BertScore:
-    """Mean precision, recall and F1 over row-aligned pairs of token-vector arrays."""
+class BertScorePairs(NamedTuple):
+    """Per-pair scores, each (P,)."""
+
+    precision: np.ndarray
+    recall: np.ndarray
+    f1: np.ndarray
+
+
+def bertscore_pairs_from_embeddings(cands: list[np.ndarray], refs: list[np.ndarray]) -> BertScorePairs:
+    """Precision, recall and F1 of each row-aligned pair of token-vector arrays, (P,) each."""
     if len(cands) != len(refs) or not cands:
         raise ValueError(f"need equally many candidates and references (> 0), got {len(cands)}/{len(refs)}")
     scores = np.array([greedy_match(c, r) for c, r in zip(cands, refs, strict=True)])  # (P, 3)
+    return BertScorePairs(*scores.T)
+
+
+def bertscore_from_embeddings(cands: list[np.ndarray], refs: list[np.ndarray]) -> BertScore:
+    """Mean precision, recall and F1 over row-aligned pairs of token-vector arrays."""
+    scores = np.stack(bertscore_pairs_from_embeddings(cands, refs), axis=1)  # (P, 3), reduced as before
     return BertScore(*(float(x) for x in scores.mean(0)))
+
+
+def bertscore_pairs(candidates: list[str], references: list[str], encoder: TextEncoder) -> BertScorePairs:
+    """Per-pair BERTScore-MiniLM (P,) of row-aligned candidate and reference texts."""
+    return bertscore_pairs_from_embeddings(token_embeddings(encoder, candidates), token_embeddings(encoder, references))
 
 
 def bertscore(candidates: list[str], references: list[str], encoder: TextEncoder) -> BertScore:

@@ -31,8 +31,8 @@ def bleu(candidates: list[str], references: list[str], n: int) -> float:
                              weights=weights, smoothing_function=SmoothingFunction().method1))
 
 
-def specificity_from_embeddings(cand: np.ndarray, ref: np.ndarray) -> float:
-    """Mean reciprocal rank of reference i for candidate i among all references (cosine; ties count against).
+def reciprocal_ranks_from_embeddings(cand: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Reciprocal rank (P,) of reference i for candidate i among all references (cosine; ties count against).
 
     Args:
         cand: (P, T) candidate embeddings; ref: (P, T) reference embeddings, row-aligned.
@@ -42,7 +42,17 @@ def specificity_from_embeddings(cand: np.ndarray, ref: np.ndarray) -> float:
     sim = c @ r.T  # (P, P)
     own = np.diag(sim)[:, None]
     rank = 1 + (sim >= own).sum(1) - 1  # references at least as similar as the own one, the own one included
-    return float(np.mean(1.0 / rank))
+    return 1.0 / rank
+
+
+def specificity_from_embeddings(cand: np.ndarray, ref: np.ndarray) -> float:
+    """Mean of :func:`reciprocal_ranks_from_embeddings`: cand (P, T), ref (P, T) -> MRR."""
+    return float(np.mean(reciprocal_ranks_from_embeddings(cand, ref)))
+
+
+def reciprocal_ranks(candidates: list[str], references: list[str], encoder) -> np.ndarray:  # noqa: ANN001
+    """Per-pair reciprocal ranks (P,) with a :class:`~beatrec.text_encoder.TextEncoder`."""
+    return reciprocal_ranks_from_embeddings(encoder.encode(candidates), encoder.encode(references))
 
 
 def specificity(candidates: list[str], references: list[str], encoder) -> float:  # noqa: ANN001

@@ -5,7 +5,8 @@ an empty cell is a slot the model left empty); ``beatrec seqrec evaluate`` write
 ``RUN/<evaluation name>_test_top10.csv``. :func:`compare_runs` joins two such files on the users both scored,
 recomputes each user's held-out item (the last of the user's sequence, DESIGN.md "Evaluation protocol") and
 reports, per metric, the mean of each run, the paired difference B - A with a percentile bootstrap interval over
-users, and the two-sided p-value of a paired sign-flip randomisation test (H0: A and B are exchangeable per user).
+users, and the two-sided p-value of a paired sign-flip randomisation test (H0: A and B are exchangeable per user);
+both come from :func:`beatrec.stats.paired_test`.
 
 Per-user metrics (one held-out item at 1-based rank r, r = 0 when it is not in the top 10):
 Recall@K = 1[1 <= r <= K], NDCG@K = 1[1 <= r <= K] / log2(r + 1); their means are :func:`metrics_from_topk`.
@@ -22,19 +23,11 @@ import pandas as pd
 from beatrec.errors import RunError
 from beatrec.seqrec.data import SeqDataset, load_seq_dataset
 from beatrec.seqrec.evaluate import KS
+from beatrec.stats import PairedDiff, format_rows, paired_test
+from beatrec.stats import format_p as format_p  # re-exported for callers of this module
 
 RANKINGS = "test_top10.csv"  # written by training; evaluation writes <out stem>_test_top10.csv
 METRICS = tuple(f"{m}@{k}" for m in ("recall", "ndcg") for k in KS)
-
-
-class PairedDiff(NamedTuple):
-    metric: str  # recall@5 | recall@10 | ndcg@5 | ndcg@10
-    a: float  # mean over the shared users, run A
-    b: float  # mean over the shared users, run B
-    diff: float  # b - a
-    low: float  # percentile bootstrap interval of diff (level 1 - alpha)
-    high: float
-    p_value: float  # two-sided paired sign-flip test
 
 
 class Comparison(NamedTuple):
@@ -76,30 +69,6 @@ def per_user_metrics(ranks: np.ndarray) -> dict[str, np.ndarray]:
         out[f"recall@{k}"] = hit.astype(np.float64)
         out[f"ndcg@{k}"] = np.where(hit, 1.0 / np.log2(np.maximum(ranks, 1) + 1), 0.0)
     return out
-
-
-def paired_test(a: np.ndarray, b: np.ndarray, n_resamples: int = 2000, seed: int = 0, alpha: float = 0.05,
-                chunk: int = 250) -> tuple[float, float, float, float]:
-    """Per-user values of two systems on the same users (U,) -> (mean(b - a), bootstrap low, high, p-value).
-
-    The interval resamples users with replacement (percentile method); the p-value flips the sign of each user's
-    difference at random: p = (1 + #{|mean(s * d)| >= |mean(d)|}) / (1 + n_resamples).
-    """
-    if np.ndim(a) != 1 or np.shape(a) != np.shape(b) or len(a) == 0:
-        raise ValueError(f"paired_test needs two equal-length non-empty vectors, got {np.shape(a)}, {np.shape(b)}")
-    d = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
-    if not 0 < alpha < 1 or n_resamples < 1:
-        raise ValueError("paired_test: alpha must be in (0, 1) and n_resamples >= 1")
-    rng = np.random.default_rng(seed)
-    n, obs = len(d), float(d.mean())
-    boots, extreme = [], 0
-    for start in range(0, n_resamples, chunk):
-        m = min(chunk, n_resamples - start)
-        boots.append(d[rng.integers(0, n, size=(m, n))].mean(axis=1))  # (m,)
-        signs = rng.integers(0, 2, size=(m, n), dtype=np.int8) * 2 - 1
-        extreme += int((np.abs(signs @ d / n) >= abs(obs) - 1e-12).sum())
-    low, high = np.quantile(np.concatenate(boots), [alpha / 2, 1 - alpha / 2])
-    return obs, float(low), float(high), (1 + extreme) / (1 + n_resamples)
 
 
 def rankings_file(run: Path, name: str | None = None) -> Path:
@@ -155,17 +124,9 @@ def compare_runs(run_a: str | Path, run_b: str | Path, data: str | Path | None =
     return Comparison(str(run_a), str(run_b), len(shared), n_resamples, alpha, tuple(rows))
 
 
-def format_p(p: float) -> str:
-    """A p-value for a table: three decimals, or the resampling floor in scientific notation (5.0e-04)."""
-    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
-
-
 def format_comparison(c: Comparison) -> str:
     """A markdown table of a :class:`Comparison`."""
     level = f"{100 * (1 - c.alpha):g}%"
     out = [f"A = {c.run_a}, B = {c.run_b}; {c.n_users} shared test users; {level} bootstrap interval and sign-flip "
-           f"p-value over {c.n_resamples} resamples.", "",
-           f"| metric | A | B | B - A | {level} interval | p |", "|---|---|---|---|---|---|"]
-    out += [f"| {r.metric} | {r.a:.4f} | {r.b:.4f} | {r.diff:+.4f} | [{r.low:+.4f}, {r.high:+.4f}] | {format_p(r.p_value)} |"
-            for r in c.rows]
+           f"p-value over {c.n_resamples} resamples.", "", *format_rows(c.rows, c.alpha)]
     return "\n".join(out)

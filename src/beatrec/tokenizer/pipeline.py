@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 
 from beatrec.config import check, save_yaml
 from beatrec.data.dataset import XRecDataset, load_dataset
-from beatrec.data.split import SplitConfig, ZeroShotSplit, make_zero_shot_split, training_texts
+from beatrec.data.split import SplitConfig, ZeroShotSplit, make_zero_shot_split, stage1_texts
 from beatrec.extract.base import ExtractorConfig, PhraseExtractor, make_extractor
 from beatrec.extract.cache import extract_phrases
 from beatrec.metrics.ranking import evaluate_scores, interaction_matrix
@@ -157,10 +157,11 @@ def _run(
     ds = dataset or load_dataset(data_dir)
     split: ZeroShotSplit = make_zero_shot_split(ds, cfg.split)
     split.save(out / "split.json")
-    rows = training_texts(ds, split)  # the ONLY text any training stage reads
+    rows = stage1_texts(ds, split)  # the ONLY text stage 1 reads (train users, minus cross-fitted stage-2 users)
     log(f"[1/5] {ds.root}: {ds.n_users} users, {ds.n_items} items, {len(ds.interactions)} edges; "
         f"text users train/val/test {len(split.train_users)}/{len(split.val_users)}/{len(split.test_users)}, "
-        f"{len(rows)} training text pairs")
+        f"{len(rows)} training text pairs" + (f" ({len(split.stage2_users)} train users held out for stage 2)"
+                                             if len(split.stage2_users) else ""))
     timings["load_split_s"] = time.perf_counter() - t
 
     # 2. phrase extraction (cached) ----------------------------------------------------------------------
