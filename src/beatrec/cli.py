@@ -10,7 +10,7 @@
     beatrec attention --run RUN --user U --item I [--out DIR]
     beatrec vocab --run RUN [--out DIR]
     beatrec evaluate --data DIR --run RUN [--predictions FILE] [--out DIR]   # explanation metrics + floor
-    beatrec baseline --data DIR --run RUN --method floor|retrieval|idgen|itemtext|continuous|xrec --out FILE
+    beatrec baseline --data DIR --run RUN --method floor|retrieval|idgen|itemtext|continuous|history|beat_history|xrec --out FILE
     beatrec seqrec train --data DIR --model eager|sasrec|tiger|llmbs --out RUN [--config FILE] [--set ...]
     beatrec seqrec evaluate --run RUN [--data DIR]
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from beatrec.errors import BeatrecError
@@ -51,50 +50,10 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
     run_tokenize(args.data, args.out, cfg, progress=not args.quiet)
 
 
-# The demo's departures from the defaults (each can be overridden with --set): a 600-user dataset needs far
-# fewer than 512 codes per codebook, and the rule-based splitter reads the templated synthetic texts in a
-# second, where the packaged SmolLM2 extractor needs ~10 minutes on 2 cores (--set extractor.kind=smollm2).
-DEMO_OVERRIDES = ("model.n_codes=64", "extractor.kind=splitter", "train.beta=5")
-# Stage 2 of the demo: one pass over a seeded 240 of the training pairs (~8 s per step of 8 on 2 cores) (``--set align.train.max_train_pairs=0``
-# for all of them).
-DEMO_ALIGN_OVERRIDES = ("train.max_train_pairs=240", "train.val_pairs=40")
-
-
 def cmd_demo(args: argparse.Namespace) -> None:
-    import numpy as np
+    from beatrec.demo import run_demo
 
-    from beatrec.align.config import AlignConfig
-    from beatrec.align.explain import check_pairs, explain, load_aligned
-    from beatrec.align.train import train_align
-    from beatrec.config import load_yaml
-    from beatrec.data.dataset import load_dataset
-    from beatrec.data.split import ZeroShotSplit, eval_pairs
-    from beatrec.data.synthetic import SyntheticConfig, write_dataset
-    from beatrec.tokenizer.pipeline import TokenizeConfig, run_tokenize
-
-    t0 = time.perf_counter()
-    out = Path(args.out)
-    data_dir = write_dataset(SyntheticConfig(seed=args.seed), out / "data")
-    print(f"synthetic dataset: {data_dir}")
-    tok_sets = [o for o in args.overrides if not o.startswith("align.")]
-    align_sets = [o[len("align."):] for o in args.overrides if o.startswith("align.")]
-    demo = list(DEMO_OVERRIDES) if args.config is None else []  # a config file replaces the demo settings
-    cfg = load_yaml(TokenizeConfig, args.config, [*demo, *tok_sets])
-    acfg = load_yaml(AlignConfig, None, [*DEMO_ALIGN_OVERRIDES, *align_sets])
-    run = out / "run"
-    print("\n== BEAT stage 1: behavior tokenizer ==")
-    run_tokenize(data_dir, run, cfg, progress=not args.quiet)
-    print("\n== BEAT stage 2: teaching the frozen LM to read behavior tokens ==")
-    train_align(run, data_dir, acfg, progress=not args.quiet)
-    print("\n== explanations for zero-shot test users (never trained on their texts) ==")
-    ds = load_dataset(data_dir)
-    test = eval_pairs(ds, ZeroShotSplit.load(run / "split.json"), "test")
-    pick = test.iloc[np.sort(np.random.default_rng(args.seed).choice(len(test), min(5, len(test)), replace=False))]
-    a = load_aligned(run)
-    preds = explain(a, check_pairs(a, pick[["uid", "iid"]].to_dict("records"), "demo test pairs"))
-    for (_, r), pred in zip(pick.iterrows(), preds, strict=True):
-        print(f"\nuser {r.uid}, item {r.iid} ({r.title})\n  beatrec:   {pred}\n  reference: {r.explanation}")
-    print(f"\ndone in {time.perf_counter() - t0:.0f}s; run directory: {run}")
+    run_demo(Path(args.out), args.seed, args.config, args.overrides, args.quiet)
 
 
 def cmd_align(args: argparse.Namespace) -> None:
@@ -145,6 +104,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     sets = [*args.overrides, *(f"score.{k}=false" for k in ("bertscore", "lm_score", "specificity")
                                if getattr(args, f"no_{k}"))]
+    if args.controls:
+        sets.append(f"controls=[{','.join(args.controls)}]")
     cfg = load_yaml(EvaluateConfig, args.config, sets)
     res = evaluate_run(args.data, args.run, args.predictions, args.out, cfg, args.name, progress=not args.quiet)
     from beatrec.metrics.explanations import markdown_table
@@ -152,6 +113,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(res.report.summary())
     print(markdown_table([(res.report.name, res.report.scores), ("floor (random training explanation)",
                                                                  res.report.floor)]))
+    for c in res.controls:
+        from beatrec.metrics.paired import format_paired
+
+        print(f"\nshuffled-{c.side}-token control, paired on {c.report.scores.n} pairs (diff = control - model):")
+        print("\n".join(format_paired(c.paired, cfg.alpha)))
     print(f"wrote {res.out_dir / 'metrics.json'} and {res.out_dir / 'metrics.md'}")
 
 
@@ -290,13 +256,18 @@ def build_parser() -> argparse.ArgumentParser:
     for k, what in (("bertscore", "BERTScore-MiniLM"), ("lm-score", "LM-score (loads the LM)"),
                     ("specificity", "specificity")):
         p.add_argument(f"--no-{k}", action="store_true", help=f"skip {what}")
+    p.add_argument("--controls", nargs="+", choices=["user", "item"], default=[],
+                   help="also explain every pair with another test user's (item's) behavior tokens and compare "
+                        "pair by pair: bootstrap interval and permutation p-value per metric")
     _add_config_args(p)
     p.set_defaults(func=cmd_evaluate)
+
+    from beatrec.baselines.registry import METHODS
 
     p = sub.add_parser("baseline", help="predict test-pair explanations with a baseline (score with `evaluate`)")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--run", type=Path, required=True, help="a `beatrec tokenize` run directory")
-    p.add_argument("--method", required=True, choices=["floor", "retrieval", "idgen", "itemtext", "continuous", "xrec"])
+    p.add_argument("--method", required=True, choices=METHODS)
     p.add_argument("--out", type=Path, required=True, help="jsonl to write (uid, iid, prediction)")
     _add_config_args(p)
     p.set_defaults(func=cmd_baseline)

@@ -18,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from beatrec.align.controls import SIDES
 from beatrec.baselines.floor import floor_predictions
 from beatrec.config import check
 from beatrec.data.dataset import XRecDataset
@@ -31,16 +32,26 @@ N_SHOWN = 5  # how many missing / extra pair ids are listed
 
 @dataclass
 class EvaluateConfig:
-    """Harness settings: which metrics (``score``), the seed of the floor (and of the test-pair subset), and an
-    optional cap on the test pairs (``max_test_pairs``, 0 = all; a seeded subset in file order)."""
+    """Harness settings: which metrics (``score``), the seed of the floor (and of the test-pair subset), an
+    optional cap on the test pairs (``max_test_pairs``, 0 = all; a seeded subset in file order), and the
+    shuffled-token controls (``controls``: ``user`` and/or ``item``, :mod:`beatrec.align.controls`) compared
+    with the run's own explanations pair by pair (``resamples`` bootstrap / permutation draws, ``alpha``)."""
 
     score: ScoreConfig = field(default_factory=ScoreConfig)
     floor_seed: int = 0
     max_test_pairs: int = 0
+    controls: tuple[str, ...] = ()
+    control_seed: int = 0
+    resamples: int = 2000
+    alpha: float = 0.05
 
     def validate(self) -> None:
         self.score.validate()
         check(self.max_test_pairs >= 0, f"max_test_pairs must be >= 0, got {self.max_test_pairs}")
+        bad = [c for c in self.controls if c not in SIDES]
+        check(not bad, f"controls must be among {SIDES}, got {bad}")
+        check(self.resamples >= 1, f"resamples must be >= 1, got {self.resamples}")
+        check(0 < self.alpha < 1, f"alpha must be in (0, 1), got {self.alpha}")
 
 
 class EvalReport(NamedTuple):
@@ -121,10 +132,50 @@ def write_report(report: EvalReport, out_dir: str | Path, extra_md: list[str] | 
     return js, md
 
 
+class ControlResult(NamedTuple):
+    """The model with one side's tokens shuffled, scored and compared with the model on the same pairs."""
+
+    side: str  # user | item
+    report: EvalReport
+    paired: tuple  # beatrec.stats.PairedDiff rows: A = the model, B = its control (diff = control - model)
+
+    def to_dict(self) -> dict:
+        return {"side": self.side, "metrics": self.report.scores._asdict(),
+                "paired": {r.metric: r._asdict() for r in self.paired}}
+
+
 class EvaluateResult(NamedTuple):
     report: EvalReport
     out_dir: Path
     predictions: Path  # the file that was scored
+    controls: tuple[ControlResult, ...] = ()
+
+
+def score_controls(a, pairs: pd.DataFrame, preds: pd.DataFrame, ds: XRecDataset, split: ZeroShotSplit,  # noqa: ANN001
+                   scorer: Scorer, cfg: EvaluateConfig, out_dir: Path, progress: bool = False
+                   ) -> tuple[ControlResult, ...]:
+    """Generate the shuffled-token controls of the stage-2 model ``a`` (an ``Aligned``) on the pairs ``preds``
+    covers, score each and compare it with ``preds`` pair by pair (bootstrap interval, permutation p-value).
+    Writes ``out_dir/predictions_shuffled_<side>.jsonl``."""
+    from beatrec.align.controls import shuffled_pairs
+    from beatrec.align.explain import check_pairs, explain
+    from beatrec.metrics.paired import pair_stats, paired_comparison
+    from beatrec.predictions import read_predictions, write_predictions
+
+    m = match_predictions(pairs, preds).rows
+    refs = m["explanation"].tolist()
+    base = pair_stats(m["prediction"].tolist(), refs, scorer)
+    todo = check_pairs(a, m[["uid", "iid", "title"]].to_dict("records"), "test pairs")
+    out = []
+    for side in cfg.controls:
+        texts = explain(a, shuffled_pairs(todo, side, cfg.control_seed), progress=progress)
+        path = write_predictions(out_dir / f"predictions_shuffled_{side}.jsonl", m["uid"].tolist(), m["iid"].tolist(),
+                                 texts)
+        report = evaluate_predictions(ds, split, read_predictions(path), scorer, m.drop(columns="prediction"),
+                                      f"shuffled {side} tokens", cfg.floor_seed)
+        rows = paired_comparison(base, pair_stats(texts, refs, scorer), cfg.resamples, cfg.alpha, cfg.control_seed)
+        out.append(ControlResult(side, report, rows))
+    return tuple(out)
 
 
 def evaluate_run(data: str | Path, run: str | Path, predictions: str | Path | None = None,
@@ -150,14 +201,23 @@ def evaluate_run(data: str | Path, run: str | Path, predictions: str | Path | No
     split = ZeroShotSplit.load(run / "split.json")
     pairs = evaluation_pairs(ds, split, cfg.max_test_pairs, cfg.floor_seed)
     default = run / "test_predictions.jsonl"
+    weights = run / "align" / "weights.safetensors"
     if predictions is None and default.is_file():
-        predictions = default
+        if weights.is_file() and weights.stat().st_mtime > default.stat().st_mtime:
+            if progress:
+                print(f"{default} predates the stage-2 model {weights}: generating afresh", flush=True)
+        else:
+            predictions = default
     name = name or (Path(predictions).stem if predictions is not None else "beat")
     out_dir = Path(out) if out is not None else run / "eval" / name
-    if predictions is None:
-        from beatrec.align.explain import check_pairs, explain, load_aligned
+    a = None
+    if predictions is None or cfg.controls:
+        from beatrec.align.explain import load_aligned
 
         a = load_aligned(run)
+    if predictions is None:
+        from beatrec.align.explain import check_pairs, explain
+
         todo = check_pairs(a, pairs[["uid", "iid", "title"]].to_dict("records"), "test pairs")
         texts = explain(a, todo, progress=progress)
         predictions = write_predictions(out_dir / "predictions.jsonl", pairs["uid"].tolist(), pairs["iid"].tolist(),
@@ -165,6 +225,19 @@ def evaluate_run(data: str | Path, run: str | Path, predictions: str | Path | No
         if len(pairs) == len(eval_pairs(ds, split, "test")):
             write_predictions(default, pairs["uid"].tolist(), pairs["iid"].tolist(), texts)
     preds = read_predictions(predictions)
-    report = evaluate_predictions(ds, split, preds, Scorer(cfg.score), pairs, name, cfg.floor_seed)
-    write_report(report, out_dir, [f"- dataset: `{data}`", f"- run: `{run}`", f"- predictions: `{predictions}`", ""])
-    return EvaluateResult(report, out_dir, Path(predictions))
+    scorer = Scorer(cfg.score)
+    report = evaluate_predictions(ds, split, preds, scorer, pairs, name, cfg.floor_seed)
+    controls = score_controls(a, pairs, preds, ds, split, scorer, cfg, out_dir, progress) if cfg.controls else ()
+    extra = [f"- dataset: `{data}`", f"- run: `{run}`", f"- predictions: `{predictions}`", ""]
+    for c in controls:
+        from beatrec.metrics.paired import format_paired
+
+        extra += [f"Shuffled-{c.side}-token control (each pair explained with another test {c.side}'s tokens), "
+                  f"paired with {name} on {c.report.scores.n} pairs; diff = control - {name}, "
+                  f"{cfg.resamples} resamples:", "", *format_paired(c.paired, cfg.alpha), ""]
+    write_report(report, out_dir, extra)
+    if controls:
+        js = out_dir / "metrics.json"
+        js.write_text(json.dumps({**json.loads(js.read_text()), "controls": [c.to_dict() for c in controls]},
+                                 indent=2) + "\n")
+    return EvaluateResult(report, out_dir, Path(predictions), controls)

@@ -20,7 +20,8 @@ from beatrec.baselines.itemtext import ItemTextConfig
 from beatrec.config import check
 from beatrec.errors import ConfigError
 
-METHODS = ("floor", "retrieval", "idgen", "itemtext", "continuous", "xrec")
+METHODS = ("floor", "retrieval", "idgen", "itemtext", "continuous", "history", "beat_history", "xrec")
+HISTORY_TITLES = 10  # history titles per prompt (history, beat_history)
 
 
 @dataclass
@@ -30,19 +31,24 @@ class BaselineConfig:
     Attributes:
         seed: the floor's draw.
         idgen / itemtext: per-method settings; continuous: the stage-2 config of the continuous model
-            (``model.source`` is forced to ``continuous``).
+            (``model.source`` is forced to ``continuous``); history: the stage-2 config of ``history`` and
+            ``beat_history`` (BEAT's default recipe unless set), with ``history_titles`` titles per prompt.
     """
 
     seed: int = 0
     idgen: IdGenConfig = field(default_factory=IdGenConfig)
     itemtext: ItemTextConfig = field(default_factory=ItemTextConfig)
     continuous: AlignConfig = field(default_factory=AlignConfig)
+    history: AlignConfig = field(default_factory=AlignConfig)
+    history_titles: int = HISTORY_TITLES
 
     def validate(self) -> None:
         check(isinstance(self.seed, int), f"seed must be an integer, got {self.seed!r}")
+        check(self.history_titles >= 1, f"history_titles must be >= 1, got {self.history_titles}")
         self.idgen.validate()
         self.itemtext.validate()
         self.continuous.validate()
+        self.history.validate()
 
 
 class BaselineOutput(NamedTuple):
@@ -100,13 +106,20 @@ def run_baseline(method: str, data: str | Path, run: str | Path, cfg: BaselineCo
         out = itemtext_predictions(ds, split, pairs, cfg.itemtext)
         preds = out.predictions
         info["summary_from_eval_row"] = out.n_summary_from_eval_row
-    else:  # continuous
-        from beatrec.baselines.continuous import continuous_predictions, train_continuous
+    else:  # a stage-2 variant: continuous, history, beat_history
+        from beatrec.baselines.stage2 import train_variant, variant_predictions
 
-        res = train_continuous(run, data, cfg.continuous, progress=progress)
+        acfg = cfg.continuous if method == "continuous" else cfg.history
+        res = train_variant(method, run, data, acfg, cfg.history_titles, progress=progress)
         info["train_seconds"] = time.perf_counter() - t
         info["align_dir"] = str(res.out_dir)
-        preds = continuous_predictions(run, pairs, progress=progress)
+        if method != "continuous":
+            from beatrec.align.history import HistoryPrompts
+
+            cov = HistoryPrompts.build(ds, split, run, cfg.history_titles).attach(
+                pairs[["uid", "iid"]].to_dict("records"))
+            info["history_coverage"] = cov._asdict()
+        preds = variant_predictions(method, run, pairs, progress=progress)
     info["seconds"] = time.perf_counter() - t
     frame = pd.DataFrame({"uid": pairs["uid"].astype("int64"), "iid": pairs["iid"].astype("int64"),
                           "prediction": preds})
