@@ -40,8 +40,17 @@ BASELINES = (  # (key, label)
     ("idgen", "ID-based GRU generator (Att2Seq/NRT/PETER style)"),
     ("itemtext", "item-text prompting (title + item summary, no user)"),
     ("continuous", "continuous injection (XRec-style, LightGCN → MLP adapter)"),
+    ("history", "history prompting (titles of the user's training-graph items, no behavior tokens)"),
+    ("beat_history", "BEAT + history titles"),
     ("xrec", "XRec published predictions (not zero-shot; covered pairs only)"),
 )
+CONTROLS = (  # (key, label, the trained row it re-decodes, its align subdirectory, side shuffled)
+    ("beat_shuffled_user", "BEAT, another test user's tokens (control)", "beat", "align", "user"),
+    ("beat_shuffled_item", "BEAT, another test item's tokens (control)", "beat", "align", "item"),
+    ("history_shuffled_user", "history prompting, another test user's history (control)", "history",
+     "align_history", "user"),
+)
+PAIRED_METRICS = ("bleu1", "bertscore_f1", "specificity")  # paired against BEAT in the report
 STAGE1_COPY = ("user_tokens.parquet", "item_tokens.parquet", "codebooks.safetensors", "split.json", "config.yaml",
                "embeddings.safetensors", "tokenizer.safetensors", "metrics.json")
 
@@ -57,7 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--max-train-pairs", type=int, default=0, help="stage-2 training pairs (seeded subset; 0 = all)")
     ap.add_argument("--max-test-pairs", type=int, default=0, help="scored test pairs (seeded subset; 0 = all)")
     ap.add_argument("--methods", nargs="+", default=None,
-                    help="subset of: " + " ".join([k for k, *_ in BEAT_VARIANTS] + [k for k, _ in BASELINES]))
+                    help="subset of: " + " ".join(all_keys()))
     ap.add_argument("--tokenize-set", action="append", default=[], metavar="KEY=VALUE", help="stage-1 override")
     ap.add_argument("--align-set", action="append", default=[], metavar="KEY=VALUE",
                     help="stage-2 override for BEAT, its ablations and the continuous baseline")
@@ -89,10 +98,15 @@ def run_dataset(name: str, args: argparse.Namespace, stage1: dict[str, Path], lo
     """One dataset's block. ``prev`` (an earlier ``results.json`` of the same run, ``--resume``) supplies the
     stage-1 run already in ``--out/NAME`` and every method it scored whose predictions file is still there;
     only the missing methods are trained and scored."""
+    import numpy as np
+
     from beatrec.align.config import AlignConfig
+    from beatrec.align.controls import shuffled_pairs
     from beatrec.align.explain import check_pairs, explain, load_aligned
+    from beatrec.align.history import HistoryPrompts
     from beatrec.align.train import train_align
     from beatrec.baselines.registry import BaselineConfig, run_baseline
+    from beatrec.baselines.stage2 import VARIANTS, train_variant
     from beatrec.config import load_yaml
     from beatrec.data.dataset import load_dataset
     from beatrec.data.split import ZeroShotSplit, eval_pairs
@@ -104,7 +118,7 @@ def run_dataset(name: str, args: argparse.Namespace, stage1: dict[str, Path], lo
 
     data = args.data_root / name
     run = args.out / name
-    wanted = set(args.methods or [k for k, *_ in BEAT_VARIANTS] + [k for k, _ in BASELINES])
+    wanted = set(args.methods or all_keys())
     timings: dict[str, float] = {}
     prev_reports = {}
     t = time.perf_counter()
@@ -135,26 +149,63 @@ def run_dataset(name: str, args: argparse.Namespace, stage1: dict[str, Path], lo
     predictions: dict[str, Path] = {}
     labels: dict[str, str] = {}
     info: dict[str, dict] = {k: prev["info"][k] for k in prev_reports if k in prev.get("info", {})}
-    for key, label, subdir, sets in BEAT_VARIANTS:
+    test_rows = pairs[["uid", "iid", "title"]].to_dict("records")
+
+    def decode(key: str, subdir: str, side: str | None = None) -> list[str]:
+        """Explain the test pairs with the stage-2 model in ``subdir`` (a shuffled-``side`` control when given);
+        records the mean prompt length in tokens and the decoding throughput."""
+        a = load_aligned(run, subdir=subdir)
+        todo = check_pairs(a, test_rows, "test pairs")
+        if side is not None:
+            todo = shuffled_pairs(todo, side, seed=0)
+        t = time.perf_counter()
+        texts = explain(a, todo)
+        secs = time.perf_counter() - t
+        timings[f"{key}: explain"] = secs
+        shown = [dict(r) for r in todo]
+        if a.history is not None:
+            a.history.attach(shown)
+        lengths = [len(a.builder.prompt(r["title"], r.get("history")).ids) for r in shown]
+        info.setdefault(key, {}).update(prompt_tokens=float(np.mean(lengths)), pairs_per_s=len(todo) / secs)
+        return texts
+
+    stage2_rows = [(key, label, subdir, sets) for key, label, subdir, sets in BEAT_VARIANTS]
+    for key, label in BASELINES:
+        if key in VARIANTS:
+            stage2_rows.append((key, label, VARIANTS[key].subdir, None))
+    bsets = [f"itemtext.lm.name={args.lm}", *(f"continuous.{s}" for s in align_sets),
+             *(f"history.{s}" for s in align_sets),
+             *(f"idgen.threads={args.threads}",) * bool(args.threads), *args.baseline_set]
+    bcfg = load_yaml(BaselineConfig, None, bsets)
+    for key, label, subdir, sets in stage2_rows:
         if key not in wanted or key in prev_reports:
             continue
         t = time.perf_counter()
-        cfg = load_yaml(AlignConfig, None, [*align_sets, *sets])
-        res = train_align(run, data, cfg, progress=False, subdir=subdir)
+        if sets is not None:  # BEAT and its variants
+            cfg = load_yaml(AlignConfig, None, [*align_sets, *sets])
+            res = train_align(run, data, cfg, progress=False, subdir=subdir)
+        else:  # a stage-2 baseline: the same recipe with another prompt source
+            acfg = bcfg.continuous if key == "continuous" else bcfg.history
+            res = train_variant(key, run, data, acfg, bcfg.history_titles)
         timings[f"{key}: train"] = time.perf_counter() - t
-        t = time.perf_counter()
-        a = load_aligned(run, subdir=subdir)
-        texts = explain(a, check_pairs(a, pairs[["uid", "iid", "title"]].to_dict("records"), "test pairs"))
-        timings[f"{key}: explain"] = time.perf_counter() - t
+        info[key] = json.loads((res.out_dir / "metrics.json").read_text())
+        texts = decode(key, subdir)
+        if key in VARIANTS and VARIANTS[key].history:
+            cov = HistoryPrompts.build(ds, split, run, bcfg.history_titles).attach([dict(r) for r in test_rows])
+            info[key]["history_coverage"] = cov._asdict()
         predictions[key] = write_predictions(preds_dir / f"{key}.jsonl", pairs.uid.tolist(), pairs.iid.tolist(), texts)
         labels[key] = label
-        info[key] = json.loads((res.out_dir / "metrics.json").read_text())
         log(f"[{name}] {label}: train {fmt_s(timings[f'{key}: train'])}, explain {fmt_s(timings[f'{key}: explain'])}")
-    bsets = [f"itemtext.lm.name={args.lm}", *(f"continuous.{s}" for s in align_sets),
-             *(f"idgen.threads={args.threads}",) * bool(args.threads), *args.baseline_set]
-    bcfg = load_yaml(BaselineConfig, None, bsets)
+    for key, label, base, subdir, side in CONTROLS:
+        if key not in wanted or key in prev_reports or not (base in predictions or base in prev_reports):
+            continue
+        texts = decode(key, subdir, side)
+        predictions[key] = write_predictions(preds_dir / f"{key}.jsonl", pairs.uid.tolist(), pairs.iid.tolist(), texts)
+        labels[key] = label
+        log(f"[{name}] {label}: explain {fmt_s(timings[f'{key}: explain'])}")
     for key, label in BASELINES:
-        if key not in wanted or key in prev_reports or (key == "xrec" and not (data / "xrec_predictions.jsonl").is_file()):
+        if key in VARIANTS or key not in wanted or key in prev_reports or (
+                key == "xrec" and not (data / "xrec_predictions.jsonl").is_file()):
             continue
         t = time.perf_counter()
         out = run_baseline(key, data, run, bcfg, pairs=pairs)
@@ -171,19 +222,50 @@ def run_dataset(name: str, args: argparse.Namespace, stage1: dict[str, Path], lo
     scorer = Scorer(score_cfg)
     fresh = {k: evaluate_predictions(ds, split, read_predictions(f), scorer, pairs, labels[k]).to_dict()
              for k, f in predictions.items()}
-    order = [k for k, *_ in BEAT_VARIANTS] + [k for k, _ in BASELINES]
+    order = all_keys()
     reports = {k: fresh.get(k, prev_reports.get(k)) for k in order if k in fresh or k in prev_reports}
+    paired = paired_against_beat(run, pairs, [k for k in reports if (preds_dir / f"{k}.jsonl").is_file()], scorer)
     timings["scoring"] = time.perf_counter() - t + (prev["timings"].get("scoring", 0.0) if prev_reports else 0.0)
     log(f"[{name}] scoring: {fmt_s(timings['scoring'])}")
     result = {"dataset": name, "data": str(data), "run": str(run), "stage1": stage1_note,
               "n_test_pairs_all": n_all, "n_test_pairs": len(pairs), "n_test_users": int(pairs.uid.nunique()),
-              "reports": reports, "info": info, "timings": timings}
+              "reports": reports, "info": info, "timings": timings, "paired": paired}
     (run / "results.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result
 
 
+def all_keys() -> list[str]:
+    """Every row of the table, in table order."""
+    return [k for k, *_ in BEAT_VARIANTS] + [k for k, *_ in CONTROLS] + [k for k, _ in BASELINES]
+
+
+def paired_against_beat(run: Path, pairs, keys: list[str], scorer) -> dict[str, list[dict]]:  # noqa: ANN001
+    """Per row: the paired difference row - BEAT on the pairs both predicted (BLEU-1, BERTScore-MiniLM,
+    specificity; 95% percentile bootstrap interval, permutation p), from the predictions files."""
+    from beatrec.metrics.paired import pair_stats, paired_comparison
+    from beatrec.predictions import match_predictions, read_predictions
+
+    if "beat" not in keys:
+        return {}
+    beat = match_predictions(pairs, read_predictions(run / "predictions" / "beat.jsonl")).rows
+    out = {}
+    for key in keys:
+        if key == "beat":
+            continue
+        other = match_predictions(pairs, read_predictions(run / "predictions" / f"{key}.jsonl")).rows
+        both = beat.merge(other[["uid", "iid", "prediction"]], on=["uid", "iid"], suffixes=("_beat", "_row"))
+        if len(both) < 2:
+            continue
+        refs = both["explanation"].tolist()
+        rows = paired_comparison(pair_stats(both["prediction_beat"].tolist(), refs, scorer),
+                                 pair_stats(both["prediction_row"].tolist(), refs, scorer))
+        out[key] = [{**r._asdict(), "n": len(both)} for r in rows if r.metric in PAIRED_METRICS]
+    return out
+
+
 def dataset_block(res: dict) -> list[str]:
     """The markdown block of one dataset, from its ``results.json`` form (fresh or resumed runs alike)."""
+    from beatrec.metrics.explanations import LABELS as LABEL
     from beatrec.metrics.explanations import ExplanationScores, markdown_table
 
     reports = res["reports"]  # key -> EvalReport.to_dict()
@@ -211,6 +293,32 @@ def dataset_block(res: dict) -> list[str]:
         if n_missing:
             lines.append(f"- {r['name']}: {n_missing} of {r['n_test_pairs']} test pairs have no prediction "
                          f"(scored on the {r['n_scored']} covered)")
+    paired = res.get("paired", {})
+    if paired:
+        from beatrec.stats import format_p
+
+        head = " | ".join(f"{LABEL[m]} diff [95% interval] (p)" for m in PAIRED_METRICS)
+        lines += ["", "Each row against BEAT on the same test pairs (diff = row - BEAT; percentile bootstrap over pairs, "
+                      "paired permutation p), with prompt length and decoding throughput of the LM rows:", "",
+                  f"| method | pairs | {head} | prompt tokens | pairs/s |", "|---|---|" + "---|" * len(PAIRED_METRICS) + "---|---|"]
+        for key, rows in paired.items():
+            cells = {r["metric"]: f"{r['diff']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}] ({format_p(r['p_value'])})"
+                     for r in rows}
+            inf = res.get("info", {}).get(key, {})
+            pt = f"{inf['prompt_tokens']:.0f}" if "prompt_tokens" in inf else "–"
+            ps = f"{inf['pairs_per_s']:.2f}" if "pairs_per_s" in inf else "–"
+            n = rows[0]["n"] if rows else 0
+            lines.append(f"| {reports[key]['name']} | {n} | " + " | ".join(cells.get(m, "–") for m in PAIRED_METRICS)
+                         + f" | {pt} | {ps} |")
+        inf = res.get("info", {}).get("beat", {})
+        if "prompt_tokens" in inf:
+            lines.append("| BEAT (reference row) | – | " + " | ".join("–" for _ in PAIRED_METRICS)
+                         + f" | {inf['prompt_tokens']:.0f} | {inf['pairs_per_s']:.2f} |")
+        for key in ("history", "beat_history"):
+            cov = res.get("info", {}).get(key, {}).get("history_coverage")
+            if cov:
+                lines.append(f"- {reports[key]['name']}: {cov['share_with_any']:.1%} of the test pairs' users have at "
+                             f"least one titled history item; {cov['mean_titles']:.1f} titles per prompt")
     diag = length_diagnostic(res)
     if diag:
         lines += ["", "Length diagnostic (BLEU-1 = brevity penalty × clipped unigram precision; NLTK corpus BLEU):", "",
@@ -299,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.datasets:
         done = args.out / name / "results.json"
         prev = json.loads(done.read_text()) if args.resume and done.is_file() else None
-        wanted = set(args.methods or [k for k, *_ in BEAT_VARIANTS] + [k for k, _ in BASELINES])
+        wanted = set(args.methods or all_keys())
         if not (args.data_root / name / "xrec_predictions.jsonl").is_file():
             wanted.discard("xrec")
         if prev is not None and wanted <= set(prev["reports"]):

@@ -39,6 +39,14 @@ ROWS = (
     ("lora_crossfit", "LoRA as lora_1ep_cos, cross-fitted pairs (stage-2 users' texts unseen by stage 1)", "crossfit",
      ("model.finetune=lora", "train.lr=5e-4", "train.epochs=1", "train.schedule=cosine", "train.warmup_frac=0.1",
       "train.select_best=true", "train.evals_per_epoch=2", "train.weight_decay=1e-6", "train.pairs=crossfit")),
+    ("history_n5", "history prompting, 5 titles (no user tokens), recipe of lora_1ep_cos", "main",
+     ("model.finetune=lora", "train.lr=5e-4", "train.epochs=1", "train.schedule=cosine", "train.warmup_frac=0.1",
+      "train.select_best=true", "train.evals_per_epoch=2", "train.weight_decay=1e-6", "model.use_user=false",
+      "model.history_titles=5")),
+    ("history_n10", "history prompting, 10 titles (no user tokens), recipe of lora_1ep_cos", "main",
+     ("model.finetune=lora", "train.lr=5e-4", "train.epochs=1", "train.schedule=cosine", "train.warmup_frac=0.1",
+      "train.select_best=true", "train.evals_per_epoch=2", "train.weight_decay=1e-6", "model.use_user=false",
+      "model.history_titles=10")),
 )
 # (key, label, trained row it re-decodes, generate overrides)
 DECODES = (

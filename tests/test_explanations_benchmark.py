@@ -45,8 +45,17 @@ def test_benchmark_end_to_end_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     md = report.read_text()
     for label in ("BEAT (behavior tokens)", "BEAT w/o micro tokens", "BEAT w/o macro tokens", "BEAT w/o SAR",
                   "retrieval", "ID-based GRU", "item-text prompting", "continuous injection", "XRec published",
-                  "random training explanation (floor)", "floor on the XRec-covered pairs"):
+                  "random training explanation (floor)", "floor on the XRec-covered pairs", "history prompting",
+                  "BEAT + history titles", "BEAT, another test user's tokens (control)",
+                  "BEAT, another test item's tokens (control)", "another test user's history (control)"):
         assert label in md, label
+    assert "Each row against BEAT on the same test pairs" in md and "prompt tokens" in md
+    paired = json.loads((tmp_path / "runs" / "amazon" / "results.json").read_text())["paired"]
+    assert set(paired) >= {"beat_shuffled_user", "history", "beat_history", "xrec"}
+    assert paired["xrec"][0]["n"] == 3 and paired["history"][0]["n"] == 6  # XRec paired on its covered pairs
+    for rows in paired.values():
+        assert [r["metric"] for r in rows] == ["bleu1", "bertscore_f1", "specificity"]
+        assert all(r["low"] <= r["diff"] <= r["high"] for r in rows)
     for metric in ("BLEU-1", "BLEU-4", "ROUGE-L", "BERTScore-MiniLM", "LM-score", "specificity", "distinct-2"):
         assert metric in md
     assert "test pairs scored: 6 of" in md and "3 of 6 test pairs have no prediction" in md and "command:" in md

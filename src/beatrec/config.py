@@ -44,18 +44,67 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
         if origin in (typing.Union, types.UnionType):
             args = [a for a in typing.get_args(tp) if a is not type(None)]
             tp = args[0] if len(args) == 1 else tp
+        key = f"{where}.{name}" if where else name
         if _is_dataclass_type(tp):
             if not isinstance(value, dict):
                 raise ConfigError(f"config section '{name}' must be a mapping, got {type(value).__name__}")
-            value = from_dict(tp, value, where=f"{where}.{name}" if where else name)
+            value = from_dict(tp, value, where=key)
         elif tp in (tuple,) or typing.get_origin(tp) is tuple:
-            value = tuple(value)
+            if not isinstance(value, (list, tuple)):
+                value = [value]
+            args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+            value = tuple(coerce(v, args[0], key) if len(args) == 1 else v for v in value)
+        else:
+            value = coerce(value, tp, key)
         kwargs[name] = value
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
     if callable(validate):
         validate()
     return obj
+
+
+def coerce(value: Any, tp: Any, key: str) -> Any:
+    """``value`` as the scalar type ``tp`` (int, float, bool, str; other types pass through).
+
+    YAML reads ``1e-3`` as a string and ``1`` as an int: a float field takes both; a numeric string becomes its
+    number; ``"true"``/``"false"`` a bool. Anything else is a one-line ConfigError naming key, value and type.
+    """
+    def bad() -> ConfigError:
+        return ConfigError(f"config value {key}={value!r}: expected {getattr(tp, '__name__', tp)}")
+
+    if value is None or tp not in (int, float, bool, str):
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "on", "off"):
+            return value.strip().lower() in ("true", "yes", "on")
+        raise bad()
+    if tp is str:
+        if isinstance(value, (dict, list, tuple)):
+            raise bad()
+        return value if isinstance(value, str) else str(value)
+    if isinstance(value, bool):
+        raise bad()
+    if tp is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise bad() from None
+    # int
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            f = float(value)
+        except ValueError:
+            raise bad() from None
+        if f.is_integer():
+            return int(f)
+    raise bad()
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

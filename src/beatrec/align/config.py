@@ -52,7 +52,7 @@ class AlignModelConfig:
     finetune: str = "frozen"
     lora_r: int = 8
     lora_alpha: int = 16
-    lora_dropout: float = 0.05
+    lora_dropout: float = 0.0
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     prompt_tokens: int = 0
     task: str = DEFAULT_TASK
