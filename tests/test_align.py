@@ -35,8 +35,10 @@ def stage1(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
 
 
 def align_cfg(lm: Path, **train: object) -> AlignConfig:
-    t = {"batch_size": 4, "max_steps": 3, "val_pairs": 8, "log_every": 1, "lr": 1e-2, **train}
-    return from_dict(AlignConfig, {"lm": {"name": str(lm)}, "model": {"projector_hidden": 16, "sar_pairs": 16},
+    t = {"batch_size": 4, "max_steps": 3, "val_pairs": 8, "log_every": 1, "lr": 1e-2, "select_best": False,
+         "evals_per_epoch": 1, "schedule": "constant", "warmup_frac": 0.0, **train}
+    return from_dict(AlignConfig, {"lm": {"name": str(lm)}, "model": {"projector_hidden": 16, "sar_pairs": 16,
+                                                                       "finetune": "frozen"},
                                    "train": t, "generate": {"max_new_tokens": 6, "batch_size": 3}})
 
 

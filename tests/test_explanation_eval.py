@@ -222,7 +222,8 @@ def test_continuous_source_feeds_the_same_slots(env: dict) -> None:
     ids = torch.tensor([0, 5])
     v = src.vectors("user", ids)
     assert v.shape == (2, 6, 8) and torch.allclose(v.flatten(1) * src.scale, emb.user[ids], atol=1e-6)
-    model = BehaviorLM(load_causal_lm(LMConfig(name=str(env["lm"])))[0], src, AlignModelConfig(projector_hidden=16))
+    model = BehaviorLM(load_causal_lm(LMConfig(name=str(env["lm"])))[0], src,
+                       AlignModelConfig(projector_hidden=16, finetune="frozen"))
     assert model.behavior_embeds(ids, ids).shape == (2, 12, 32)
     assert {k for k, p in model.named_parameters() if p.requires_grad} == {
         "projector.slot", "projector.mlp.0.weight", "projector.mlp.0.bias", "projector.mlp.2.weight",

@@ -49,7 +49,7 @@ class AlignModelConfig:
     max_words: int = 50
     max_target_tokens: int = 96
     source: str = "tokens"
-    finetune: str = "frozen"
+    finetune: str = "lora"
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.0
@@ -96,14 +96,14 @@ class AlignTrainConfig:
         at each evaluation (0 = all); seed; threads: torch threads (0 = default); log_every: steps per log line.
     """
 
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    lr: float = 5e-4
+    weight_decay: float = 1e-6
     batch_size: int = 8
     epochs: int = 1
-    schedule: str = "constant"
-    warmup_frac: float = 0.0
-    select_best: bool = False
-    evals_per_epoch: int = 1
+    schedule: str = "cosine"
+    warmup_frac: float = 0.1
+    select_best: bool = True
+    evals_per_epoch: int = 2
     pairs: str = "all"
     max_steps: int = 0
     max_train_pairs: int = 0

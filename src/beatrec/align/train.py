@@ -252,8 +252,8 @@ def save_trained(model: BehaviorLM, out_dir: Path, name: str) -> None:
     from safetensors.torch import save_file
 
     state = model.trained_state()
-    own = {k: v.contiguous().cpu() for k, v in state.items() if not k.startswith("lm.")}
-    save_file(own, str(out_dir / name))
+    own = {k: v.contiguous().cpu() for k, v in state.items() if name != WEIGHTS or not k.startswith("lm.")}
+    save_file(own, str(out_dir / name))  # a per-process file (rank_weights) keeps the adapter too, for comparison
     if model.cfg.finetune == "lora" and name == WEIGHTS:
         from peft import get_peft_model_state_dict
 
