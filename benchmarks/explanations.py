@@ -30,7 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ("amazon", "google", "yelp")
 BEAT_VARIANTS = (  # (key, label, align subdirectory, overrides)
-    ("beat", "BEAT (behavior tokens)", "align", ()),
+    ("beat", "BEAT (behavior tokens; LoRA, the default recipe)", "align", ()),
+    ("beat_frozen", "BEAT, frozen LM (projector only, lr 1e-3; plug-and-play)", "align_frozen",
+     ("model.finetune=frozen", "train.lr=1e-3")),
     ("beat_no_micro", "BEAT w/o micro tokens", "align_no_micro", ("model.use_micro=false",)),
     ("beat_no_macro", "BEAT w/o macro tokens", "align_no_macro", ("model.use_macro=false",)),
     ("beat_no_sar", "BEAT w/o SAR", "align_no_sar", ("model.use_sar=false",)),

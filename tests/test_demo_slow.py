@@ -26,9 +26,10 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path, capsys: pytest.CaptureFixt
     m = json.loads((run / "align" / "metrics.json").read_text())
     assert m["kept"]["val_nll"] < 1.0  # the LoRA recipe learns the explanation style (frozen: ~2.8)
     sig = json.loads((run / "demo_signal.json").read_text())["rows"]
-    beat, item_ctrl = sig["BEAT (own tokens)"], sig["shuffled item tokens (control)"]
-    chance = sig["chance (explanations shuffled)"]
-    assert beat["genre"] > item_ctrl["genre"] + 0.15 and beat["genre"] > chance["genre"] + 0.15
-    assert sig["reference explanations"]["genre"] == 1.0
+    beat, chance = sig["BEAT (own tokens)"], sig["chance (explanations shuffled)"]
+    assert beat["genre"] > chance["genre"] + 0.15  # the item's genre, named well above chance
+    assert sig["reference explanations"]["genre"] == 1.0 and sig["reference explanations"]["shared_intent"] == 1.0
+    for row in sig.values():
+        assert 0 <= row["genre"] <= 1 and 0 <= row["shared_intent"] <= 1
     assert "planted signal in zero-shot explanations" in out
     assert wall < 600, wall

@@ -43,7 +43,7 @@ def test_benchmark_end_to_end_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             "itemtext.max_new_tokens=4"]
     assert load_benchmark("explanations").main(argv) == 0
     md = report.read_text()
-    for label in ("BEAT (behavior tokens)", "BEAT w/o micro tokens", "BEAT w/o macro tokens", "BEAT w/o SAR",
+    for label in ("BEAT (behavior tokens", "BEAT, frozen LM", "BEAT w/o micro tokens", "BEAT w/o macro tokens", "BEAT w/o SAR",
                   "retrieval", "ID-based GRU", "item-text prompting", "continuous injection", "XRec published",
                   "random training explanation (floor)", "floor on the XRec-covered pairs", "history prompting",
                   "BEAT + history titles", "BEAT, another test user's tokens (control)",

@@ -138,7 +138,7 @@ class GenerateConfig:
     batch_size: int = 16
     max_new_tokens: int = 72
     min_new_tokens: int = 0
-    num_beams: int = 1
+    num_beams: int = 4
     length_penalty: float = 1.0
     do_sample: bool = False
     temperature: float = 1.0

@@ -21,7 +21,7 @@ from beatrec.config import check
 from beatrec.errors import ConfigError
 
 METHODS = ("floor", "retrieval", "idgen", "itemtext", "continuous", "history", "beat_history", "xrec")
-HISTORY_TITLES = 10  # history titles per prompt (history, beat_history)
+HISTORY_TITLES = 5  # history titles per prompt (history, beat_history); chosen on Amazon validation users
 
 
 @dataclass
