@@ -23,6 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+LORA = ("model.finetune=lora", "train.lr=5e-4", "train.schedule=cosine", "train.warmup_frac=0.1",
+        "train.select_best=true", "train.evals_per_epoch=2", "train.weight_decay=1e-6")
 # (key, label, stage-1 run: "main" | "crossfit", align overrides)
 ROWS = (
     ("frozen_1ep", "frozen, lr 1e-3 constant, 1 epoch, last step (the old default)", "main",
@@ -32,22 +34,15 @@ ROWS = (
      ("model.finetune=frozen", "train.lr=1e-3", "train.epochs=2", "train.schedule=cosine", "train.warmup_frac=0.1",
       "train.select_best=true", "train.evals_per_epoch=2", "train.weight_decay=0")),
     ("lora_1ep_cos", "LoRA r 8, lr 5e-4 cosine (warmup 10%), 1 epoch, best of 2 validations", "main",
-     ("model.finetune=lora", "train.lr=5e-4", "train.epochs=1", "train.schedule=cosine", "train.warmup_frac=0.1",
-      "train.select_best=true", "train.evals_per_epoch=2", "train.weight_decay=1e-6")),
+     (*LORA, "train.epochs=1")),
     ("lora_2ep_cos", "LoRA r 8, lr 5e-4 cosine (warmup 10%), 2 epochs, best of 4 validations", "main",
-     ("model.finetune=lora", "train.lr=5e-4", "train.epochs=2", "train.schedule=cosine", "train.warmup_frac=0.1",
-      "train.select_best=true", "train.evals_per_epoch=2", "train.weight_decay=1e-6")),
+     (*LORA, "train.epochs=2")),
     ("lora_crossfit", "LoRA as lora_1ep_cos, cross-fitted pairs (stage-2 users' texts unseen by stage 1)", "crossfit",
-     ("model.finetune=lora", "train.lr=5e-4", "train.epochs=1", "train.schedule=cosine", "train.warmup_frac=0.1",
-      "train.select_best=true", "train.evals_per_epoch=2", "train.weight_decay=1e-6", "train.pairs=crossfit")),
+     (*LORA, "train.epochs=1", "train.pairs=crossfit")),
     ("history_n5", "history prompting, 5 titles (no user tokens), recipe of lora_1ep_cos", "main",
-     ("model.finetune=lora", "train.lr=5e-4", "train.epochs=1", "train.schedule=cosine", "train.warmup_frac=0.1",
-      "train.select_best=true", "train.evals_per_epoch=2", "train.weight_decay=1e-6", "model.use_user=false",
-      "model.history_titles=5")),
+     (*LORA, "train.epochs=1", "model.use_user=false", "model.history_titles=5")),
     ("history_n10", "history prompting, 10 titles (no user tokens), recipe of lora_1ep_cos", "main",
-     ("model.finetune=lora", "train.lr=5e-4", "train.epochs=1", "train.schedule=cosine", "train.warmup_frac=0.1",
-      "train.select_best=true", "train.evals_per_epoch=2", "train.weight_decay=1e-6", "model.use_user=false",
-      "model.history_titles=10")),
+     (*LORA, "train.epochs=1", "model.use_user=false", "model.history_titles=10")),
 )
 # (key, label, trained row it re-decodes, generate overrides)
 DECODES = (
