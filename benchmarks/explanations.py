@@ -374,8 +374,8 @@ def write_report(path: Path, results: list[dict], args: argparse.Namespace, comm
         f"- command: `{command}`",
         "- wall times per stage are those of the run that produced each result (with `--resume`, earlier runs); "
         "the total above is this invocation's",
-        f"- frozen LM: `{args.lm}`; stage-2 training pairs: {args.max_train_pairs or 'all'}; "
-        f"test pairs: {args.max_test_pairs or 'all'} (seeded subset)",
+        f"- LM: `{args.lm}` (a LoRA adapter on it unless the row says frozen); stage-2 training pairs: {args.max_train_pairs or 'all'}; "
+        "test pairs: " + (f"a seeded {args.max_test_pairs}" if args.max_test_pairs else "all"),
         "- metrics (`beatrec.metrics.explanations`): BLEU (NLTK corpus, method1), ROUGE-L (sentence LCS F1, mean), "
         "BERTScore-MiniLM (all-MiniLM-L6-v2, greedy matching, not rescaled), LM-score (mean log p(reference | "
         "prediction) under the frozen LM; a stand-in for BARTScore), specificity (MRR of the own reference by "
