@@ -241,19 +241,24 @@ def all_keys() -> list[str]:
     return [k for k, *_ in BEAT_VARIANTS] + [k for k, *_ in CONTROLS] + [k for k, _ in BASELINES]
 
 
+def reference_row(key: str) -> str:
+    """The row a row is paired against: a control against the model it shuffles, every other row against BEAT."""
+    return next((base for k, _, base, _, _ in CONTROLS if k == key), "beat")
+
+
 def paired_against_beat(run: Path, pairs, keys: list[str], scorer) -> dict[str, list[dict]]:  # noqa: ANN001
-    """Per row: the paired difference row - BEAT on the pairs both predicted (BLEU-1, BERTScore-MiniLM,
-    specificity; 95% percentile bootstrap interval, permutation p), from the predictions files."""
+    """Per row: the paired difference row - its reference row (:func:`reference_row`: BEAT, or the model a control
+    shuffles) on the pairs both predicted (BLEU-1, BERTScore-MiniLM, specificity; 95% percentile bootstrap
+    interval, permutation p), from the predictions files."""
     from beatrec.metrics.paired import pair_stats, paired_comparison
     from beatrec.predictions import match_predictions, read_predictions
 
-    if "beat" not in keys:
-        return {}
-    beat = match_predictions(pairs, read_predictions(run / "predictions" / "beat.jsonl")).rows
     out = {}
     for key in keys:
-        if key == "beat":
+        ref_key = reference_row(key)
+        if key == "beat" or ref_key not in keys:
             continue
+        beat = match_predictions(pairs, read_predictions(run / "predictions" / f"{ref_key}.jsonl")).rows
         other = match_predictions(pairs, read_predictions(run / "predictions" / f"{key}.jsonl")).rows
         both = beat.merge(other[["uid", "iid", "prediction"]], on=["uid", "iid"], suffixes=("_beat", "_row"))
         if len(both) < 2:
@@ -261,8 +266,25 @@ def paired_against_beat(run: Path, pairs, keys: list[str], scorer) -> dict[str, 
         refs = both["explanation"].tolist()
         rows = paired_comparison(pair_stats(both["prediction_beat"].tolist(), refs, scorer),
                                  pair_stats(both["prediction_row"].tolist(), refs, scorer))
-        out[key] = [{**r._asdict(), "n": len(both)} for r in rows if r.metric in PAIRED_METRICS]
+        out[key] = [{**r._asdict(), "n": len(both), "against": ref_key} for r in rows if r.metric in PAIRED_METRICS]
     return out
+
+
+def refresh_paired(res: dict, args: argparse.Namespace) -> dict:
+    """The paired rows of a read-back dataset, recomputed from its predictions files (so a report always pairs
+    what the current code pairs); the stored ones when the files or the dataset are gone."""
+    from beatrec.data.dataset import load_dataset
+    from beatrec.data.split import ZeroShotSplit
+    from beatrec.evaluate import evaluation_pairs
+    from beatrec.metrics.explanations import ScoreConfig, Scorer
+
+    run, data = Path(res["run"]), Path(res["data"])
+    keys = [k for k in res["reports"] if (run / "predictions" / f"{k}.jsonl").is_file()]
+    if not keys or not (data / "interactions.csv").is_file():
+        return res.get("paired", {})
+    pairs = evaluation_pairs(load_dataset(data), ZeroShotSplit.load(run / "split.json"), res["n_test_pairs"], seed=0)
+    scorer = Scorer(ScoreConfig(bertscore=not args.no_bertscore, lm_score=False))
+    return paired_against_beat(run, pairs, keys, scorer)
 
 
 def dataset_block(res: dict) -> list[str]:
@@ -300,8 +322,9 @@ def dataset_block(res: dict) -> list[str]:
         from beatrec.stats import format_p
 
         head = " | ".join(f"{LABEL[m]} diff [95% interval] (p)" for m in PAIRED_METRICS)
-        lines += ["", "Each row against BEAT on the same test pairs (diff = row - BEAT; percentile bootstrap over pairs, "
-                      "paired permutation p), with prompt length and decoding throughput of the LM rows:", "",
+        lines += ["", "Each row against BEAT on the same test pairs (diff = row - BEAT; a control against the model it "
+                      "shuffles; percentile bootstrap over pairs, paired permutation p), with prompt length and decoding "
+                      "throughput of the LM rows:", "",
                   f"| method | pairs | {head} | prompt tokens | pairs/s |", "|---|---|" + "---|" * len(PAIRED_METRICS) + "---|---|"]
         for key, rows in paired.items():
             cells = {r["metric"]: f"{r['diff']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}] ({format_p(r['p_value'])})"
@@ -310,7 +333,9 @@ def dataset_block(res: dict) -> list[str]:
             pt = f"{inf['prompt_tokens']:.0f}" if "prompt_tokens" in inf else "–"
             ps = f"{inf['pairs_per_s']:.2f}" if "pairs_per_s" in inf else "–"
             n = rows[0]["n"] if rows else 0
-            lines.append(f"| {reports[key]['name']} | {n} | " + " | ".join(cells.get(m, "–") for m in PAIRED_METRICS)
+            against = rows[0].get("against", "beat") if rows else "beat"
+            vs = "" if against == "beat" else f" (vs {reports[against]['name']})"
+            lines.append(f"| {reports[key]['name']}{vs} | {n} | " + " | ".join(cells.get(m, "–") for m in PAIRED_METRICS)
                          + f" | {pt} | {ps} |")
         inf = res.get("info", {}).get("beat", {})
         if "prompt_tokens" in inf:
@@ -413,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.data_root / name / "xrec_predictions.jsonl").is_file():
             wanted.discard("xrec")
         if prev is not None and wanted <= set(prev["reports"]):
+            prev["paired"] = refresh_paired(prev, args)
             results.append(prev)
             print(f"[{name}] read from {done} (--resume)", flush=True)
         else:

@@ -101,8 +101,31 @@ def test_lora_trains_an_adapter_and_keeps_the_base_frozen(stage1: tuple[Path, Pa
 
     assert got == generate_explanations(a.model, a.tok, a.builder, ps, a.cfg.generate, 50)
     for k, v in adapter.items():  # the loaded adapter is the saved one
-        name = k.replace(".weight", ".default.weight")
+        name = k.removeprefix("base_model.model.").replace(".weight", ".default.weight")
         assert torch.equal(dict(a.model.lm.named_parameters())[name], v), k
+    # ... and peft itself reads it onto a fresh base LM (PeftModel.from_pretrained)
+    from peft import PeftModel
+
+    peft_lm = PeftModel.from_pretrained(load_causal_lm(LMConfig(name=str(lm_dir)))[0], str(res.out_dir / "adapter"))
+    mine = dict(a.model.lm.named_parameters())
+    theirs = {n.removeprefix("base_model.model."): p for n, p in peft_lm.named_parameters() if "lora_" in n}
+    assert theirs and all(torch.equal(mine[n], p) for n, p in theirs.items())
+
+
+def test_runs_from_before_lora_load_as_frozen(stage1: tuple[Path, Path, Path]) -> None:
+    import beatrec.align.train as T
+    from beatrec.align.explain import load_aligned
+
+    data, run, lm_dir = stage1
+    res = T.train_align(run, data, align_cfg(lm_dir, max_steps=1), progress=False, subdir="align_legacy")
+    meta = json.loads((res.out_dir / "meta.json").read_text())
+    del meta["finetune"]  # as written before LoRA existed
+    (res.out_dir / "meta.json").write_text(json.dumps(meta))
+    conf = (res.out_dir / "config.yaml").read_text().replace("  finetune: frozen\n", "")
+    (res.out_dir / "config.yaml").write_text(conf)
+    assert load_aligned(run, subdir="align_legacy").model.cfg.finetune == "frozen"
+    with pytest.raises(RunError, match="finetune=frozen"):
+        load_aligned(run, ["model.finetune=lora"], subdir="align_legacy")
 
 
 def test_schedules_warm_up_then_decay() -> None:

@@ -67,6 +67,11 @@ def test_evaluate_controls_pairs_the_model_with_its_control(stage1: tuple[Path, 
     own = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
     assert [(c["uid"], c["iid"]) for c in ctrl] == [(o["uid"], o["iid"]) for o in own]  # scored on the own pairs
     assert "Shuffled-user-token control" in (out / "metrics.md").read_text()
+    pred = tmp_path / "other.jsonl"
+    pred.write_text((out / "predictions.jsonl").read_text())
+    assert main(["evaluate", "--data", str(data), "--run", str(run), "--predictions", str(pred), "--controls",
+                 "user"]) == 2
+    assert "drop --predictions" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse refuses an unknown side
         main(["evaluate", "--data", str(data), "--run", str(run), "--controls", "users"])
 

@@ -53,6 +53,8 @@ def test_benchmark_end_to_end_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     paired = json.loads((tmp_path / "runs" / "amazon" / "results.json").read_text())["paired"]
     assert set(paired) >= {"beat_shuffled_user", "history", "beat_history", "xrec"}
     assert paired["xrec"][0]["n"] == 3 and paired["history"][0]["n"] == 6  # XRec paired on its covered pairs
+    assert paired["history_shuffled_user"][0]["against"] == "history"  # a control against the model it shuffles
+    assert paired["beat_shuffled_item"][0]["against"] == "beat"
     for rows in paired.values():
         assert [r["metric"] for r in rows] == ["bleu1", "bertscore_f1", "specificity"]
         assert all(r["low"] <= r["diff"] <= r["high"] for r in rows)

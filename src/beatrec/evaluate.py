@@ -23,7 +23,7 @@ from beatrec.baselines.floor import floor_predictions
 from beatrec.config import check
 from beatrec.data.dataset import XRecDataset
 from beatrec.data.split import ZeroShotSplit, eval_pairs
-from beatrec.errors import DataError
+from beatrec.errors import ConfigError, DataError
 from beatrec.metrics.explanations import LABELS, ExplanationScores, ScoreConfig, Scorer, markdown_table
 from beatrec.predictions import match_predictions
 
@@ -196,6 +196,9 @@ def evaluate_run(data: str | Path, run: str | Path, predictions: str | Path | No
 
     cfg = cfg or EvaluateConfig()
     cfg.validate()
+    if cfg.controls and predictions is not None:
+        raise ConfigError("the shuffled-token controls are compared with the run's own explanations: drop "
+                          "--predictions (or score that file without --controls)")
     run, data = Path(run), Path(data)
     ds = load_dataset(data)
     split = ZeroShotSplit.load(run / "split.json")

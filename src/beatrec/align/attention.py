@@ -112,7 +112,7 @@ def attention_map(a: Aligned, uid: int, iid: int, title: str | None = None) -> A
     slots = batch.slot_pos[0]  # (S,)
     slot_share = w_rows[:, slots].numpy()  # (W, S)
     text_share = 1.0 - slot_share.sum(1)
-    half = len(slots) // 2
+    half = m.n_user_slots  # user slots first (none when the prompt has no user tokens)
     return AttentionMap(uid, iid, a.tok.decode(ids, skip_special_tokens=True).strip(), words,
                         slot_labels(a, uid, iid), slot_share, text_share,
                         float(slot_share[:, :half].sum(1).mean()) if len(words) else 0.0,

@@ -15,7 +15,7 @@ from beatrec.align.generate import generate_explanations
 from beatrec.align.history import HistoryPrompts
 from beatrec.align.model import BehaviorLM
 from beatrec.align.prompt import PromptBuilder
-from beatrec.align.train import ADAPTER_DIR, ALIGN_DIR, WEIGHTS
+from beatrec.align.train import ADAPTER_DIR, ALIGN_DIR, PEFT_PREFIX, WEIGHTS
 from beatrec.align.vocab import STAGE1_FILES, load_source
 from beatrec.config import load_yaml
 from beatrec.errors import DataError, RunError
@@ -45,8 +45,13 @@ def load_aligned(run: str | Path, overrides: list[str] | None = None, subdir: st
     missing = [f for f in ("config.yaml", "meta.json", WEIGHTS) if not (adir / f).is_file()]
     if missing:
         raise RunError(f"{run}: no stage-2 artifacts ({', '.join(missing)} missing in {adir}); run `beatrec align` first")
-    cfg = load_yaml(AlignConfig, adir / "config.yaml", overrides)
     meta = json.loads((adir / "meta.json").read_text())
+    # runs trained before LoRA existed have no finetune key: they are frozen-LM runs, whatever today's default
+    legacy = [] if "finetune" in meta else ["model.finetune=frozen"]
+    cfg = load_yaml(AlignConfig, adir / "config.yaml", [*legacy, *(overrides or [])])
+    if cfg.model.finetune != meta.get("finetune", "frozen"):
+        raise RunError(f"{adir} was trained with model.finetune={meta.get('finetune', 'frozen')}; it cannot be "
+                       f"loaded as {cfg.model.finetune}")
     vocab = load_source(run, cfg.model.source, meta.get("data"))
     lm, tok = load_causal_lm(cfg.lm)
     emb = lm.get_input_embeddings()
@@ -64,10 +69,13 @@ def load_aligned(run: str | Path, overrides: list[str] | None = None, subdir: st
     if cfg.model.finetune == "lora":
         from peft import set_peft_model_state_dict
 
-        adapter = _read_weights(adir / ADAPTER_DIR / "adapter_model.safetensors")
+        adapter = {k.removeprefix(PEFT_PREFIX): v
+                   for k, v in _read_weights(adir / ADAPTER_DIR / "adapter_model.safetensors").items()}
         res = set_peft_model_state_dict(model.lm, adapter)
-        if getattr(res, "unexpected_keys", None):
-            raise RunError(f"{adir / ADAPTER_DIR}: adapter does not fit this LM (unexpected: {res.unexpected_keys[:3]})")
+        missing = [k for k in getattr(res, "missing_keys", []) if "lora_" in k]
+        if getattr(res, "unexpected_keys", None) or missing:
+            raise RunError(f"{adir / ADAPTER_DIR}: adapter does not fit this LM (unexpected: "
+                           f"{list(res.unexpected_keys)[:3]}, missing: {missing[:3]})")
     with torch.no_grad():
         for k, v in state.items():
             own[k].copy_(v)

@@ -38,7 +38,7 @@ def profile_prompt(a: Aligned, template: str = PROFILE_INSTRUCTION) -> ProfilePr
 
 @torch.no_grad()
 def user_profiles(a: Aligned, users: list[int], max_words: int = 60) -> list[str]:
-    """One generated profile per user id (greedy, batched; the LM and projector unchanged).
+    """One generated profile per user id (the run's decoding settings, batched; the LM and projector unchanged).
 
     Args:
         users: ids in the run's vocabulary (cold-start users appended with ``vocab.add_entity`` work too).

@@ -12,10 +12,11 @@ from typing import NamedTuple
 
 from transformers import PreTrainedTokenizerBase
 
+from beatrec.align.config import DEFAULT_TASK
+
 USER_FIELD = "Behavior tokens of a user: {USER}. "
 HISTORY_FIELD = "Items this user interacted with: {HISTORY}. "
 ITEM_FIELD = "Behavior tokens of an item: {ITEM}. Item title: {TITLE}. "
-DEFAULT_TASK = "In one or two sentences, explain why this user would enjoy this item."
 INSTRUCTION = USER_FIELD + ITEM_FIELD + DEFAULT_TASK  # BEAT's prompt with the default task sentence
 _SLOT_MARKERS = {"\x01S\x01": "soft", "\x01U\x01": "user", "\x01I\x01": "item"}
 _TEXT_MARKERS = {"\x01T\x01": "title", "\x01H\x01": "history"}

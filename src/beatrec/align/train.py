@@ -33,6 +33,7 @@ from beatrec.runtime import torch_threads
 ALIGN_DIR = "align"
 WEIGHTS = "weights.safetensors"
 ADAPTER_DIR = "adapter"  # the LoRA adapter (finetune=lora), in peft's format
+PEFT_PREFIX = "base_model.model."  # how a PeftModel names the wrapped LM's parameters in a saved adapter
 
 
 class AlignResult(NamedTuple):
@@ -259,7 +260,7 @@ def save_trained(model: BehaviorLM, out_dir: Path, name: str) -> None:
 
         adir = out_dir / ADAPTER_DIR
         adir.mkdir(exist_ok=True)
-        adapter = {k: v.contiguous().cpu() for k, v in get_peft_model_state_dict(model.lm).items()}
+        adapter = {PEFT_PREFIX + k: v.contiguous().cpu() for k, v in get_peft_model_state_dict(model.lm).items()}
         save_file(adapter, str(adir / "adapter_model.safetensors"))
         (adir / "adapter_config.json").write_text(json.dumps(lora_config_dict(model.cfg, model.lm), indent=2,
                                                              default=list))
