@@ -31,9 +31,9 @@ def slot_parts(n_micro: int, cfg: AlignModelConfig) -> list[int]:
 LORA_MARK = "lora_"  # peft's LoRA parameters carry this in their names
 
 
-def add_lora(lm: PreTrainedModel, cfg: AlignModelConfig) -> None:
-    """Inject a peft LoRA adapter (``cfg.lora_*``) into ``lm`` in place; only its parameters train."""
-    from peft import LoraConfig, inject_adapter_in_model
+def lora_config(cfg: AlignModelConfig, lm: PreTrainedModel, **extra: object):  # noqa: ANN201 - peft.LoraConfig
+    """peft's LoraConfig for ``cfg.lora_*`` on the modules of ``lm`` it names (ConfigError when none)."""
+    from peft import LoraConfig
 
     present = {name.rsplit(".", 1)[-1] for name, _ in lm.named_modules()}
     targets = [t for t in cfg.lora_targets if t in present]
@@ -41,22 +41,23 @@ def add_lora(lm: PreTrainedModel, cfg: AlignModelConfig) -> None:
         from beatrec.errors import ConfigError
 
         raise ConfigError(f"model.lora_targets {list(cfg.lora_targets)} name no module of this LM")
-    lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=targets, bias="none")
-    inject_adapter_in_model(lcfg, lm)
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, bias="none", **extra)
+
+
+def add_lora(lm: PreTrainedModel, cfg: AlignModelConfig) -> None:
+    """Inject a peft LoRA adapter (``cfg.lora_*``) into ``lm`` in place; only its parameters train."""
+    from peft import inject_adapter_in_model
+
+    inject_adapter_in_model(lora_config(cfg, lm), lm)
     for name, p in lm.named_parameters():
         p.requires_grad_(LORA_MARK in name)
 
 
 def lora_config_dict(cfg: AlignModelConfig, lm: PreTrainedModel) -> dict:
     """peft's ``adapter_config.json`` content for the adapter :func:`add_lora` made."""
-    from peft import LoraConfig
-
-    present = {name.rsplit(".", 1)[-1] for name, _ in lm.named_modules()}
-    lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=[t for t in cfg.lora_targets if t in present], bias="none",
-                      task_type="CAUSAL_LM", base_model_name_or_path=getattr(lm, "name_or_path", None))
-    return lcfg.to_dict()
+    return lora_config(cfg, lm, task_type="CAUSAL_LM",
+                       base_model_name_or_path=getattr(lm, "name_or_path", None)).to_dict()
 
 
 class BehaviorLM(nn.Module):
@@ -107,12 +108,11 @@ class BehaviorLM(nn.Module):
         last.bias.mul_(factor)
 
     @property
-    def n_side_slots(self) -> int:
+    def n_item_slots(self) -> int:
+        """Behavior-token slots per item (and per user, when the prompt holds the user's tokens)."""
         return len(self.parts)
 
-    @property
-    def n_item_slots(self) -> int:
-        return len(self.parts)
+    n_side_slots = n_item_slots  # the name earlier callers use
 
     def prompt_builder(self, tok: PreTrainedTokenizerBase) -> PromptBuilder:
         """The prompt layout this model reads (slots, soft prompt, history field, task sentence)."""
