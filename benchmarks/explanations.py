@@ -22,6 +22,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import time
@@ -408,7 +409,32 @@ def write_report(path: Path, results: list[dict], args: argparse.Namespace, comm
         "",
     ]
     body = [line for r in results for line in dataset_block(r)]
-    path.write_text("\n".join(head + body) + "\n")
+    kept = earlier_blocks(path, {r["dataset"] for r in results})
+    path.write_text("\n".join(head + body + kept) + "\n")
+
+
+def earlier_blocks(path: Path, fresh: set[str]) -> list[str]:
+    """The dataset blocks of the report already at ``path`` for datasets this invocation did not run, each
+    stamped with the date and command of the invocation that produced it (so running one dataset never erases
+    another's measured block)."""
+    if not path.is_file():
+        return []
+    text = path.read_text()
+    head, *blocks = re.split(r"^(?=## )", text, flags=re.M)
+    date = re.search(r"^- date: (.*)$", head, flags=re.M)
+    cmd = re.search(r"^- command: (.*)$", head, flags=re.M)
+    stamp = f"- produced by an earlier invocation ({date.group(1) if date else 'date unknown'}): " + \
+        (cmd.group(1) if cmd else "command unknown")
+    out = []
+    for block in blocks:
+        name = block.split("\n", 1)[0][3:].strip()
+        if name in fresh or name not in DATASETS:
+            continue
+        lines = block.rstrip("\n").split("\n")
+        if not any(line.startswith("- produced by") for line in lines):
+            lines.insert(2, stamp)
+        out += [*lines, ""]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
