@@ -11,6 +11,7 @@
     beatrec vocab --run RUN [--out DIR]
     beatrec evaluate --data DIR --run RUN [--predictions FILE] [--out DIR]   # explanation metrics + floor
     beatrec baseline --data DIR --run RUN --method floor|retrieval|idgen|itemtext|continuous|history|beat_history|xrec --out FILE
+    beatrec serve --run RUN [--host 127.0.0.1] [--port 8000] [--api-key-env NAME]   # HTTP API + web page
     beatrec seqrec train --data DIR --model eager|sasrec|tiger|llmbs --out RUN [--config FILE] [--set ...]
     beatrec seqrec evaluate --run RUN [--data DIR]
 
@@ -205,6 +206,12 @@ def _add_seqrec(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=cmd_seqrec_compare)
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from beatrec.serve.server import serve
+
+    serve(args.run, args.host, args.port, args.api_key_env, args.config, args.overrides, args.quiet)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="beatrec", description="LLM-based recommendation with behavior tokens.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -271,6 +278,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="jsonl to write (uid, iid, prediction)")
     _add_config_args(p)
     p.set_defaults(func=cmd_baseline)
+
+    p = sub.add_parser("serve", help="serve a trained run over HTTP: recommendations with explanations, and a web page")
+    p.add_argument("--run", type=Path, required=True, help="a run with stages 1 and 2 (`beatrec align`)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000, help="port (0: a free one, printed at start)")
+    p.add_argument("--api-key-env", metavar="NAME",
+                   help="guard every /v1 route with the API key in environment variable NAME (header X-API-Key)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_serve)
 
     from beatrec.cli_inspect import add_inspect_commands
 

@@ -1,0 +1,43 @@
+"""Typed config of ``beatrec serve`` (``--set KEY=VALUE``; stage-2 overrides go through ``--set align.KEY=VALUE``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from beatrec.config import check
+
+
+@dataclass
+class ServeConfig:
+    """Service limits and batching.
+
+    Attributes:
+        max_batch: most explanation prompts per batched ``generate`` call.
+        wait_ms: how long the batcher waits for more requests after the first one of a batch.
+        queue_size: most pairs waiting for generation; a request that would overflow it gets 429.
+        cache_size: explanations kept in the LRU cache (keyed by user tokens, item tokens, title, model).
+        max_pairs: most pairs one ``/v1/explain`` request may ask for (more: 413).
+        max_k: largest ``k`` of ``/v1/recommend``.
+        max_new_users: cold-start users kept until restart (more: 429).
+        threads: torch threads of the model worker (0 = torch's default).
+        semantic: cold-start fold-in also borrows from semantic neighbours (loads the text encoder).
+        top_terms: terms shown per token (from the vocabulary report).
+    """
+
+    max_batch: int = 16
+    wait_ms: float = 10.0
+    queue_size: int = 256
+    cache_size: int = 4096
+    max_pairs: int = 64
+    max_k: int = 100
+    max_new_users: int = 10000
+    threads: int = 0
+    semantic: bool = False
+    top_terms: int = 6
+
+    def validate(self) -> None:
+        for name in ("max_batch", "queue_size", "max_pairs", "max_k", "max_new_users", "top_terms"):
+            check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        check(self.wait_ms >= 0, f"wait_ms must be >= 0, got {self.wait_ms}")
+        check(self.cache_size >= 0, f"cache_size must be >= 0, got {self.cache_size}")
+        check(self.threads >= 0, f"threads must be >= 0, got {self.threads}")
