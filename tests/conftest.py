@@ -73,3 +73,19 @@ def planted_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     enc = TextEncoder(TextEncoderConfig(), cache=False)
     run_tokenize(data, run, cfg, progress=False, encoder=enc, extractor=PlantedPhraseExtractor())
     return data, run
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(data dir, run dir): a tiny stage-1 run with a 2-step stage 2 on a tiny random LM (greedy, 6 new
+    tokens), for the service tests."""
+    from beatrec.align.config import AlignConfig
+    from beatrec.config import from_dict
+    from beatrec.align.train import train_align
+
+    data, run, lm = tiny_stage1(tmp_path_factory, seed=7)
+    cfg = from_dict(AlignConfig, {"lm": {"name": str(lm)}, "model": {"projector_hidden": 16, "sar_pairs": 16},
+                                  "train": {"batch_size": 4, "max_steps": 2, "val_pairs": 4},
+                                  "generate": {"max_new_tokens": 6, "num_beams": 1}})
+    train_align(run, data, cfg, progress=False)
+    return data, run

@@ -9,27 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_stage1
 from fastapi.testclient import TestClient
 
 from beatrec.cli import main
-from beatrec.config import from_dict
 from beatrec.serve.app import create_app
 from beatrec.serve.config import ServeConfig
 from beatrec.serve.engine import Engine
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from beatrec.align.config import AlignConfig
-    from beatrec.align.train import train_align
-
-    data, run, lm = tiny_stage1(tmp_path_factory, seed=7)
-    cfg = from_dict(AlignConfig, {"lm": {"name": str(lm)}, "model": {"projector_hidden": 16, "sar_pairs": 16},
-                                  "train": {"batch_size": 4, "max_steps": 2, "val_pairs": 4},
-                                  "generate": {"max_new_tokens": 6, "num_beams": 1}})
-    train_align(run, data, cfg, progress=False)
-    return data, run
 
 
 @pytest.fixture(scope="module")
