@@ -80,8 +80,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(data dir, run dir): a tiny stage-1 run with a 2-step stage 2 on a tiny random LM (greedy, 6 new
     tokens), for the service tests."""
     from beatrec.align.config import AlignConfig
-    from beatrec.config import from_dict
     from beatrec.align.train import train_align
+    from beatrec.config import from_dict
 
     data, run, lm = tiny_stage1(tmp_path_factory, seed=7)
     cfg = from_dict(AlignConfig, {"lm": {"name": str(lm)}, "model": {"projector_hidden": 16, "sar_pairs": 16},
