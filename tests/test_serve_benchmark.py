@@ -1,0 +1,34 @@
+"""benchmarks/serve.py end to end on the tiny served run: real servers on loopback ports, every fault answered
+with its status and a healthy server afterwards, batched and one-at-a-time levels measured."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_serve_benchmark_on_the_tiny_run(served: tuple[Path, Path], tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import serve as bench
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "serve.md"
+    assert bench.main(["--run", str(served[1]), "--requests", "6", "--requests-c1", "2", "--levels", "1", "4",
+                       "--threads", "1", "--out", str(out)]) == 0
+    res = json.loads(out.with_suffix(".json").read_text())
+    assert set(res["levels"]) == {"batched c1", "batched c4", "one-at-a-time c1", "one-at-a-time c4"}
+    for r in res["levels"].values():
+        assert r["ok"] == r["requests"] > 0 and r["p50"] <= r["p95"] <= r["p99"]
+    assert res["levels"]["one-at-a-time c4"]["batch_size_max"] == 1
+    assert res["cache"]["hit"]["p50"] < res["cache"]["miss"]["p50"]
+    status = {f["fault"].split(" (")[0]: f["status"] for f in res["faults"]}
+    assert status["malformed JSON"] == 400 and status["unknown user"] == 404 and status["unknown item"] == 404
+    assert status["oversized batch"] == 413 and status["wrong types"] == 422
+    assert "429" in status["burst above the queue bound"] and "200" in status["burst above the queue bound"]
+    assert all(f["healthy"] for f in res["faults"])
+    text = out.read_text()
+    assert "batched vs one-at-a-time at concurrency 4" in text and "FAILED" not in text
