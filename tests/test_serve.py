@@ -36,7 +36,10 @@ def test_health_metrics_and_page(engine: Engine) -> None:
         assert "textContent" in c.get("/static/app.js").text and ".innerHTML" not in c.get("/static/app.js").text
         m = c.get("/metrics").text
         assert 'beatrec_requests_total{route="/health",status="200"} 1' in m
-        assert "openapi" in c.get("/openapi.json").json()
+        assert "/v1/explain" in c.get("/openapi.json").json()["paths"]
+        docs = c.get("/docs").text  # Swagger UI from local files, no CDN
+        js = next(x.split('"')[0] for x in docs.split('src="')[1:] if "swagger-ui-bundle.js" in x)
+        assert js.startswith("/") and "cdn" not in docs.lower() and c.get(js).status_code == 200
 
 
 def test_recommend_ranks_unseen_items_by_quantised_vectors(engine: Engine) -> None:

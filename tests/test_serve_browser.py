@@ -80,6 +80,9 @@ def test_page_picks_a_user_shows_explanations_and_builds_a_new_user(server: str,
         page.click("#load-user")
         page.wait_for_selector("#error:not([hidden])")
         assert "unknown user" in page.text_content("#error")
+        page.goto(server.rstrip("/") + "/docs")  # the OpenAPI page renders offline (Swagger UI served locally)
+        page.wait_for_function("document.querySelectorAll('.swagger-ui .opblock').length > 0", timeout=60_000)
+        assert "/v1/recommend" in page.text_content(".swagger-ui")
         browser.close()
     assert not errors, errors
     assert (out / "serve_page_user.png").stat().st_size > 10_000

@@ -22,6 +22,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, R
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from beatrec.errors import BeatrecError
 from beatrec.serve import schemas as S
@@ -49,8 +50,9 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
         await batcher.stop()
         worker.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="beatrec serve", version=engine.version, lifespan=lifespan,
-                  description="BEAT recommendations with explanations from behavior tokens.")
+    # FastAPIOffline: the /docs (Swagger UI) and /redoc pages with their assets served locally, no CDN
+    app = FastAPIOffline(title="beatrec serve", version=engine.version, lifespan=lifespan,
+                         description="BEAT recommendations with explanations from behavior tokens.")
     app.state.engine, app.state.stats, app.state.batcher = engine, stats, batcher
 
     async def on_model(fn, *args):  # noqa: ANN001, ANN202
@@ -116,6 +118,7 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
         return FileResponse(STATIC / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
 
     async def explain_pairs(pairs: list[dict]) -> list[tuple[str, bool]]:
