@@ -20,6 +20,7 @@ class TokenizerModelConfig:
     dead_after: int = 50  # training calls a code may stay unused before it is re-seeded
     n_phrases: int = 5  # n phrase slots per entity (eq. 7)
     n_masked: int = 2  # t masked slots per sample (eq. 7)
+    micro_objective: str = "masked"  # "masked" (eq. 8) | "set" (all slots hidden, set-matched; not in the paper)
     attn_dim: int = 64
     attn_heads: int = 4
     temperature: float = 0.1  # InfoNCE temperature (eq. 6)
@@ -28,6 +29,8 @@ class TokenizerModelConfig:
         for name in ("part_dim", "n_micro", "code_dim", "n_codes", "n_layers", "n_phrases", "attn_dim", "attn_heads"):
             check(getattr(self, name) >= 1, f"model.{name} must be >= 1")
         check(0 < self.n_masked <= self.n_phrases, "model.n_masked must be in 1..n_phrases")
+        check(self.micro_objective in ("masked", "set"),
+              f"model.micro_objective must be 'masked' or 'set', got {self.micro_objective!r}")
         check(self.attn_dim % self.attn_heads == 0, "model.attn_dim must be divisible by attn_heads")
         check(self.eta >= 0 and self.temperature > 0, "model.eta >= 0 and model.temperature > 0 required")
 

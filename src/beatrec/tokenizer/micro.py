@@ -67,6 +67,7 @@ class MicroReconstructor(nn.Module):
         valid: torch.Tensor,
         micro_tokens: torch.Tensor,
         mask: torch.Tensor,
+        objective: str = "masked",
     ) -> MicroOutput:
         """Reconstruct masked phrase embeddings.
 
@@ -75,7 +76,14 @@ class MicroReconstructor(nn.Module):
             valid: (B, n) bool, slots holding a phrase.
             micro_tokens: (B, N, code_dim) the entity's quantised micro vectors.
             mask: (B, n) bool, slots to hide and reconstruct (subset of ``valid``).
+            objective: ``"masked"`` (eq. 8: squared error at the masked slots, the other phrases visible) or
+                ``"set"`` (not in the paper: every slot is hidden, so only the micro tokens inform the
+                prediction, and the n predictions are matched to the entity's phrases as a *set*: symmetric
+                Chamfer distance, mean of each phrase's nearest prediction and each prediction's nearest
+                phrase; the phrases' rank order, which carries little, is not asked for).
         """
+        if objective == "set":
+            return self._set_forward(phrases, valid, micro_tokens)
         target = F.normalize(phrases, dim=-1)  # (B, n, T)
         h = self.inp(target)  # (B, n, A)
         h = torch.where(mask[..., None], self.mask_embedding.expand_as(h), h) + self.pos[None]
@@ -85,3 +93,27 @@ class MicroReconstructor(nn.Module):
         err = (recon - target).pow(2).sum(-1)  # (B, n)
         loss = (err * mask).sum() / mask.sum().clamp_min(1)
         return MicroOutput(recon, mask, loss)
+
+    def _set_forward(self, phrases: torch.Tensor, valid: torch.Tensor, micro_tokens: torch.Tensor) -> MicroOutput:
+        target = F.normalize(phrases, dim=-1)  # (B, n, T)
+        b, n, _ = target.shape
+        h = self.mask_embedding.expand(b, n, -1) + self.pos[None]  # (B, n, A): queries only
+        h = self.layer(h, self.memory(micro_tokens))  # (B, n, A)
+        recon = self.out(h)  # (B, n, T)
+        return MicroOutput(recon, valid, set_chamfer(recon, target, valid))
+
+
+def set_chamfer(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Symmetric squared-L2 Chamfer distance between each row's predictions and its valid targets.
+
+    Args:
+        pred: (B, m, T) predicted vectors; target: (B, n, T); valid: (B, n) bool, which targets exist.
+    Returns:
+        () mean over rows with >= 1 valid target of ½·(mean_pred min_target d + mean_target min_pred d).
+    """
+    d = torch.cdist(pred, target).pow(2)  # (B, m, n)
+    to_target = d.masked_fill(~valid[:, None, :], torch.finfo(d.dtype).max).min(dim=2).values  # (B, m)
+    to_pred = d.min(dim=1).values  # (B, n)
+    rows = valid.any(1)
+    per = to_target.mean(1) + (to_pred * valid).sum(1) / valid.sum(1).clamp_min(1)  # (B,)
+    return 0.5 * (per * rows).sum() / rows.sum().clamp_min(1)

@@ -167,7 +167,7 @@ class BehaviorTokenizer(nn.Module):
         """Eqs. 7–8 for ``side`` in {"user", "item"}. ids (B,), phrases (B, n, T), valid/mask (B, n)."""
         quant = (self.user if side == "user" else self.item)(z[ids]).quantized[:, 1:]  # (B, N, C)
         recon = self.user_micro if side == "user" else self.item_micro
-        return recon(phrases, valid, quant, mask).loss
+        return recon(phrases, valid, quant, mask, self.cfg.micro_objective).loss
 
     @torch.no_grad()
     def all_vectors(self, adj: torch.Tensor) -> dict[str, torch.Tensor]:
