@@ -75,17 +75,22 @@ def planted_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return data, run
 
 
-@pytest.fixture(scope="session")
-def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(data dir, run dir): a tiny stage-1 run with a 2-step stage 2 on a tiny random LM (greedy, 6 new
-    tokens), for the service tests."""
+def tiny_aligned(factory: pytest.TempPathFactory, seed: int, generate: dict) -> tuple[Path, Path]:
+    """(data dir, run dir): :func:`tiny_stage1` plus a 2-step stage 2 on its tiny random LM, decoding with
+    ``generate`` (GenerateConfig fields)."""
     from beatrec.align.config import AlignConfig
     from beatrec.align.train import train_align
     from beatrec.config import from_dict
 
-    data, run, lm = tiny_stage1(tmp_path_factory, seed=7)
+    data, run, lm = tiny_stage1(factory, seed=seed)
     cfg = from_dict(AlignConfig, {"lm": {"name": str(lm)}, "model": {"projector_hidden": 16, "sar_pairs": 16},
                                   "train": {"batch_size": 4, "max_steps": 2, "val_pairs": 4},
-                                  "generate": {"max_new_tokens": 6, "num_beams": 1}})
+                                  "generate": generate})
     train_align(run, data, cfg, progress=False)
     return data, run
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(data dir, run dir): a tiny run with stage 2 (greedy, 6 new tokens), for the service tests."""
+    return tiny_aligned(tmp_path_factory, seed=7, generate={"max_new_tokens": 6, "num_beams": 1})

@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_stage1
+from conftest import tiny_aligned
 
 from beatrec.cli import main
-from beatrec.config import from_dict
 from beatrec.data.synthetic import GENRES
 from beatrec.errors import ConfigError, RunError
 from beatrec.text_encoder import TextEncoder, TextEncoderConfig
@@ -158,15 +157,7 @@ def test_carriers_by_hand() -> None:
 
 @pytest.fixture(scope="module")
 def aligned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from beatrec.align.config import AlignConfig
-    from beatrec.align.train import train_align
-
-    data, run, lm = tiny_stage1(tmp_path_factory, seed=5)
-    cfg = from_dict(AlignConfig, {"lm": {"name": str(lm)}, "model": {"projector_hidden": 16, "sar_pairs": 16},
-                                  "train": {"batch_size": 4, "max_steps": 2, "val_pairs": 4},
-                                  "generate": {"max_new_tokens": 8, "batch_size": 3}})
-    train_align(run, data, cfg, progress=False)
-    return data, run
+    return tiny_aligned(tmp_path_factory, seed=5, generate={"max_new_tokens": 8, "batch_size": 3})
 
 
 def test_explain_with_cold_start_tokens(aligned: tuple[Path, Path], tmp_path: Path,
