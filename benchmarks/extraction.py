@@ -35,8 +35,9 @@ def main() -> None:
 
     from beatrec.data.dataset import load_dataset
     from beatrec.data.split import SplitConfig, make_zero_shot_split, training_texts
-    from beatrec.extract.base import ExtractorConfig, make_extractor
+    from beatrec.extract.base import ExtractorConfig
     from beatrec.extract.cache import extract_phrases
+    from beatrec.extract.registry import make_extractor
     from beatrec.tokenizer.pipeline import TokenizeConfig, entity_documents
 
     command = "python " + " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])

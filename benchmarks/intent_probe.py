@@ -1,12 +1,19 @@
-"""Do zero-shot users' behavior tokens carry their planted intents? A linear probe on the demo's run.
+"""Do zero-shot users' behavior tokens carry their planted intents? A linear probe on stage-1 runs.
 
     beatrec demo --out runs/demo && python benchmarks/intent_probe.py --demo runs/demo
+    python benchmarks/intent_probe.py --sweep --seeds 0 1 2      # stage-1 variants, validation users only
 
 On the synthetic dataset (planted genres and intents), a one-vs-rest logistic probe is fitted on the *text* training
-users' tokens (one-hot per slot) or LightGCN vectors and scored on the validation and test users (graph-only, like
-every zero-shot user): top-3 precision of the predicted intents (chance = 3 / n_intents) and genre accuracy. The
-oracle counts the planted intents of each user's training-graph items: what the graph itself holds. Items: the
-same probe, fitted on half of the items and scored on the other half. Writes ``benchmarks/intent_probe.md``.
+users' tokens (one-hot per slot) or LightGCN vectors and scored on graph-only users (like every zero-shot user):
+top-3 precision of the predicted intents (chance = 3 / n_intents) and genre accuracy. The oracle counts the planted
+intents of each user's training-graph items: what the graph itself holds. Items: the same probe, fitted on half of
+the items and scored on the other half.
+
+``--demo`` probes one demo run (validation + test users) and writes ``benchmarks/intent_probe.md``. ``--sweep``
+trains stage 1 on the demo's dataset for each variant of :data:`VARIANTS` and seed (the demo's stage-1 settings plus
+the variant's ``--set`` lines), probes **validation users only** (this is a selection run), and writes
+``benchmarks/intent_probe_sweep.md``: per variant the mean ± std over seeds, and the paired per-user difference
+against the first variant (user scores averaged over seeds; bootstrap interval, permutation p).
 """
 
 from __future__ import annotations
@@ -16,17 +23,36 @@ import datetime
 import json
 import platform
 import sys
+import time
 from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = (  # (name, stage-1 --set lines on top of the demo's)
+    ("no step floor (min_steps 0, the earlier default)", ("train.min_steps=0",)),
+    ("default (min_steps 300)", ()),
+    ("long training (select_tolerance 0.05, 100 epochs)", ("train.select_tolerance=0.05", "train.max_epochs=100")),
+    ("inductive users", ("model.user_ids=false",)),
+    ("inductive users + long training", ("model.user_ids=false", "train.select_tolerance=0.05",
+                                         "train.max_epochs=100")),
+)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--demo", type=Path, default=ROOT / "runs" / "demo", help="a `beatrec demo --out` directory")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "intent_probe.md")
-    args = ap.parse_args(argv)
-    import numpy as np
+class Probe(NamedTuple):
+    user_tokens: np.ndarray  # (U_scored,) per-user top-3 intent precision from the user's tokens
+    user_vectors: np.ndarray  # (U_scored,) the same from LightGCN vectors
+    item_tokens: np.ndarray  # (I_scored,)
+    item_vectors: np.ndarray
+    user_genre: tuple[float, float]  # genre accuracy (tokens, vectors)
+    item_genre: tuple[float, float]
+    oracle: np.ndarray  # (U_scored,) intents of the user's training items, counted
+    val_hr: float  # stage 1's quantised validation HR@k of the kept epoch
+
+
+def probe_run(data: Path, run: Path, users: str) -> Probe:
+    """Probe the run's tokens and vectors. ``users``: ``"val"`` or ``"val+test"`` (the scored users)."""
     import pandas as pd
     from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
@@ -34,53 +60,139 @@ def main(argv: list[str] | None = None) -> int:
     from beatrec.data.planted_signal import load_planted
     from beatrec.tokenizer.embeddings import load_graph_embeddings
 
-    run, data = args.demo / "run", args.demo / "data"
     pl = load_planted(data)
     sp = json.loads((run / "split.json").read_text())
     k = len(pl.intent_phrases)
 
     def onehot(path: Path) -> np.ndarray:
         t = pd.read_parquet(path)
-        cols = [c for c in t.columns if c != "id"]
-        return np.hstack([np.eye(int(t[c].max()) + 1)[t[c].to_numpy()] for c in cols])
+        return np.hstack([np.eye(int(t[c].max()) + 1)[t[c].to_numpy()] for c in t.columns if c != "id"])
 
     def multihot(idx: np.ndarray) -> np.ndarray:
         y = np.zeros((len(idx), k))
         np.put_along_axis(y, idx, 1, axis=1)
         return y
 
-    def probe(x: np.ndarray, y: np.ndarray, genre: np.ndarray, fit: np.ndarray, score: np.ndarray) -> tuple[float, float]:
-        clf = OneVsRestClassifier(LogisticRegression(max_iter=2000)).fit(x[fit], y[fit])
+    def probe(x: np.ndarray, y: np.ndarray, genre: np.ndarray, fit: np.ndarray, score: np.ndarray
+              ) -> tuple[np.ndarray, float]:
+        clf = OneVsRestClassifier(LogisticRegression(max_iter=3000)).fit(x[fit], y[fit])
         top = np.argsort(-clf.predict_proba(x[score]), axis=1)[:, :3]
-        acc = LogisticRegression(max_iter=2000).fit(x[fit], genre[fit]).score(x[score], genre[score])
-        return float(np.take_along_axis(y[score], top, 1).mean()), float(acc)
+        acc = LogisticRegression(max_iter=3000).fit(x[fit], genre[fit]).score(x[score], genre[score])
+        return np.take_along_axis(y[score], top, 1).mean(1), float(acc)
 
     emb = load_graph_embeddings(run)
     yu, yi = multihot(pl.user_intents), multihot(pl.item_intents)
-    fit, score = np.array(sp["train_users"]), np.array(sp["val_users"] + sp["test_users"])
-    rows = []
-    for name, x in (("user tokens", onehot(run / "user_tokens.parquet")), ("user LightGCN vectors", emb.user.numpy())):
-        rows.append((name, *probe(x, yu, pl.user_genre, fit, score)))
+    fit = np.array(sp["train_users"])
+    score = np.array(sp["val_users"] + (sp["test_users"] if users == "val+test" else []))
+    ut, ug = probe(onehot(run / "user_tokens.parquet"), yu, pl.user_genre, fit, score)
+    uv, ugv = probe(emb.user.numpy(), yu, pl.user_genre, fit, score)
     inter = pd.read_csv(data / "interactions.csv")
     tr = inter[inter["split"] == "train"]
     counts = np.zeros_like(yu)
     np.add.at(counts, tr["user"].to_numpy(), yi[tr["item"].to_numpy()])
-    top = np.argsort(-counts[score], axis=1)[:, :3]
-    rows.append(("oracle: intents of the user's items, counted", float(np.take_along_axis(yu[score], top, 1).mean()),
-                 float("nan")))
+    oracle = np.take_along_axis(yu[score], np.argsort(-counts[score], axis=1)[:, :3], 1).mean(1)
     perm = np.random.default_rng(0).permutation(len(yi))
     half = len(yi) // 2
-    for name, x in (("item tokens", onehot(run / "item_tokens.parquet")), ("item LightGCN vectors", emb.item.numpy())):
-        rows.append((name, *probe(x, yi, pl.item_genre, perm[:half], perm[half:])))
-    lines = ["# Do zero-shot users' tokens carry their planted intents? (linear probe on the demo run)", "",
-             f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}; machine: {platform.platform()}",
-             f"- command: `beatrec demo --out {args.demo} && python benchmarks/intent_probe.py --demo {args.demo}`",
-             f"- users: probe fitted on {len(fit)} text training users, scored on {len(score)} validation + test users "
-             f"(graph only); items: fitted on {half}, scored on {len(yi) - half}; chance top-3 precision {3 / k:.2f}, "
-             f"chance genre accuracy {1 / len(pl.genre_names):.2f}", "",
-             "| representation | intent top-3 precision | genre accuracy |", "|---|---|---|"]
-    lines += [f"| {n} | {p:.2f} | {'–' if np.isnan(g) else f'{g:.2f}'} |" for n, p, g in rows]
-    args.out.write_text("\n".join(lines) + "\n")
+    it, ig = probe(onehot(run / "item_tokens.parquet"), yi, pl.item_genre, perm[:half], perm[half:])
+    iv, igv = probe(emb.item.numpy(), yi, pl.item_genre, perm[:half], perm[half:])
+    stage1 = json.loads((run / "metrics.json").read_text())
+    val_hr = float(stage1.get("training", {}).get("best_val_hr", float("nan")))
+    return Probe(ut, uv, it, iv, (ug, ugv), (ig, igv), oracle, val_hr)
+
+
+def header(title: str, command: str) -> list[str]:
+    return [f"# {title}", "", f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}; "
+            f"machine: {platform.platform()}", f"- command: `{command}`"]
+
+
+def demo_report(args: argparse.Namespace) -> list[str]:
+    from beatrec.data.planted_signal import load_planted
+
+    data, run = args.demo / "data", args.demo / "run"
+    p = probe_run(data, run, "val+test")
+    k = len(load_planted(data).intent_phrases)
+    n_genres = len(load_planted(data).genre_names)
+    lines = header("Do zero-shot users' tokens carry their planted intents? (linear probe on the demo run)",
+                   f"beatrec demo --out {args.demo} && python benchmarks/intent_probe.py --demo {args.demo}")
+    lines += [f"- users: probe fitted on the text training users, scored on {len(p.user_tokens)} validation + test "
+              f"users (graph only); items: fitted on half, scored on {len(p.item_tokens)}; chance top-3 precision "
+              f"{3 / k:.2f}, chance genre accuracy {1 / n_genres:.2f}", "",
+              "| representation | intent top-3 precision | genre accuracy |", "|---|---|---|",
+              f"| user tokens | {p.user_tokens.mean():.2f} | {p.user_genre[0]:.2f} |",
+              f"| user LightGCN vectors | {p.user_vectors.mean():.2f} | {p.user_genre[1]:.2f} |",
+              f"| oracle: intents of the user's items, counted | {p.oracle.mean():.2f} | – |",
+              f"| item tokens | {p.item_tokens.mean():.2f} | {p.item_genre[0]:.2f} |",
+              f"| item LightGCN vectors | {p.item_vectors.mean():.2f} | {p.item_genre[1]:.2f} |"]
+    return lines
+
+
+def sweep_report(args: argparse.Namespace) -> list[str]:
+    from beatrec.config import load_yaml
+    from beatrec.data.planted_signal import load_planted
+    from beatrec.data.synthetic import SyntheticConfig, write_dataset
+    from beatrec.demo import DEMO_OVERRIDES
+    from beatrec.stats import format_p, paired_test
+    from beatrec.tokenizer.pipeline import TokenizeConfig, run_tokenize
+
+    data = write_dataset(SyntheticConfig(seed=0), args.work / "data")
+    got: dict[str, list[Probe]] = {}
+    secs: dict[str, list[float]] = {}
+    for name, sets in VARIANTS:
+        for seed in args.seeds:
+            run = args.work / f"{name.split(' (')[0].replace(' ', '_').replace('+', 'and')}_seed{seed}"
+            cfg = load_yaml(TokenizeConfig, None, [*DEMO_OVERRIDES, *sets, f"train.seed={seed}", "train.threads=2"])
+            t0 = time.perf_counter()
+            run_tokenize(data, run, cfg, progress=False)
+            secs.setdefault(name, []).append(time.perf_counter() - t0)
+            got.setdefault(name, []).append(probe_run(data, run, "val"))
+            print(f"{name} seed {seed}: user tokens {got[name][-1].user_tokens.mean():.3f} "
+                  f"item tokens {got[name][-1].item_tokens.mean():.3f} [{secs[name][-1]:.0f}s]", flush=True)
+    base = VARIANTS[0][0]
+    seeds = " ".join(map(str, args.seeds))
+    lines = header("Stage-1 variants on the planted intents (selection runs: validation users only)",
+                   f"python benchmarks/intent_probe.py --sweep --seeds {seeds}")
+    lines += [f"- dataset: `beatrec demo-data` (seed 0); stage 1: the demo's settings ({', '.join(DEMO_OVERRIDES)}) "
+              f"plus each variant's `--set` lines, training seeds {seeds}; splitter phrases",
+              f"- probe fitted on the text training users, scored on the {len(got[base][0].user_tokens)} validation "
+              "users (graph only); items fitted on half, scored on the other half; chance top-3 precision "
+              f"{3 / len(load_planted(data).intent_phrases):.2f}; oracle (intents of the user's training items, counted) "
+              f"{got[base][0].oracle.mean():.2f}",
+              "- mean ± std over seeds; Δ = paired difference against the first row (per-user precision averaged over "
+              "seeds), 95% bootstrap interval, permutation p", "",
+              "| variant | `--set` | user tokens | Δ user tokens [95% CI], p | user vectors | item tokens | "
+              "item vectors | val HR@20 | stage-1 s |", "|---|---|---|---|---|---|---|---|---|"]
+
+    def ms(xs: list[float]) -> str:
+        return f"{np.mean(xs):.3f} ± {np.std(xs):.3f}"
+
+    base_u = np.mean([p.user_tokens for p in got[base]], axis=0)
+    for name, sets in VARIANTS:
+        ps = got[name]
+        u = np.mean([p.user_tokens for p in ps], axis=0)
+        if name == base:
+            delta = "–"
+        else:
+            t = paired_test(base_u, u)
+            delta = f"{t.diff:+.3f} [{t.low:+.3f}, {t.high:+.3f}], p {format_p(t.p_value)}"
+        lines.append(f"| {name} | {' '.join(sets) or '–'} | {ms([p.user_tokens.mean() for p in ps])} | {delta} | "
+                     f"{ms([p.user_vectors.mean() for p in ps])} | {ms([p.item_tokens.mean() for p in ps])} | "
+                     f"{ms([p.item_vectors.mean() for p in ps])} | {ms([p.val_hr for p in ps])} | "
+                     f"{np.mean(secs[name]):.0f} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--demo", type=Path, default=ROOT / "runs" / "demo", help="a `beatrec demo --out` directory")
+    ap.add_argument("--sweep", action="store_true", help="train and probe every stage-1 variant (validation users)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds of --sweep")
+    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "intent_probe", help="--sweep's run directories")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="report (default benchmarks/intent_probe.md, --sweep: benchmarks/intent_probe_sweep.md)")
+    args = ap.parse_args(argv)
+    out = args.out or ROOT / "benchmarks" / ("intent_probe_sweep.md" if args.sweep else "intent_probe.md")
+    lines = sweep_report(args) if args.sweep else demo_report(args)
+    out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -13,7 +13,7 @@ import pytest
 from tiny_lm import save_tiny_lm
 
 from beatrec.errors import ConfigError
-from beatrec.extract.base import ExtractionError, ExtractorConfig, PhraseExtractor, make_extractor
+from beatrec.extract.base import ExtractionError, ExtractorConfig, PhraseExtractor
 from beatrec.extract.cache import extract_phrases, phrase_key, read_cache
 from beatrec.extract.prompt import (
     PREFILL,
@@ -23,6 +23,7 @@ from beatrec.extract.prompt import (
     list_is_done,
     parse_phrases,
 )
+from beatrec.extract.registry import make_extractor
 from beatrec.extract.splitter import rank_phrases, split_phrases
 
 # ---------------------------------------------------------------- prompt and parser

@@ -17,7 +17,8 @@ from sklearn.model_selection import cross_val_predict
 from beatrec.cli import main
 from beatrec.config import from_dict
 from beatrec.data.synthetic import SyntheticConfig, write_dataset
-from beatrec.extract.base import ExtractorConfig, make_extractor
+from beatrec.extract.base import ExtractorConfig
+from beatrec.extract.registry import make_extractor
 from beatrec.text_encoder import TextEncoder, TextEncoderConfig
 from beatrec.tokenizer.pipeline import TokenizeConfig, run_tokenize
 
@@ -180,3 +181,17 @@ def test_cli_demo_data_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[
     bad.write_text("model: [unclosed\n")
     assert main(["tokenize", "--data", str(out), "--out", str(tmp_path / "r"), "--config", str(bad)]) == 2
     assert "bad.yaml" in capsys.readouterr().err
+
+
+def test_min_steps_holds_off_early_stopping(tmp_path: Path, synthetic_dir: Path, encoder: TextEncoder) -> None:
+    # patience 1 stops this seeded run early; a floor of steps above the whole budget makes it run every epoch
+    def training(name: str, **train: object) -> dict:
+        cfg = fast_config(max_epochs=6, patience=1, threads=1, **train)
+        run = run_tokenize(synthetic_dir, tmp_path / name, cfg, progress=False, encoder=encoder).run_dir
+        return json.loads((run / "metrics.json").read_text())["training"]
+
+    free, held = training("free", min_steps=0), training("held", min_steps=10_000)
+    assert free["stopped_early"] and free["epochs_run"] < 6
+    assert not held["stopped_early"] and held["epochs_run"] == 6
+    hist = pd.read_csv(tmp_path / "held" / "history.csv")
+    assert held["best_val_hr"] == pytest.approx(hist.loc[hist.epoch == held["best_epoch"], "val_hr"].item())

@@ -192,3 +192,60 @@ def test_set_objective_trains_and_is_validated() -> None:
     rec.zero_grad()
     rec(phrases, valid, tokens, valid, objective="set").loss.backward()
     assert rec.memory.weight.grad is not None and rec.memory.weight.grad.abs().sum() > 0
+
+
+def test_inductive_users_are_built_from_their_items_only() -> None:
+    # users 0,1,2; items 0,1; user 2 has the same items as user 0
+    adj = normalized_adjacency(np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 0, 1]), 3, 2)
+    torch.manual_seed(0)
+    gcn = LightGCN(3, 2, 4, n_layers=3, user_ids=False)
+    assert torch.equal(gcn.embedding[:3], torch.zeros(3, 4))  # saved as zeros
+    u, i = gcn(adj)
+    a, e = adj.to_dense(), gcn.embedding.detach()
+    ref = (e + a @ e + a @ a @ e + a @ a @ a @ e) / 4  # the plain layer mean of the zero-user E⁰
+    assert torch.allclose(torch.cat([u, i]).detach(), ref, atol=1e-6)
+    assert torch.allclose(u[0], u[2])  # same items, same vector: no free per-user part
+    (u.sum() + i.sum()).backward()
+    assert torch.equal(gcn.embedding.grad[:3], torch.zeros(3, 4)) and gcn.embedding.grad[3:].abs().sum() > 0
+    with torch.no_grad():  # a value written into a user row (e.g. a loaded checkpoint) is ignored in training
+        gcn.embedding[1] += 5.0
+    assert torch.allclose(gcn(adj)[0], u.detach(), atol=1e-6)
+    free_u, _ = LightGCN(3, 2, 4, n_layers=3)(adj)  # the paper's free user embeddings: users differ
+    assert not torch.allclose(free_u[0], free_u[2])
+
+
+def test_model_config_user_ids_reaches_lightgcn() -> None:
+    from beatrec.config import from_dict
+
+    cfg = from_dict(TokenizerModelConfig, {"user_ids": False, "n_codes": 4})
+    assert BehaviorTokenizer(3, 2, 6, cfg).gcn.user_ids is False
+    assert BehaviorTokenizer(3, 2, 6, TokenizerModelConfig(n_codes=4)).gcn.user_ids is True
+
+
+def test_early_stopping_tolerance_keeps_latest_epoch_within_band() -> None:
+    from beatrec.early_stop import EarlyStopping
+
+    scores = [0.5, 0.6, 0.59, 0.58, 0.5, 0.5, 0.5]
+    model = torch.nn.Linear(1, 1)
+    band = EarlyStopping(patience=2, tolerance=0.05)  # band: >= 0.57 once the best is 0.6
+    stops = []
+    for epoch, s in enumerate(scores, 1):
+        model.bias.data.fill_(epoch)
+        stops.append(band.update(s, epoch, model))
+    assert stops == [False, False, False, False, False, True, True]
+    assert band.best == 0.6 and band.best_epoch == 4
+    band.restore(model)
+    assert model.bias.item() == 4  # the weights of epoch 4, not of the best epoch 2
+    plain = EarlyStopping(patience=2)  # tolerance 0: the best epoch, and a tie is not an improvement
+    for epoch, s in enumerate([0.5, 0.6, 0.6, 0.59], 1):
+        plain.update(s, epoch, model)
+    assert plain.best_epoch == 2 and plain.stopped
+
+
+def test_select_tolerance_is_validated() -> None:
+    from beatrec.config import from_dict
+    from beatrec.errors import ConfigError
+    from beatrec.tokenizer.config import TokenizerTrainConfig
+
+    with pytest.raises(ConfigError, match="select_tolerance"):
+        from_dict(TokenizerTrainConfig, {"select_tolerance": 1.5})

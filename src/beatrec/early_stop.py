@@ -11,11 +11,17 @@ class EarlyStopping:
     """Tracks the best validation score and stops after ``patience`` epochs without improvement.
 
     Usage: call :meth:`update` once per epoch (it returns True when training should stop), then
-    :meth:`restore` to load the best epoch's weights back into the model.
+    :meth:`restore` to load the kept epoch's weights back into the model.
+
+    With ``tolerance`` > 0 the kept epoch is the *latest* whose score is within that fraction of the best so far
+    (score >= (1 - tolerance) * best), and only epochs below that band count towards ``patience``: for models
+    with objectives besides the watched metric that keep improving after it plateaus. ``best_epoch`` is then
+    the kept epoch; ``best`` stays the best score seen.
     """
 
-    def __init__(self, patience: int) -> None:
+    def __init__(self, patience: int, tolerance: float = 0.0) -> None:
         self.patience = patience
+        self.tolerance = tolerance
         self.best = -1.0
         self.best_epoch = 0
         self.stopped = False
@@ -24,8 +30,8 @@ class EarlyStopping:
 
     def update(self, score: float, epoch: int, model: nn.Module) -> bool:
         """Record epoch ``epoch``'s validation ``score``; True when ``patience`` epochs passed without a gain."""
-        if score > self.best:
-            self.best, self.best_epoch, self._bad = score, epoch, 0
+        if score > self.best or (self.tolerance > 0 and score >= (1.0 - self.tolerance) * self.best):
+            self.best, self.best_epoch, self._bad, self.stopped = max(score, self.best), epoch, 0, False
             self._state = copy.deepcopy(model.state_dict())
         else:
             self._bad += 1

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from beatrec.align.vocab import BehaviorVocab
 from beatrec.errors import RunError
 
 
@@ -43,7 +44,6 @@ class ContinuousVectors(nn.Module):
     @classmethod
     def from_run(cls, run: str | Path, data: str | Path | None = None) -> ContinuousVectors:
         """The LightGCN vectors of a stage-1 run, cut into as many parts as the run has tokens per entity."""
-        from beatrec.align.vocab import BehaviorVocab
         from beatrec.tokenizer.embeddings import load_graph_embeddings
 
         emb = load_graph_embeddings(run, data)

@@ -15,8 +15,9 @@ from beatrec.align.generate import generate_explanations
 from beatrec.align.history import HistoryPrompts
 from beatrec.align.model import BehaviorLM
 from beatrec.align.prompt import PromptBuilder
+from beatrec.align.sources import load_source
 from beatrec.align.train import ADAPTER_DIR, ALIGN_DIR, PEFT_PREFIX, WEIGHTS
-from beatrec.align.vocab import STAGE1_FILES, load_source
+from beatrec.align.vocab import STAGE1_FILES
 from beatrec.config import load_yaml
 from beatrec.errors import DataError, RunError
 from beatrec.lm import load_causal_lm

@@ -22,7 +22,8 @@ from beatrec.align.batch import collate_train
 from beatrec.align.config import AlignConfig
 from beatrec.align.history import HistoryPrompts
 from beatrec.align.model import BehaviorLM, lora_config_dict
-from beatrec.align.vocab import BehaviorVocab, load_source
+from beatrec.align.sources import load_source
+from beatrec.align.vocab import BehaviorVocab
 from beatrec.config import save_yaml
 from beatrec.data.dataset import XRecDataset, load_dataset
 from beatrec.data.split import ZeroShotSplit, eval_pairs, stage2_texts, training_texts

@@ -106,19 +106,3 @@ class BehaviorVocab(nn.Module):
     def set_trainable(self, flag: bool) -> None:
         for p in self.books.values():
             p.requires_grad_(flag)
-
-
-SOURCES = ("tokens", "continuous")
-
-
-def load_source(run: str | Path, source: str = "tokens", data: str | Path | None = None) -> nn.Module:
-    """What fills the prompt slots: ``"tokens"`` -> :class:`BehaviorVocab` (BEAT), ``"continuous"`` ->
-    :class:`~beatrec.align.continuous.ContinuousVectors` (the XRec-style baseline; ``data`` is needed only
-    for stage-1 runs that predate ``embeddings.safetensors``)."""
-    if source == "tokens":
-        return BehaviorVocab.from_run(run)
-    if source == "continuous":
-        from beatrec.align.continuous import ContinuousVectors
-
-        return ContinuousVectors.from_run(run, data)
-    raise RunError(f"unknown slot source {source!r}; expected one of {SOURCES}")

@@ -5,9 +5,10 @@ OpenAI-compatible endpoint, or the rule-based splitter); ``extract_phrases`` run
 on-disk cache. Prompt and JSON validation live in ``extract.prompt``.
 """
 
-from beatrec.extract.base import ExtractionError, ExtractorConfig, PhraseExtractor, make_extractor
+from beatrec.extract.base import ExtractionError, ExtractorConfig, PhraseExtractor
 from beatrec.extract.cache import ExtractionStats, extract_phrases
 from beatrec.extract.prompt import build_messages, parse_phrases
+from beatrec.extract.registry import make_extractor
 
 __all__ = [
     "ExtractionError",

@@ -99,19 +99,3 @@ class PhraseExtractor(Protocol):
     def extract(self, kind: str, docs: list[list[str]], progress: bool = False) -> list[list[str] | None]:
         """One ranked phrase list per entity (``docs[i]`` = entity i's texts); None where all attempts failed."""
         ...
-
-
-def make_extractor(cfg: ExtractorConfig) -> PhraseExtractor:
-    """Build the extractor ``cfg.kind`` names (local LMs are loaded here)."""
-    cfg.validate()
-    if cfg.kind in ("smollm2", "hf"):
-        from beatrec.extract.hf_lm import HFExtractor
-
-        return HFExtractor(cfg)
-    if cfg.kind == "openai":
-        from beatrec.extract.openai_http import OpenAIExtractor
-
-        return OpenAIExtractor(cfg)
-    from beatrec.extract.splitter import SplitterExtractor
-
-    return SplitterExtractor(cfg)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from beatrec.config import check
+from beatrec.data.split import SplitConfig
+from beatrec.extract.base import ExtractorConfig
+from beatrec.text_encoder import TextEncoderConfig
 
 
 @dataclass
@@ -16,6 +19,9 @@ class TokenizerModelConfig:
     code_dim: int = 32  # codeword width (after the per-part linear projection)
     n_codes: int = 512  # codebook size, for each of the four codebooks
     n_layers: int = 3  # LightGCN depth
+    # Free user ID embeddings (the paper). False = inductive users: a user's vector is built from its items only,
+    # so zero-shot users' tokens come from the same function as those of the users whose text supervised stage 1.
+    user_ids: bool = True
     eta: float = 0.5  # commitment weight η (eq. 5)
     dead_after: int = 50  # training calls a code may stay unused before it is re-seeded
     n_phrases: int = 5  # n phrase slots per entity (eq. 7)
@@ -51,6 +57,13 @@ class TokenizerTrainConfig:
     l2: float = 1e-4  # L2 on the batch's ID embeddings
     max_epochs: int = 60
     patience: int = 5  # early stopping on validation HitRatio@k
+    # No early stop before this many optimiser steps: from the small initial embeddings, the quantised BPR sits on
+    # a plateau (loss ~log 2, HR ~ popularity) for ~150 steps, and on a small graph (15 steps per epoch on the demo
+    # data) patience ran out there for some seeds, leaving untrained tokens.
+    min_steps: int = 300
+    # Keep the *latest* epoch whose validation HR is within this fraction of the best (0 = the best epoch), and
+    # count only epochs below that band towards patience: the text objectives keep improving long after HR peaks.
+    select_tolerance: float = 0.0
     eval_k: int = 20
     eval_every: int = 1
     seed: int = 0
@@ -60,4 +73,28 @@ class TokenizerTrainConfig:
         check(self.lr > 0, "train.lr must be > 0")
         for name in ("batch_size", "text_batch_size", "micro_batch_size", "max_epochs", "patience", "eval_k", "eval_every"):
             check(getattr(self, name) >= 1, f"train.{name} must be >= 1")
+        check(self.min_steps >= 0, f"train.min_steps must be >= 0, got {self.min_steps!r}")
         check(self.alpha >= 0 and self.beta >= 0 and self.continuous_weight >= 0, "loss weights must be >= 0")
+        check(0.0 <= self.select_tolerance < 1.0,
+              f"train.select_tolerance must be in [0, 1), got {self.select_tolerance!r}")
+
+
+TEXT_FIELDS = ("title", "user_summary", "item_summary", "explanation")
+
+
+@dataclass
+class TokenizeConfig:
+    """Everything ``beatrec tokenize`` uses; saved as ``config.yaml`` in the run directory."""
+
+    model: TokenizerModelConfig = field(default_factory=TokenizerModelConfig)
+    train: TokenizerTrainConfig = field(default_factory=TokenizerTrainConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    extractor: ExtractorConfig = field(default_factory=ExtractorConfig)
+    user_texts: tuple[str, ...] = ("explanation", "user_summary")  # a user's training texts (for phrases)
+    item_texts: tuple[str, ...] = ("explanation", "item_summary")
+    macro_text: str = "explanation"  # the pair text whose embedding supervises macro tokens (eq. 6)
+
+    def validate(self) -> None:
+        for cols in (self.user_texts, self.item_texts, (self.macro_text,)):
+            check(set(cols) <= set(TEXT_FIELDS), f"text columns must be among {TEXT_FIELDS}, got {list(cols)}")

@@ -53,9 +53,9 @@ def _recompute(run: Path, data: str | Path | None) -> GraphEmbeddings:
 
     from beatrec.config import load_yaml
     from beatrec.data.dataset import load_dataset
+    from beatrec.tokenizer.config import TokenizeConfig
     from beatrec.tokenizer.graph import normalized_adjacency
     from beatrec.tokenizer.lightgcn import LightGCN
-    from beatrec.tokenizer.pipeline import TokenizeConfig
 
     weights, conf = run / "tokenizer.safetensors", run / "config.yaml"
     if not (weights.is_file() and conf.is_file()) or data is None:

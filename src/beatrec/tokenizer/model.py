@@ -97,7 +97,7 @@ class BehaviorTokenizer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.n_users, self.n_items, self.text_dim = n_users, n_items, text_dim
-        self.gcn = LightGCN(n_users, n_items, (1 + cfg.n_micro) * cfg.part_dim, cfg.n_layers)
+        self.gcn = LightGCN(n_users, n_items, (1 + cfg.n_micro) * cfg.part_dim, cfg.n_layers, cfg.user_ids)
         self.user = Side(cfg)
         self.item = Side(cfg)
         # f_s: fuses the user's and item's quantised macro vectors into the text space (eq. 6).

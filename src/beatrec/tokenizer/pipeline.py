@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,40 +24,21 @@ import pandas as pd
 import torch
 from safetensors.torch import save_file
 
-from beatrec.config import check, save_yaml
+from beatrec.config import save_yaml
 from beatrec.data.dataset import XRecDataset, load_dataset
-from beatrec.data.split import SplitConfig, ZeroShotSplit, make_zero_shot_split, stage1_texts
-from beatrec.extract.base import ExtractorConfig, PhraseExtractor, make_extractor
+from beatrec.data.split import ZeroShotSplit, make_zero_shot_split, stage1_texts
+from beatrec.extract.base import PhraseExtractor
 from beatrec.extract.cache import extract_phrases
+from beatrec.extract.registry import make_extractor
 from beatrec.metrics.ranking import evaluate_scores, interaction_matrix
 from beatrec.runtime import machine_info, torch_threads
-from beatrec.text_encoder import TextEncoder, TextEncoderConfig
+from beatrec.text_encoder import TextEncoder
 from beatrec.tokenizer.codebook import codebook_usage
-from beatrec.tokenizer.config import TokenizerModelConfig, TokenizerTrainConfig
+from beatrec.tokenizer.config import TokenizeConfig
 from beatrec.tokenizer.embeddings import EMBEDDINGS
 from beatrec.tokenizer.graph import normalized_adjacency
 from beatrec.tokenizer.model import BehaviorTokenizer
 from beatrec.tokenizer.train import PhraseTable, TokenizerData, TrainResult, train_tokenizer
-
-TEXT_FIELDS = ("title", "user_summary", "item_summary", "explanation")
-
-
-@dataclass
-class TokenizeConfig:
-    """Everything ``beatrec tokenize`` uses; saved as ``config.yaml`` in the run directory."""
-
-    model: TokenizerModelConfig = field(default_factory=TokenizerModelConfig)
-    train: TokenizerTrainConfig = field(default_factory=TokenizerTrainConfig)
-    split: SplitConfig = field(default_factory=SplitConfig)
-    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
-    extractor: ExtractorConfig = field(default_factory=ExtractorConfig)
-    user_texts: tuple[str, ...] = ("explanation", "user_summary")  # a user's training texts (for phrases)
-    item_texts: tuple[str, ...] = ("explanation", "item_summary")
-    macro_text: str = "explanation"  # the pair text whose embedding supervises macro tokens (eq. 6)
-
-    def validate(self) -> None:
-        for cols in (self.user_texts, self.item_texts, (self.macro_text,)):
-            check(set(cols) <= set(TEXT_FIELDS), f"text columns must be among {TEXT_FIELDS}, got {list(cols)}")
 
 
 class TokenizeResult(NamedTuple):

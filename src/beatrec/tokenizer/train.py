@@ -74,7 +74,7 @@ class EpochLog(NamedTuple):
 class TrainResult(NamedTuple):
     history: list[EpochLog]
     best_epoch: int
-    best_val_hr: float
+    best_val_hr: float  # validation HR of the kept epoch (best_epoch)
     stopped_early: bool
 
 
@@ -120,7 +120,8 @@ def _train(model: BehaviorTokenizer, data: TokenizerData, cfg: TokenizerTrainCon
     n_steps = max(1, int(np.ceil(n_edges / cfg.batch_size)))
     n_pairs = int(data.text_users.shape[0])
     history: list[EpochLog] = []
-    stopper = EarlyStopping(cfg.patience)
+    stopper = EarlyStopping(cfg.patience, cfg.select_tolerance)
+    stopped_early = False
     model.train()
     for epoch in range(1, cfg.max_epochs + 1):
         t0 = time.perf_counter()
@@ -175,8 +176,10 @@ def _train(model: BehaviorTokenizer, data: TokenizerData, cfg: TokenizerTrainCon
                 f"micro {log.micro:.3f}) val HR@{cfg.eval_k} quant {q.hr:.4f} cont {c.hr:.4f} "
                 f"micro usage u/i {log.user_micro_usage:.2f}/{log.item_micro_usage:.2f} [{log.seconds:.1f}s]"
             )
-        if stopper.update(q.hr, epoch, model):
+        if stopper.update(q.hr, epoch, model) and epoch * n_steps >= cfg.min_steps:
+            stopped_early = True
             break
     stopper.restore(model)
     model.eval()
-    return TrainResult(history, stopper.best_epoch, stopper.best, stopper.stopped)
+    kept = next((h.val_hr for h in history if h.epoch == stopper.best_epoch), stopper.best)
+    return TrainResult(history, stopper.best_epoch, kept, stopped_early)
