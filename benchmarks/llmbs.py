@@ -68,13 +68,15 @@ def seqrec_subset_metrics(run: Path, data: Path, max_users: int, eval_users: int
     """A SASRec/EAGER run scored on the seeded ``eval_users`` test users LLM-BS is scored on."""
     import numpy as np
 
+    from beatrec.seqrec.config import read_run_config
     from beatrec.seqrec.data import leave_one_out, subset_samples
     from beatrec.seqrec.evaluate import metrics_from_topk
+    from beatrec.seqrec.rundir import load_run_dataset
     from beatrec.seqrec.sasrec import SASRec
-    from beatrec.seqrec.train import _load_dataset, load_model, predict_topk, read_run_config
+    from beatrec.seqrec.train import load_model, predict_topk
 
     cfg = read_run_config(run / "config.yaml")
-    ds = _load_dataset(data, cfg)
+    ds = load_run_dataset(data, cfg.max_users, cfg.subset_seed)
     split = leave_one_out(ds, cfg.max_len)
     s = subset_samples(split.test, eval_users, 0)  # LLM-BS: subset_samples(split.test, eval_users, subset_seed=0)
     model = load_model(run, ds)
@@ -91,7 +93,7 @@ def _same_run(a, b) -> bool:  # noqa: ANN001
     """Two row configs describe the same experiment: equal up to runtime settings (threads, device) and, for a
     SASRec row, to the sections only generative models read (:func:`beatrec.seqrec.train.experiment`)."""
     from beatrec.config import without_runtime
-    from beatrec.seqrec.train import SeqRecConfig, experiment
+    from beatrec.seqrec.config import SeqRecConfig, experiment
 
     if isinstance(a, SeqRecConfig) and isinstance(b, SeqRecConfig):
         return experiment(a) == experiment(b)
@@ -100,8 +102,9 @@ def _same_run(a, b) -> bool:  # noqa: ANN001
 
 def run_row(key: str, args: argparse.Namespace, command: str, log) -> dict:  # noqa: ANN001
     from beatrec.config import load_yaml, save_yaml
+    from beatrec.seqrec.config import load_seqrec_config, read_run_config
     from beatrec.seqrec.llmbs.run import LLMBSConfig, train_llmbs
-    from beatrec.seqrec.train import load_seqrec_config, read_run_config, train_run
+    from beatrec.seqrec.train import train_run
 
     _, label, model, extra = next(r for r in ROWS if r[0] == key)
     run = args.runs / key

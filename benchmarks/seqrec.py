@@ -180,7 +180,7 @@ def same_run(a, b) -> bool:  # noqa: ANN001
     the behavior SASRec sits (``<runs>/<dataset>/sasrec`` on any machine)."""
     from dataclasses import replace
 
-    from beatrec.seqrec.train import experiment
+    from beatrec.seqrec.config import experiment
 
     def norm(c):  # noqa: ANN001, ANN202
         return experiment(replace(c, behavior_run="/".join(Path(c.behavior_run).parts[-2:])))
@@ -192,7 +192,8 @@ def merge_results(run: Path, data: Path, asked: list[str], compute: bool) -> lis
     """The EAGER run's test metrics under each stream merge: the trained merge from ``metrics.json``, the others
     from ``RUN/evaluation_merge-<m>.json`` (computed when ``compute`` and missing or older than the weights)."""
     from beatrec.seqrec.beam import MERGES
-    from beatrec.seqrec.train import evaluate_run, read_run_config
+    from beatrec.seqrec.config import read_run_config
+    from beatrec.seqrec.train import evaluate_run
 
     metrics = json.loads((run / "metrics.json").read_text())
     trained = read_run_config(run / "config.yaml").eager.merge
@@ -243,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
                          "repository")
 
     from beatrec.config import save_yaml
-    from beatrec.seqrec.train import RunResult, load_seqrec_config, read_run_config, train_run
+    from beatrec.seqrec.config import load_seqrec_config, read_run_config
+    from beatrec.seqrec.train import RunResult, train_run
 
     given = list(sys.argv[1:] if argv is None else argv)
     if args.report_only:  # the command that trains (or reads back) these rows, not the report-only one

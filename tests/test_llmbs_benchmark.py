@@ -52,7 +52,7 @@ def test_llmbs_benchmark_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 def test_resume_ignores_thread_count_only() -> None:
     from beatrec.config import load_yaml
-    from beatrec.seqrec.train import load_seqrec_config
+    from beatrec.seqrec.config import load_seqrec_config
 
     same = load_benchmark("llmbs")._same_run
     a = load_seqrec_config("sasrec", None, ["train.threads=1"])

@@ -83,7 +83,7 @@ def test_seqrec_benchmark_partial_and_resume(tmp_path: Path, monkeypatch: pytest
 
 
 def test_same_run_ignores_runtime_settings_and_runs_location() -> None:
-    from beatrec.seqrec.train import load_seqrec_config
+    from beatrec.seqrec.config import load_seqrec_config
 
     bench = load_benchmark("seqrec")
     here = load_seqrec_config("eager", None, ["behavior_run=/work/main/runs/seqrec/Beauty/sasrec", "train.threads=2"])

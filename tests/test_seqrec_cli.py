@@ -15,8 +15,9 @@ from safetensors.torch import load_file
 
 from beatrec.cli import main
 from beatrec.seqrec.codes import ItemCodes
+from beatrec.seqrec.config import load_seqrec_config
 from beatrec.seqrec.synthetic import SyntheticSeqConfig, write_seq_dataset
-from beatrec.seqrec.train import evaluate_run, load_seqrec_config, train_run
+from beatrec.seqrec.train import evaluate_run, train_run
 
 TINY = ["train.max_epochs=2", "behavior_train.max_epochs=2", "train.threads=1", "behavior_train.threads=1",
         "codes.k=4", "eager.d_model=16", "eager.n_heads=2", "eager.d_ff=32", "eager.enc_layers=1",
@@ -131,14 +132,14 @@ def test_interrupted_run_resumes_bit_for_bit(tmp_path: Path, monkeypatch: pytest
                                              "train.patience=5"])
     full = train_run(data, tmp_path / "full", cfg, progress=False, encoder=ClusterEncoder())
     assert not (tmp_path / "full" / tr.CHECKPOINT).exists()  # removed once the run is complete
-    save = tr._save_checkpoint
+    save = tr.save_checkpoint
 
     def killed_after_epoch_2(path: Path, state: dict) -> None:
         save(path, state)
         if path.parent.name == "cut" and state["epoch"] == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(tr, "_save_checkpoint", killed_after_epoch_2)
+    monkeypatch.setattr(tr, "save_checkpoint", killed_after_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         train_run(data, tmp_path / "cut", cfg, progress=False, encoder=ClusterEncoder())
     ck = tmp_path / "cut" / tr.CHECKPOINT
@@ -261,7 +262,7 @@ def test_time_budget_stops_after_first_evaluation(tmp_path: Path) -> None:
 def test_saved_config_predating_an_option_reads_as_what_ran(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run config saved before an option existed takes that option's legacy value (what it ran with), not
     today's default; a file that names the option keeps its own value."""
-    import beatrec.seqrec.train as tr
+    import beatrec.seqrec.config as tr
     from beatrec.config import save_yaml
     from beatrec.errors import ConfigError
 
@@ -282,7 +283,7 @@ def test_saved_config_predating_an_option_reads_as_what_ran(tmp_path: Path, monk
 def test_an_option_at_its_legacy_value_is_not_part_of_the_experiment() -> None:
     """experiment() leaves out options at the value runs had before the option existed, so a checkpoint or a
     finished benchmark row saved before the option was added is still the same experiment."""
-    from beatrec.seqrec.train import experiment
+    from beatrec.seqrec.config import experiment
 
     base = experiment(load_seqrec_config("eager", None, ["eager.tie_items=false"]))  # as before the option
     assert "tie_items" not in base["eager"] and base["eager"]["code_tokens"] == "prefix"

@@ -11,12 +11,13 @@ import torch
 from beatrec.config import from_dict
 from beatrec.runtime import torch_threads
 from beatrec.seqrec.codes import CodesConfig, build_codes
+from beatrec.seqrec.config import SeqTrainConfig
 from beatrec.seqrec.data import PAD, item_popularity, leave_one_out, load_seq_dataset
 from beatrec.seqrec.eager import Eager, EagerConfig
 from beatrec.seqrec.evaluate import metrics_from_topk, popularity_topk
 from beatrec.seqrec.sasrec import SASRec, SASRecConfig
 from beatrec.seqrec.synthetic import SyntheticSeqConfig, write_seq_dataset
-from beatrec.seqrec.train import SeqTrainConfig, _eager_fns, _sasrec_fns, fit, predict_topk
+from beatrec.seqrec.train import _eager_fns, _sasrec_fns, fit, predict_topk
 
 SMALL = {"d_model": 32, "n_heads": 2, "enc_layers": 1, "dec_layers": 1, "d_ff": 64, "beam_size": 10}
 

@@ -137,7 +137,8 @@ def cmd_baseline(args: argparse.Namespace) -> None:
 
 
 def cmd_seqrec_train(args: argparse.Namespace) -> None:
-    from beatrec.seqrec.train import load_seqrec_config, train_run
+    from beatrec.seqrec.config import load_seqrec_config
+    from beatrec.seqrec.train import train_run
 
     if args.model == "llmbs":
         from beatrec.config import load_yaml
@@ -152,9 +153,9 @@ def cmd_seqrec_train(args: argparse.Namespace) -> None:
 def cmd_seqrec_evaluate(args: argparse.Namespace) -> None:
     import json
 
-    from beatrec.seqrec.train import evaluate_run
+    from beatrec.seqrec.runs import evaluate_any
 
-    result = evaluate_run(args.run, args.data, progress=not args.quiet, device=args.device, merge=args.merge,
+    result = evaluate_any(args.run, args.data, progress=not args.quiet, device=args.device, merge=args.merge,
                           beam_size=args.beam_size)
     print(json.dumps({"model": result["model"], **result["test"]}))
 

@@ -101,7 +101,8 @@ def _weights_size(path: Path) -> int:
     )
 
 
-def _slug(s: str) -> str:
+def slug(s: str) -> str:
+    """A file-name-safe tag of ``s`` (at most 60 characters; ``"model"`` when nothing is left)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("_")[-60:] or "model"
 
 
@@ -216,11 +217,11 @@ class TextEncoder:
             p = Path(cfg.name).expanduser()
             if p.exists():
                 path = _transformer_subdir(p.resolve())
-                tag = f"{_slug(p.resolve().name)}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
+                tag = f"{slug(p.resolve().name)}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
                 self.identity = f"path:{path}/{_weights_size(path)}"
             else:
                 path = Path(cfg.name)
-                tag = _slug(cfg.name)
+                tag = slug(cfg.name)
                 self.identity = f"id:{cfg.name}"
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)

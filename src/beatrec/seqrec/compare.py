@@ -21,12 +21,14 @@ import numpy as np
 import pandas as pd
 
 from beatrec.errors import RunError
-from beatrec.seqrec.data import SeqDataset, load_seq_dataset
+from beatrec.seqrec.data import load_seq_dataset
 from beatrec.seqrec.evaluate import KS
+from beatrec.seqrec.rundir import RANKINGS as RANKINGS  # re-exported
+from beatrec.seqrec.rundir import read_run_json
+from beatrec.seqrec.rundir import write_rankings as write_rankings  # re-exported
 from beatrec.stats import PairedDiff, format_rows, paired_test
 from beatrec.stats import format_p as format_p  # re-exported for callers of this module
 
-RANKINGS = "test_top10.csv"  # written by training; evaluation writes <out stem>_test_top10.csv
 METRICS = tuple(f"{m}@{k}" for m in ("recall", "ndcg") for k in KS)
 
 
@@ -41,17 +43,6 @@ class Comparison(NamedTuple):
     def as_dict(self) -> dict:
         return {"run_a": self.run_a, "run_b": self.run_b, "n_users": self.n_users, "n_resamples": self.n_resamples,
                 "alpha": self.alpha, "metrics": {r.metric: r._asdict() for r in self.rows}}
-
-
-def write_rankings(path: Path, ds: SeqDataset, users: np.ndarray, top: np.ndarray) -> Path:
-    """``user,rank1..rank10`` in raw ids for internal users (U,) and their ranked internal items (U, k);
-    -1 (a slot the model left empty) is written as an empty cell."""
-    top = np.asarray(top, dtype=np.int64)
-    df = pd.DataFrame(ds.item_raw_ids[np.maximum(top, 0)], columns=[f"rank{r + 1}" for r in range(top.shape[1])]
-                      ).astype("Int64").mask(top < 0)
-    df.insert(0, "user", ds.user_raw_ids[np.asarray(users, dtype=np.int64)])
-    df.to_csv(path, index=False)
-    return path
 
 
 def target_ranks(top: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -97,10 +88,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, data: str | Path | None =
                  seed: int = 0, alpha: float = 0.05, file_a: str | None = None, file_b: str | None = None
                  ) -> Comparison:
     """Paired comparison of two runs' test rankings (B - A) on the users both scored; see the module docstring."""
-    from beatrec.seqrec.train import _read_run_json  # here: training imports this module
-
     run_a, run_b = Path(run_a), Path(run_b)
-    info_a, info_b = _read_run_json(run_a), _read_run_json(run_b)
+    info_a, info_b = read_run_json(run_a), read_run_json(run_b)
     data_a, fp_a, fp_b = info_a["data"], info_a["items_fingerprint"], info_b["items_fingerprint"]
     if fp_a != fp_b:
         raise RunError(f"{run_a} and {run_b} were trained on different items: their rankings are not comparable")

@@ -19,166 +19,51 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from beatrec.config import check, load_yaml, save_yaml, to_dict, without_runtime
+from beatrec.config import save_yaml
 from beatrec.early_stop import EarlyStopping
 from beatrec.errors import ConfigError, RunError
 from beatrec.plots import plot_seqrec_history
 from beatrec.runtime import machine_info, resolve_device, torch_threads
-from beatrec.seqrec.codes import CodesConfig, ItemCodes, build_codes
-from beatrec.seqrec.compare import RANKINGS, write_rankings
+from beatrec.seqrec.codes import ItemCodes, build_codes
+from beatrec.seqrec.config import (
+    SeqRecConfig,
+    SeqTrainConfig,
+    experiment,
+    read_run_config,
+)
 from beatrec.seqrec.data import (
     LeaveOneOut,
     Samples,
     SeqDataset,
     item_popularity,
     leave_one_out,
-    load_seq_dataset,
     subset_samples,
 )
-from beatrec.seqrec.eager import STREAMS, TIGER_PRESET, Eager, EagerConfig
+from beatrec.seqrec.eager import STREAMS, Eager, EagerConfig
 from beatrec.seqrec.evaluate import KS, SeqMetrics, metrics_from_topk, popularity_topk
-from beatrec.seqrec.sasrec import SASRec, SASRecConfig
-from beatrec.text_encoder import TextEncoder, TextEncoderConfig
+from beatrec.seqrec.rundir import (
+    CHECKPOINT,
+    RANKINGS,
+    dataset_fingerprint,
+    load_checkpoint,
+    load_run_dataset,
+    read_run_json,
+    save_checkpoint,
+    write_rankings,
+)
+from beatrec.seqrec.sasrec import SASRec
+from beatrec.text_encoder import TextEncoder
 
-MODELS = ("eager", "sasrec", "tiger")
-PRESETS: dict[str, tuple[str, ...]] = {"eager": (), "sasrec": (), "tiger": TIGER_PRESET}
 UNTITLED = "untitled product"  # the text embedded for an item whose title is missing
-
-
-LR_SCHEDULES = ("constant", "inverse_sqrt")
-
-
-@dataclass
-class SeqTrainConfig:
-    """Optimisation and early stopping of one model."""
-
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 256
-    max_epochs: int = 50
-    patience: int = 5  # evaluations without a better validation NDCG@10 before stopping
-    eval_every: int = 1  # epochs between validation evaluations
-    max_steps_per_epoch: int = 0  # 0 = a full pass over the training windows
-    val_users: int = 0  # users scored for early stopping (seeded subset); 0 = all
-    eval_batch_size: int = 512
-    grad_clip: float = 1.0  # max gradient norm; 0 = off
-    seed: int = 0
-    threads: int = 0  # torch threads; 0 = leave torch's default
-    device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:N
-    max_minutes: float = 0.0  # training time budget: stop after the first evaluation past it (0 = none)
-    lr_schedule: str = "constant"  # constant | inverse_sqrt (lr·sqrt(warmup/step) after the warmup)
-    warmup_steps: int = 0  # linear warmup from ~0 to lr over this many optimiser steps
-
-    def lr_factor(self, step: int) -> float:
-        """Multiplier of ``lr`` at optimiser step ``step`` (0-based): linear warmup, then constant or
-        inverse-square-root decay (as the authors' EAGER code and fairseq schedule Transformers)."""
-        w = self.warmup_steps
-        if step < w:
-            return (step + 1) / w
-        return 1.0 if self.lr_schedule == "constant" else (max(w, 1) / (step + 1)) ** 0.5
-
-    def validate(self) -> None:
-        check(self.lr > 0, "train.lr must be > 0")
-        check(self.lr_schedule in LR_SCHEDULES, f"train.lr_schedule must be one of {LR_SCHEDULES}, "
-              f"got {self.lr_schedule!r}")
-        check(self.warmup_steps >= 0, "train.warmup_steps must be >= 0")
-        for name in ("batch_size", "max_epochs", "patience", "eval_every", "eval_batch_size"):
-            check(getattr(self, name) >= 1, f"train.{name} must be >= 1")
-        check(bool(self.device), "train.device must be auto, cpu, cuda or cuda:N")
-        for name in ("max_steps_per_epoch", "val_users", "threads"):
-            check(getattr(self, name) >= 0, f"train.{name} must be >= 0")
-        check(self.max_minutes >= 0, "train.max_minutes must be >= 0")
-        check(self.weight_decay >= 0 and self.grad_clip >= 0, "train.weight_decay and grad_clip must be >= 0")
-
-
-@dataclass
-class SeqRecConfig:
-    """Everything ``beatrec seqrec train`` uses; saved, resolved, as ``RUN/config.yaml``."""
-
-    model: str = "eager"  # eager | sasrec | tiger
-    max_len: int = 20  # history items per sample (sliding windows)
-    max_users: int = 0  # 0 = all users; else a seeded random subset (smoke runs)
-    subset_seed: int = 0
-    behavior_run: str = ""  # an existing SASRec run whose item embeddings make the behavior codes
-    sasrec: SASRecConfig = field(default_factory=SASRecConfig)
-    eager: EagerConfig = field(default_factory=EagerConfig)
-    codes: CodesConfig = field(default_factory=CodesConfig)
-    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
-    train: SeqTrainConfig = field(default_factory=SeqTrainConfig)
-    behavior_train: SeqTrainConfig = field(default_factory=SeqTrainConfig)  # the behavior SASRec of a run
-
-    def validate(self) -> None:
-        check(self.model in MODELS, f"model must be one of {MODELS}, got {self.model!r}")
-        check(self.max_len >= 1, "max_len must be >= 1")
-        check(self.max_users >= 0, "max_users must be >= 0")
-
-
-# Options added after runs were first saved, with the value every run saved before them used: a saved config
-# that predates one reads as what was run, not as today's default, and :func:`experiment` leaves an option out
-# at that value, so adding an option never turns an earlier run (or its checkpoint) into another experiment.
-LEGACY: dict[str, Any] = {"eager.code_tokens": "shared", "eager.tie_items": False,
-                          **{f"{sec}.{k}": v for sec in ("train", "behavior_train")
-                             for k, v in (("lr_schedule", "constant"), ("warmup_steps", 0))}}
-
-
-def read_run_config(path: str | Path) -> SeqRecConfig:
-    """A saved run's ``config.yaml`` / ``requested.yaml``; options the file predates take their :data:`LEGACY`
-    value."""
-    p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text()) if p.is_file() else None
-    except yaml.YAMLError:
-        raw = None  # load_yaml says what is wrong with the file
-    missing = []
-    for key, value in LEGACY.items():
-        node: Any = raw
-        for part in key.split("."):
-            node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
-        if node is _ABSENT and isinstance(raw, dict):
-            missing.append(f"{key}={value}")
-    return load_yaml(SeqRecConfig, p, missing)
-
-
-_ABSENT = object()
-
-# Sections a SASRec run never reads: changing them (e.g. a new EAGER default) leaves a SASRec run the same one.
-_GENERATIVE_ONLY = ("eager", "codes", "text_encoder", "behavior_train", "behavior_run")
-
-
-def experiment(cfg: SeqRecConfig) -> dict[str, Any]:
-    """What decides a run's results, as a plain dict: the config without runtime settings (threads, device) and,
-    for SASRec, without the sections only the generative models read. Two runs with equal ``experiment``
-    are the same run (checkpoint resume, behavior-encoder reuse, benchmark read-back). Options at their
-    :data:`LEGACY` value are left out: the experiment is the one run before the option existed."""
-    d = to_dict(without_runtime(cfg))
-    if cfg.model == "sasrec":
-        for k in _GENERATIVE_ONLY:
-            d.pop(k)
-    for key, value in LEGACY.items():
-        section, name = key.split(".")
-        if section in d and d[section].get(name, _ABSENT) == value:
-            del d[section][name]
-    return d
-
-
-def load_seqrec_config(model: str, path: str | Path | None = None, overrides: list[str] | None = None
-                       ) -> SeqRecConfig:
-    """The config of a ``--model`` run: the YAML file, then the model's preset on top of it (TIGER: semantic
-    stream only, no auxiliary tasks, its own code shape: these win over the file), then ``--set`` overrides."""
-    if model not in MODELS:
-        raise ConfigError(f"--model must be one of {MODELS}, got {model!r}")
-    return load_yaml(SeqRecConfig, path, [*PRESETS[model], *(overrides or []), f"model={model}"])
 
 
 class TextEmbedder(Protocol):
@@ -216,26 +101,6 @@ def predict_topk(recommend: Callable[[torch.Tensor, int], np.ndarray], samples: 
     return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
 
 
-CHECKPOINT = "checkpoint.pt"
-
-
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)  # atomic: an interrupted save never leaves a half-written checkpoint
-
-
-def _load_checkpoint(path: Path, key: str) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unreadable file: say which, keep it for inspection
-        raise RunError(f"{path}: corrupt checkpoint ({type(e).__name__}); move it away to train from scratch") from e
-    if state.get("key") != key:
-        raise RunError(f"{path}: this checkpoint belongs to another configuration or dataset; use the same config "
-                       "and --set options to resume, or move the checkpoint away to train from scratch")
-    return state
-
-
 def fit(model: torch.nn.Module, split: LeaveOneOut, cfg: SeqTrainConfig,
         loss_fn: Callable[[torch.Tensor, torch.Tensor], tuple],
         recommend: Callable[[torch.Tensor, int], np.ndarray], progress: bool = True, desc: str = "train",
@@ -268,7 +133,7 @@ def fit(model: torch.nn.Module, split: LeaveOneOut, cfg: SeqTrainConfig,
     stopper = EarlyStopping(cfg.patience)
     first, done_seconds, out_of_time = 1, 0.0, False
     if checkpoint is not None and checkpoint.is_file():
-        ck = _load_checkpoint(checkpoint, checkpoint_key)
+        ck = load_checkpoint(checkpoint, checkpoint_key)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         rng.bit_generator.state = ck["np_rng"]
@@ -319,7 +184,7 @@ def fit(model: torch.nn.Module, split: LeaveOneOut, cfg: SeqTrainConfig,
                        f"N@10 {m.ndcg10:.4f} [{row['seconds']:.1f}s + eval {row['eval_seconds']:.1f}s]")
         stop = stopper.update(m.ndcg10, epoch, model)
         if checkpoint is not None:
-            _save_checkpoint(checkpoint, {
+            save_checkpoint(checkpoint, {
                 "key": checkpoint_key, "epoch": epoch, "model": model.state_dict(), "opt": opt.state_dict(),
                 "np_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                 "generators": [g.get_state() for g in generators], "stopper": stopper.state_dict(), "rows": rows,
@@ -335,15 +200,6 @@ def fit(model: torch.nn.Module, split: LeaveOneOut, cfg: SeqTrainConfig,
     model.eval()
     return FitResult(pd.DataFrame(rows), stopper.best_epoch, stopper.best, stopper.stopped, out_of_time,
                      time.perf_counter() - t_train)
-
-
-def _dataset_fingerprint(ds: SeqDataset) -> str:
-    return hashlib.sha256(ds.item_raw_ids.astype(np.int64).tobytes()).hexdigest()[:16]
-
-
-def _load_dataset(data: str | Path, cfg: SeqRecConfig) -> SeqDataset:
-    ds = load_seq_dataset(data)
-    return ds.subset_users(cfg.max_users, cfg.subset_seed) if cfg.max_users else ds
 
 
 class _SASRecLoss(NamedTuple):
@@ -390,7 +246,7 @@ def _write_common(out: Path, cfg: SeqRecConfig, ds: SeqDataset, data: str | Path
     save_yaml(cfg, out / "config.yaml")
     (out / "run.json").write_text(json.dumps({
         "data": str(Path(data).resolve()), "model": cfg.model, "n_items": ds.n_items, "n_users": ds.n_users,
-        "items_fingerprint": _dataset_fingerprint(ds)}, indent=2))
+        "items_fingerprint": dataset_fingerprint(ds)}, indent=2))
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
     fit_res.history.to_csv(out / "history.csv", index=False)
     plot_seqrec_history(fit_res.history, out / "history.png")
@@ -433,7 +289,7 @@ def _train_run(data: str | Path, out: Path, cfg: SeqRecConfig, progress: bool, e
                dataset: SeqDataset | None) -> RunResult:
     t_start = time.perf_counter()
     torch.manual_seed(cfg.train.seed)
-    ds = dataset or _load_dataset(data, cfg)
+    ds = dataset or load_run_dataset(data, cfg.max_users, cfg.subset_seed)
     split = leave_one_out(ds, cfg.max_len)
     _log(progress, f"[data] {ds.name}: {ds.n_users} users, {ds.n_items} items, {ds.n_interactions} interactions, "
                    f"{len(split.train.target)} training windows; dropped {ds.n_dropped_users} users with < 3 items"
@@ -452,7 +308,7 @@ def _train_run(data: str | Path, out: Path, cfg: SeqRecConfig, progress: bool, e
         t = time.perf_counter()
         need_behavior = ecfg.use_behavior
         if need_behavior:
-            emb["behavior"] = _behavior_embeddings(data, out, cfg, ds, progress)
+            emb["behavior"] = behavior_embeddings(data, out, cfg, ds, progress)
         timings["behavior_encoder_s"] = time.perf_counter() - t
         t = time.perf_counter()
         if ecfg.use_semantic:
@@ -493,7 +349,7 @@ def _train_run(data: str | Path, out: Path, cfg: SeqRecConfig, progress: bool, e
     n_params = sum(p.numel() for p in model.parameters())
     _log(progress, f"[train] {cfg.model}: {n_params:,} parameters")
     # Threads and device are left out: a run may resume on another machine or thread count.
-    key = hashlib.sha256(f"{_dataset_fingerprint(ds)}|{ds.n_users}|{json.dumps(experiment(cfg), sort_keys=True)}|"
+    key = hashlib.sha256(f"{dataset_fingerprint(ds)}|{ds.n_users}|{json.dumps(experiment(cfg), sort_keys=True)}|"
                          f"{code_digest}".encode()).hexdigest()
     fit_res = fit(model, split, cfg.train, loss_fn, recommend, progress, desc=cfg.model,
                   checkpoint=out / CHECKPOINT, checkpoint_key=key, generators=gens)
@@ -526,15 +382,15 @@ def _train_run(data: str | Path, out: Path, cfg: SeqRecConfig, progress: bool, e
     return RunResult(out, metrics)
 
 
-def _behavior_embeddings(data: str | Path, out: Path, cfg: SeqRecConfig, ds: SeqDataset, progress: bool
+def behavior_embeddings(data: str | Path, out: Path, cfg: SeqRecConfig, ds: SeqDataset, progress: bool
                          ) -> torch.Tensor:
     """(n_items, d) SASRec item embeddings: from ``cfg.behavior_run`` or a SASRec trained into RUN/behavior."""
     if cfg.behavior_run:
         run = Path(cfg.behavior_run)
-        info = _read_run_json(run)
+        info = read_run_json(run)
         if info["model"] != "sasrec":
             raise RunError(f"{run}: behavior_run must be a SASRec run, this one is {info['model']!r}")
-        if info["items_fingerprint"] != _dataset_fingerprint(ds):
+        if info["items_fingerprint"] != dataset_fingerprint(ds):
             raise RunError(f"{run}: behavior_run was trained on other items than this dataset")
         model = load_model(run, ds)
         _log(progress, f"[behavior] SASRec item embeddings from {run}")
@@ -543,7 +399,7 @@ def _behavior_embeddings(data: str | Path, out: Path, cfg: SeqRecConfig, ds: Seq
         done = out / "behavior"
         reusable = (done / "metrics.json").is_file() and \
             experiment(read_run_config(done / "config.yaml")) == experiment(sub) and \
-            _read_run_json(done)["items_fingerprint"] == _dataset_fingerprint(ds)
+            read_run_json(done)["items_fingerprint"] == dataset_fingerprint(ds)
         if reusable:
             _log(progress, f"[behavior] SASRec (behavior encoder) already trained in {done}: reused")
         else:
@@ -554,20 +410,10 @@ def _behavior_embeddings(data: str | Path, out: Path, cfg: SeqRecConfig, ds: Seq
     return model.item_embeddings().detach().clone()
 
 
-def _read_run_json(run: Path) -> dict[str, Any]:
-    p = run / "run.json"
-    if not p.is_file():
-        raise RunError(f"{run}: not a seqrec run directory (run.json missing)")
-    try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise RunError(f"{p}: corrupt ({e.msg})") from e
-
-
 def load_model(run: str | Path, ds: SeqDataset | None = None) -> torch.nn.Module:
     """Rebuild a trained model from its run directory (config.yaml, codes_*.csv, model.safetensors)."""
     run = Path(run)
-    info = _read_run_json(run)
+    info = read_run_json(run)
     cfg = read_run_config(run / "config.yaml")
     n_items = int(info["n_items"]) if ds is None else ds.n_items
     if n_items != info["n_items"]:
@@ -597,15 +443,14 @@ def evaluate_run(run: str | Path, data: str | Path | None = None, progress: bool
     ``merge`` / ``beam_size`` (generative runs) decode with another stream merge or beam width than the run was
     trained with; the result records what was used."""
     run = Path(run)
-    info = _read_run_json(run)
+    info = read_run_json(run)
     if info["model"] == "llmbs":
-        from beatrec.seqrec.llmbs.run import evaluate_llmbs
-
-        return evaluate_llmbs(run, data, progress)
+        raise RunError(f"{run}: an LLM-BS run; evaluate it with beatrec.seqrec.runs.evaluate_any "
+                       "(what `beatrec seqrec evaluate` calls)")
     cfg = read_run_config(run / "config.yaml")
     with torch_threads(cfg.train.threads):
-        ds = _load_dataset(data or info["data"], cfg)
-        if _dataset_fingerprint(ds) != info["items_fingerprint"]:
+        ds = load_run_dataset(data or info["data"], cfg.max_users, cfg.subset_seed)
+        if dataset_fingerprint(ds) != info["items_fingerprint"]:
             raise RunError(f"{run}: the dataset's items differ from those the run was trained on")
         split = leave_one_out(ds, cfg.max_len)
         model = load_model(run, ds).to(resolve_device(device))

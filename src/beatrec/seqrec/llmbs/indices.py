@@ -115,12 +115,12 @@ def cached_lm_item_embeddings(lm, tok, texts: list[str], identity: str, max_toke
     import hashlib
 
     from beatrec.paths import cache_dir
-    from beatrec.text_encoder import EmbeddingCache, _slug
+    from beatrec.text_encoder import EmbeddingCache, slug
 
     dim = lm.config.hidden_size
     if not cache:
         return lm_item_embeddings(lm, tok, texts, max_tokens=max_tokens)
-    tag = f"{_slug(identity)}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}-L{max_tokens}"
+    tag = f"{slug(identity)}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}-L{max_tokens}"
     store = EmbeddingCache(cache_dir("lm_item_emb", tag), dim)
     prefix = f"{identity}\0{max_tokens}\0".encode()
     keys = [hashlib.sha256(prefix + t.encode("utf-8")).digest() for t in texts]

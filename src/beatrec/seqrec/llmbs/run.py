@@ -22,14 +22,14 @@ import torch
 from beatrec.config import check, save_yaml
 from beatrec.lm import LMConfig
 from beatrec.runtime import machine_info
-from beatrec.seqrec.compare import RANKINGS, write_rankings
+from beatrec.seqrec.config import SeqTrainConfig
 from beatrec.seqrec.data import Samples, leave_one_out, subset_samples
 from beatrec.seqrec.evaluate import KS, metrics_from_topk
 from beatrec.seqrec.llmbs.indices import IndexConfig
 from beatrec.seqrec.llmbs.model import GCDConfig
 from beatrec.seqrec.llmbs.tasks import TaskConfig
 from beatrec.seqrec.llmbs.train import LLMBSTrainConfig
-from beatrec.seqrec.train import SeqTrainConfig
+from beatrec.seqrec.rundir import RANKINGS, write_rankings
 
 
 @dataclass
@@ -125,12 +125,14 @@ def train_llmbs(data: str | Path, out_dir: str | Path, cfg: LLMBSConfig | None =
     from safetensors.torch import save_file
 
     from beatrec.lm import load_causal_lm, resolve_lm_path
+    from beatrec.seqrec.config import SeqRecConfig
     from beatrec.seqrec.llmbs.indices import build_index, cached_lm_item_embeddings
     from beatrec.seqrec.llmbs.model import LLMBS
     from beatrec.seqrec.llmbs.tasks import build_examples
     from beatrec.seqrec.llmbs.train import accelerator, anneal, fit
     from beatrec.seqrec.llmbs.vocab import add_code_tokens
-    from beatrec.seqrec.train import SeqRecConfig, _behavior_embeddings, _dataset_fingerprint, _load_dataset
+    from beatrec.seqrec.rundir import dataset_fingerprint, load_run_dataset
+    from beatrec.seqrec.train import behavior_embeddings
 
     cfg = cfg or LLMBSConfig()
     cfg.validate()
@@ -143,12 +145,12 @@ def train_llmbs(data: str | Path, out_dir: str | Path, cfg: LLMBSConfig | None =
     t = time.perf_counter()
     seq_cfg = SeqRecConfig(model="sasrec", max_len=cfg.max_len, max_users=cfg.max_users, subset_seed=cfg.subset_seed,
                            behavior_run=cfg.behavior_run, behavior_train=cfg.behavior_train)
-    ds = _load_dataset(data, seq_cfg)
+    ds = load_run_dataset(data, seq_cfg.max_users, seq_cfg.subset_seed)
     split = leave_one_out(ds, cfg.max_len)
     log(f"[llmbs] {ds.name}: {ds.n_users} users, {ds.n_items} items, {len(split.train.target)} training windows")
     acc = accelerator()
     with acc.main_process_first():  # one process trains the behavior encoder, the others then read it
-        behavior = _behavior_embeddings(data, out, seq_cfg, ds, progress and acc.is_main_process)
+        behavior = behavior_embeddings(data, out, seq_cfg, ds, progress and acc.is_main_process)
     timings["behavior_s"] = time.perf_counter() - t
     t = time.perf_counter()
     lm, tok = load_causal_lm(cfg.lm)
@@ -205,7 +207,7 @@ def train_llmbs(data: str | Path, out_dir: str | Path, cfg: LLMBSConfig | None =
     save_file(state, str(out / WEIGHTS))
     (out / "run.json").write_text(json.dumps({
         "data": str(Path(data).resolve()), "model": "llmbs", "n_items": ds.n_items, "n_users": ds.n_users,
-        "items_fingerprint": _dataset_fingerprint(ds), "first_new_id": vocab.first_new_id,
+        "items_fingerprint": dataset_fingerprint(ds), "first_new_id": vocab.first_new_id,
         "annealed": stage2 is not None}, indent=2))
     metrics = {"model": "llmbs", "dataset": str(data), "n_users": ds.n_users, "n_items": ds.n_items,
                "index": index_cfg.kind, "index_note": note, "code_report": rep.as_dict(),
@@ -229,12 +231,12 @@ def load_llmbs(run: str | Path, ds=None):  # noqa: ANN001, ANN201
     from beatrec.errors import RunError
     from beatrec.lm import load_causal_lm
     from beatrec.seqrec.codes import ItemCodes
-    from beatrec.seqrec.llmbs.train import _lora, add_annealing_adapter
+    from beatrec.seqrec.llmbs.train import add_annealing_adapter, lora_config
     from beatrec.seqrec.llmbs.vocab import add_code_tokens
-    from beatrec.seqrec.train import _read_run_json
+    from beatrec.seqrec.rundir import read_run_json
 
     run = Path(run)
-    info = _read_run_json(run)
+    info = read_run_json(run)
     for f in ("config.yaml", "codes_llmbs.csv", WEIGHTS):
         if not (run / f).is_file():
             raise RunError(f"{run}: {f} missing (not a finished LLM-BS run)")
@@ -250,7 +252,7 @@ def load_llmbs(run: str | Path, ds=None):  # noqa: ANN001, ANN201
         raise RunError(f"{run}: the LM's vocabulary has {vocab.first_new_id} tokens, the run was trained with "
                        f"{info['first_new_id']} (a different lm.name?)")
     if cfg.train.finetune == "lora":
-        lm = get_peft_model(lm, _lora(cfg.train.lora))
+        lm = get_peft_model(lm, lora_config(cfg.train.lora))
     if info["annealed"]:
         lm = add_annealing_adapter(lm, cfg.train.lora)
     params = dict(lm.named_parameters())
@@ -277,14 +279,13 @@ def evaluate_llmbs(run: str | Path, data: str | Path | None = None, progress: bo
     write ``RUN/evaluation.json`` and return it."""
     from beatrec.config import load_yaml
     from beatrec.errors import RunError
-    from beatrec.seqrec.train import SeqRecConfig, _dataset_fingerprint, _load_dataset, _read_run_json
+    from beatrec.seqrec.rundir import dataset_fingerprint, load_run_dataset, read_run_json
 
     run = Path(run)
-    info = _read_run_json(run)
+    info = read_run_json(run)
     cfg = load_yaml(LLMBSConfig, run / "config.yaml")
-    ds = _load_dataset(data or info["data"], SeqRecConfig(model="sasrec", max_users=cfg.max_users,
-                                                          subset_seed=cfg.subset_seed))
-    if _dataset_fingerprint(ds) != info["items_fingerprint"]:
+    ds = load_run_dataset(data or info["data"], cfg.max_users, cfg.subset_seed)
+    if dataset_fingerprint(ds) != info["items_fingerprint"]:
         raise RunError(f"{run}: the dataset's items differ from those the run was trained on")
     lm, tok, vocab, code_text = load_llmbs(run, ds)
     split = leave_one_out(ds, cfg.max_len)

@@ -73,7 +73,8 @@ class StageResult(NamedTuple):
     losses: list[float]  # mean loss per epoch
 
 
-def _lora(cfg: LoRAConfig):  # noqa: ANN202
+def lora_config(cfg: LoRAConfig):  # noqa: ANN201 - a peft LoraConfig (peft imported lazily)
+    """The peft ``LoraConfig`` of ``cfg`` for a causal LM."""
     from peft import LoraConfig
 
     return LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules),
@@ -86,7 +87,7 @@ def prepare(model: LLMBS, cfg: LLMBSTrainConfig, first_new_id: int) -> LLMBS:
     if cfg.finetune == "lora":
         from peft import get_peft_model
 
-        model.lm = get_peft_model(model.lm, _lora(cfg.lora))
+        model.lm = get_peft_model(model.lm, lora_config(cfg.lora))
     else:
         for p in model.lm.parameters():
             p.requires_grad_(True)
@@ -181,10 +182,10 @@ def add_annealing_adapter(lm: torch.nn.Module, lora: LoRAConfig) -> torch.nn.Mod
 
     if isinstance(lm, PeftModel):
         stage1 = [a for a in lm.peft_config if a != ANNEAL]
-        lm.add_adapter(ANNEAL, _lora(lora))
+        lm.add_adapter(ANNEAL, lora_config(lora))
         lm.base_model.set_adapter([*stage1, ANNEAL])
         return lm
-    return get_peft_model(lm, _lora(lora), adapter_name=ANNEAL)
+    return get_peft_model(lm, lora_config(lora), adapter_name=ANNEAL)
 
 
 @contextlib.contextmanager
