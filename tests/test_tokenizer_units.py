@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from beatrec.losses import info_nce
 from beatrec.metrics.ranking import evaluate_scores, interaction_matrix, rank_metrics_from_topk
 from beatrec.tokenizer.codebook import VQCodebook, codebook_usage, kmeans
 from beatrec.tokenizer.config import TokenizerModelConfig
 from beatrec.tokenizer.graph import normalized_adjacency, sym_spmm
 from beatrec.tokenizer.lightgcn import LightGCN
 from beatrec.tokenizer.micro import MicroReconstructor, choose_mask
-from beatrec.tokenizer.model import BehaviorTokenizer, info_nce
+from beatrec.tokenizer.model import BehaviorTokenizer
 
 
 def test_normalized_adjacency_hand_values() -> None:
@@ -249,3 +250,15 @@ def test_select_tolerance_is_validated() -> None:
 
     with pytest.raises(ConfigError, match="select_tolerance"):
         from_dict(TokenizerTrainConfig, {"select_tolerance": 1.5})
+
+
+def test_info_nce_one_way_and_same_key_rows_by_hand() -> None:
+    # rows 0 and 1 share a key: row 0's only negative is row 2 (and vice versa), row 2 sees both
+    a = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    keys = torch.tensor([7, 7, 3])
+    got = info_nce(a, a, temperature=1.0, symmetric=False, keys=keys)
+    r01 = -math.log(math.e / (math.e + 1.0))  # positive cos 1 against one negative at cos 0
+    r2 = -math.log(math.e / (math.e + 2.0))  # against rows 0 and 1, both at cos 0
+    assert got.item() == pytest.approx((2 * r01 + r2) / 3, rel=1e-6)
+    plain = info_nce(a, a, temperature=1.0, symmetric=False)  # row 0's twin counts as a negative at cos 1
+    assert plain.item() > got.item()

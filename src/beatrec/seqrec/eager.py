@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from beatrec.config import check
+from beatrec.losses import info_nce
 from beatrec.seqrec.beam import MERGES, BeamResult, constrained_beam_search, merge_streams, rank_distinct
 from beatrec.seqrec.codes import ItemCodes
 from beatrec.seqrec.encoder import EncodedHistory, ItemSequenceEncoder
@@ -337,14 +338,6 @@ class Recommendation(NamedTuple):
     streams: dict[str, BeamResult]  # per-stream beam results
 
 
-def info_nce(z: torch.Tensor, e: torch.Tensor, items: torch.Tensor, tau: float) -> torch.Tensor:
-    """In-batch InfoNCE between z (B, d) and e (B, d) (cosine / τ); other rows of the same item are not negatives."""
-    sim = F.normalize(z, dim=1) @ F.normalize(e, dim=1).t() / tau  # (B, B)
-    same = (items[:, None] == items[None, :]) & ~torch.eye(len(items), dtype=torch.bool, device=z.device)
-    sim = sim.masked_fill(same, float("-inf"))
-    return F.cross_entropy(sim, torch.arange(len(items), device=z.device))
-
-
 class Eager(nn.Module):
     """The EAGER model over ``n_items`` items.
 
@@ -436,7 +429,8 @@ class Eager(nn.Module):
             if self.cfg.use_contrastive:
                 if target_emb is None or s not in target_emb:
                     raise ValueError(f"the contrastive task needs target_emb['{s}']")
-                con[s] = info_nce(self.decoders[s].proj(summaries[s]), target_emb[s], target, self.cfg.temperature)
+                con[s] = info_nce(self.decoders[s].proj(summaries[s]), target_emb[s], self.cfg.temperature,
+                                  symmetric=False, keys=target)
         recon = match = zero
         if self.transfer is not None:
             recon, match = self._transfer_losses(target, summaries["semantic"], generator)

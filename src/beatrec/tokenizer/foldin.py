@@ -33,6 +33,7 @@ import torch
 
 from beatrec.config import check
 from beatrec.errors import ConfigError, RunError
+from beatrec.tokenizer.graph import normalized_bipartite
 
 SIDES = ("user", "item")
 
@@ -85,17 +86,6 @@ class FoldInResult(NamedTuple):
         return d
 
 
-def _normalized_bipartite(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
-    """B = D_u^{-1/2} R D_i^{-1/2} (U, I) of the training edges, and the user and item degrees."""
-    r = sp.csr_matrix((np.ones(len(users), np.float64), (users, items)), shape=(n_users, n_items))
-    r.data[:] = 1.0  # duplicate edges count once
-    du = np.asarray(r.sum(1)).ravel()
-    di = np.asarray(r.sum(0)).ravel()
-    iu = np.where(du > 0, du, 1.0) ** -0.5
-    ii = np.where(di > 0, di, 1.0) ** -0.5
-    return sp.csr_matrix(sp.diags(iu) @ r @ sp.diags(ii)), du, di
-
-
 class FoldIn:
     """A trained stage-1 model ready to fold new users and items in.
 
@@ -121,7 +111,7 @@ class FoldIn:
         exclude = {s: np.asarray((exclude or {}).get(s, []), np.int64) for s in SIDES}
         keep = ~np.isin(users, exclude["user"]) & ~np.isin(items, exclude["item"])
         users, items = np.asarray(users)[keep], np.asarray(items)[keep]
-        self.bip, self.deg_user, self.deg_item = _normalized_bipartite(users, items, self.n_users, self.n_items)
+        self.bip, self.deg_user, self.deg_item = normalized_bipartite(users, items, self.n_users, self.n_items)
         r = sp.csr_matrix((np.ones(len(users)), (users, items)), shape=(self.n_users, self.n_items))
         r.data[:] = 1.0
         self.known = {"user": r.tocsr(), "item": r.T.tocsr()}  # interactions of each trained entity

@@ -16,24 +16,36 @@ import scipy.sparse as sp
 import torch
 
 
+def normalized_bipartite(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int
+                         ) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+    """B = D_u^{-1/2} R D_i^{-1/2}, the user–item block of Â, and the degrees (the one graph normalisation).
+
+    Args:
+        users, items: (E,) the training edges (a repeated edge counts once: R is binary).
+    Returns:
+        B (U, I) float64 CSR, user degrees (U,), item degrees (I,); an entity without edges has degree 0 and an
+        all-zero row / column.
+    """
+    r = sp.csr_matrix((np.ones(len(users), np.float64), (np.asarray(users, np.int64), np.asarray(items, np.int64))),
+                      shape=(n_users, n_items))
+    r.data[:] = 1.0  # duplicate edges count once
+    du = np.asarray(r.sum(1)).ravel()
+    di = np.asarray(r.sum(0)).ravel()
+    iu = np.where(du > 0, du, 1.0) ** -0.5
+    ii = np.where(di > 0, di, 1.0) ** -0.5
+    return sp.csr_matrix(sp.diags(iu) @ r @ sp.diags(ii)), du, di
+
+
 def normalized_adjacency(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> torch.Tensor:
-    """Build Â = D^{-1/2} A D^{-1/2} as a CSR tensor of shape (U+I, U+I).
+    """Build Â = D^{-1/2} A D^{-1/2} = [[0, B], [Bᵀ, 0]] as a CSR tensor of shape (U+I, U+I).
 
     Args:
         users: (E,) user ids of the training edges.
-        items: (E,) item ids of the same edges (0-based item ids; they are offset by ``n_users`` here).
+        items: (E,) item ids of the same edges (0-based; items take rows ``n_users..``).
     """
     n = n_users + n_items
-    users = np.asarray(users, dtype=np.int64)
-    items = np.asarray(items, dtype=np.int64) + n_users
-    rows = np.concatenate([users, items])
-    cols = np.concatenate([items, users])
-    deg = np.bincount(rows, minlength=n).astype(np.float64)
-    inv_sqrt = np.zeros_like(deg)
-    nz = deg > 0
-    inv_sqrt[nz] = deg[nz] ** -0.5
-    vals = (inv_sqrt[rows] * inv_sqrt[cols]).astype(np.float32)
-    m = sp.csr_matrix((vals, (rows, cols)), shape=(n, n))
+    b = normalized_bipartite(users, items, n_users, n_items)[0].astype(np.float32)
+    m = sp.csr_matrix(sp.bmat([[None, b], [b.T, None]], format="csr", dtype=np.float32), shape=(n, n))
     m.sum_duplicates()
     m.sort_indices()
     with warnings.catch_warnings():  # "sparse CSR support is in beta": CSR @ dense is all we use

@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from beatrec.losses import bpr, info_nce
 from beatrec.tokenizer.codebook import VQCodebook
 from beatrec.tokenizer.config import TokenizerModelConfig
 from beatrec.tokenizer.lightgcn import LightGCN
@@ -70,18 +70,6 @@ class TokenizerLosses(NamedTuple):
     vq: torch.Tensor
     macro: torch.Tensor
     micro: torch.Tensor
-
-
-def bpr(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-    """Bayesian personalised ranking loss, mean of −log σ(s⁺ − s⁻)."""
-    return F.softplus(neg - pos).mean()
-
-
-def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Symmetric InfoNCE with cosine similarity and in-batch negatives (eq. 6). a, b: (B, T)."""
-    logits = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).t() / temperature  # (B, B)
-    target = torch.arange(a.shape[0], device=a.device)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
 
 
 class BehaviorTokenizer(nn.Module):

@@ -21,10 +21,10 @@ from torch import nn
 
 from beatrec.align.prompt import render_chat
 from beatrec.config import check
+from beatrec.losses import info_nce
 from beatrec.seqrec.llmbs.tasks import Example
 from beatrec.seqrec.llmbs.templates import ANSWER_CUE
 from beatrec.seqrec.llmbs.vocab import CON
-from beatrec.tokenizer.model import info_nce
 
 IGNORE = -100
 
