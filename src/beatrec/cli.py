@@ -173,12 +173,14 @@ def cmd_seqrec_compare(args: argparse.Namespace) -> None:
 
 
 def _add_seqrec(sub: argparse._SubParsersAction) -> None:
+    from beatrec.seqrec.config import CLI_MODELS
+
     p = sub.add_parser("seqrec", help="generative sequential recommendation: EAGER and its baselines")
     ssub = p.add_subparsers(dest="seqrec_command", required=True)
     t = ssub.add_parser("train", help="train EAGER, SASRec or the TIGER-style baseline (leave-one-out)")
     t.add_argument("--data", type=Path, required=True,
                    help="dataset directory (<Name>.txt or <Name>.inter.json, optional item_text.tsv)")
-    t.add_argument("--model", choices=("eager", "sasrec", "tiger", "llmbs"), default="eager")
+    t.add_argument("--model", choices=CLI_MODELS, default="eager")
     t.add_argument("--out", type=Path, required=True, help="run directory to write")
     _add_config_args(t)
     t.set_defaults(func=cmd_seqrec_train)
@@ -214,6 +216,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from beatrec.align.controls import SIDES
+
     ap = argparse.ArgumentParser(prog="beatrec", description="LLM-based recommendation with behavior tokens.")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -264,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     for k, what in (("bertscore", "BERTScore-MiniLM"), ("lm-score", "LM-score (loads the LM)"),
                     ("specificity", "specificity")):
         p.add_argument(f"--no-{k}", action="store_true", help=f"skip {what}")
-    p.add_argument("--controls", nargs="+", choices=["user", "item"], default=[],
+    p.add_argument("--controls", nargs="+", choices=SIDES, default=[],
                    help="also explain every pair with another test user's (item's) behavior tokens and compare "
                         "pair by pair: bootstrap interval and permutation p-value per metric")
     _add_config_args(p)

@@ -3,8 +3,10 @@
 The variant: for each (candidate, reference) pair, on the same lower-cased word/punctuation tokens as BLEU
 (:func:`beatrec.metrics.text.tokenize`), with L = |LCS(candidate, reference)|,
 P = L / |candidate|, R = L / |reference| and F1 = 2PR / (P + R) (0 when L = 0); the score is the mean F1
-over pairs. This is the "rougeL" (not "rougeLsum") of Google's ``rouge-score`` package with β = 1 and no
-stemming, the variant XRec and PETER report as ROUGE-L F.
+over pairs. This is the formula of the "rougeL" (not "rougeLsum") of Google's ``rouge-score`` package with β = 1
+and no stemming, the variant XRec and PETER report as ROUGE-L F, but *not* its tokens: rouge-score drops every
+non-alphanumeric character, while here punctuation marks are tokens (shared with BLEU), so a period both texts
+end with counts as a match and scores are not interchangeable with rouge-score's.
 """
 
 from __future__ import annotations

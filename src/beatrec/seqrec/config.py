@@ -15,7 +15,8 @@ from beatrec.seqrec.eager import TIGER_PRESET, EagerConfig
 from beatrec.seqrec.sasrec import SASRecConfig
 from beatrec.text_encoder import TextEncoderConfig
 
-MODELS = ("eager", "sasrec", "tiger")
+MODELS = ("eager", "sasrec", "tiger")  # the models of SeqRecConfig (this harness)
+CLI_MODELS = (*MODELS, "llmbs")  # every `beatrec seqrec train --model` (LLM-BS has its own harness)
 PRESETS: dict[str, tuple[str, ...]] = {"eager": (), "sasrec": (), "tiger": TIGER_PRESET}
 
 
