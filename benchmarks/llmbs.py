@@ -72,7 +72,6 @@ def seqrec_subset_metrics(run: Path, data: Path, max_users: int, eval_users: int
     from beatrec.seqrec.data import leave_one_out, subset_samples
     from beatrec.seqrec.evaluate import metrics_from_topk
     from beatrec.seqrec.rundir import load_run_dataset
-    from beatrec.seqrec.sasrec import SASRec
     from beatrec.seqrec.train import load_model, predict_topk
 
     cfg = read_run_config(run / "config.yaml")
@@ -81,11 +80,8 @@ def seqrec_subset_metrics(run: Path, data: Path, max_users: int, eval_users: int
     s = subset_samples(split.test, eval_users, 0)  # LLM-BS: subset_samples(split.test, eval_users, subset_seed=0)
     model = load_model(run, ds)
 
-    def recommend(h, k):  # noqa: ANN001, ANN202
-        return model.recommend(h, k) if isinstance(model, SASRec) else model.recommend(h, k).items.numpy()
-
     assert max_users == cfg.max_users
-    return metrics_from_topk(predict_topk(recommend, s, cfg.train.eval_batch_size), s.target).as_dict() | {
+    return metrics_from_topk(predict_topk(model.topk, s, cfg.train.eval_batch_size), s.target).as_dict() | {
         "n_users": int(len(np.unique(s.user)))}
 
 

@@ -269,3 +269,18 @@ def test_joint_merge_rescores_candidates_in_both_streams(planted, code_tokens: s
         expect = sorted(best, key=lambda i: -best[i])[:10]
         assert rec.items[row].tolist() == expect
     assert torch.equal(model.recommend(hist, 10).items, rec.items)  # deterministic
+    assert np.array_equal(model.topk(hist, 10), rec.items.cpu().numpy())  # the ranking contract
+
+
+def test_ranking_contract_topk_of_sasrec_and_eager(planted) -> None:  # noqa: ANN001
+    """Every seqrec model ranks through ``topk(history, k) -> (B, k)`` numpy ids, best first."""
+    ds, split, _ = planted
+    hist = torch.from_numpy(split.test.history[:4])
+    torch.manual_seed(0)
+    sas = SASRec(ds.n_items, 20, SASRecConfig(d_model=16, d_ff=32)).eval()
+    with torch.no_grad():
+        top = sas.topk(hist, 5)
+        scores = sas(hist).scores.numpy()
+    assert isinstance(top, np.ndarray) and top.shape == (4, 5)
+    best = np.take_along_axis(scores, top, 1)
+    assert (np.diff(best, axis=1) <= 0).all() and np.allclose(best[:, 0], scores.max(1))

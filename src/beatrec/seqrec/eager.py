@@ -460,6 +460,11 @@ class Eager(nn.Module):
         return recon, F.binary_cross_entropy_with_logits(match_logit, label)
 
     @torch.no_grad()
+    def topk(self, history: torch.Tensor, k: int) -> np.ndarray:
+        """The seqrec ranking contract: (B, L) histories -> (B, k) merged item ids, best first, -1 in empty slots
+        (CPU numpy); :meth:`recommend` keeps every stream's beams."""
+        return self.recommend(history, k).items.cpu().numpy()
+
     def recommend(self, history: torch.Tensor, k: int) -> Recommendation:
         """Trie-constrained beam search per stream, merged by confidence -> Recommendation(items (B, k), ...).
 

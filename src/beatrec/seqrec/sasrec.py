@@ -66,7 +66,8 @@ class SASRec(nn.Module):
         return SASRecOutput(loss, scores, h)
 
     @torch.no_grad()
-    def recommend(self, history: torch.Tensor, k: int) -> np.ndarray:
-        """(B, k) item ids with the highest scores (nothing masked); ``history`` may live on any device."""
+    def topk(self, history: torch.Tensor, k: int) -> np.ndarray:
+        """The seqrec ranking contract: (B, L) histories -> (B, k) item ids with the highest scores, best first
+        (nothing masked); ``history`` may live on any device, the result is on the CPU."""
         history = history.to(self.encoder.item_emb.weight.device)
         return torch.topk(self(history).scores, k, dim=1).indices.cpu().numpy()

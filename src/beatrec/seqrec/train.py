@@ -210,7 +210,7 @@ def _sasrec_fns(model: SASRec) -> tuple[Callable, Callable]:
     def loss_fn(h: torch.Tensor, t: torch.Tensor) -> _SASRecLoss:
         return _SASRecLoss(model(h, t).loss)
 
-    return loss_fn, model.recommend
+    return loss_fn, model.topk
 
 
 def _eager_fns(model: Eager, target_emb: dict[str, torch.Tensor], gen: torch.Generator
@@ -223,7 +223,7 @@ def _eager_fns(model: Eager, target_emb: dict[str, torch.Tensor], gen: torch.Gen
                 placed[s] = e.to(t.device)
         return model(h, t, {s: e[t] for s, e in placed.items()}, gen)
 
-    return loss_fn, lambda h, k: model.recommend(h, k).items.cpu().numpy()
+    return loss_fn, model.topk
 
 
 def _stream_plan(cfg: SeqRecConfig, ds: SeqDataset, progress: bool) -> tuple[EagerConfig, str]:
@@ -458,18 +458,13 @@ def evaluate_run(run: str | Path, data: str | Path | None = None, progress: bool
         if isinstance(model, SASRec):
             if merge is not None or beam_size is not None:
                 raise ConfigError(f"{run}: --merge and --beam-size apply to generative runs, not to SASRec")
-            recommend = model.recommend
         else:
             assert isinstance(model, Eager)
             asked = {"merge": merge, "beam_size": beam_size}
             model.cfg = dataclasses.replace(model.cfg, **{k: v for k, v in asked.items() if v is not None})
             model.cfg.validate()
             decoding = {"merge": model.cfg.merge, "beam_size": model.cfg.beam_size}
-
-            def recommend(h: torch.Tensor, k: int) -> np.ndarray:
-                return model.recommend(h, k).items.cpu().numpy()
-
-        test, val, popm, per_1000, test_top = _test_block(recommend, split, cfg.train, ds.n_items)
+        test, val, popm, per_1000, test_top = _test_block(model.topk, split, cfg.train, ds.n_items)
         write_rankings(run / f"{Path(out_name).stem}_{RANKINGS}", ds, split.test.user, test_top)
     result = {"model": cfg.model, "run": str(run), **decoding, "test": test.as_dict(), "val": val.as_dict(),
               "popularity_test": popm.as_dict(), "inference_s_per_1000_users": per_1000}
