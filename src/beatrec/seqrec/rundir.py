@@ -49,6 +49,15 @@ def load_run_dataset(data: str | Path, max_users: int = 0, subset_seed: int = 0)
     return ds.subset_users(max_users, subset_seed) if max_users else ds
 
 
+def write_run_json(out: Path, data: str | Path, model: str, ds: SeqDataset, **extra: Any) -> Path:
+    """``RUN/run.json``, one schema for every model: ``data`` (resolved path), ``model``, ``n_items``, ``n_users``,
+    ``items_fingerprint``, then the model's own keys (``extra``, e.g. LLM-BS's ``first_new_id``)."""
+    body = {"data": str(Path(data).resolve()), "model": model, "n_items": ds.n_items, "n_users": ds.n_users,
+            "items_fingerprint": dataset_fingerprint(ds), **extra}
+    (out / "run.json").write_text(json.dumps(body, indent=2))
+    return out / "run.json"
+
+
 def read_run_json(run: Path) -> dict[str, Any]:
     """``RUN/run.json``, or a one-line RunError naming what is wrong."""
     p = run / "run.json"

@@ -59,6 +59,7 @@ from beatrec.seqrec.rundir import (
     read_run_json,
     save_checkpoint,
     write_rankings,
+    write_run_json,
 )
 from beatrec.seqrec.sasrec import SASRec
 from beatrec.text_encoder import TextEncoder
@@ -244,9 +245,7 @@ def _stream_plan(cfg: SeqRecConfig, ds: SeqDataset, progress: bool) -> tuple[Eag
 def _write_common(out: Path, cfg: SeqRecConfig, ds: SeqDataset, data: str | Path, model: torch.nn.Module,
                   fit_res: FitResult) -> None:
     save_yaml(cfg, out / "config.yaml")
-    (out / "run.json").write_text(json.dumps({
-        "data": str(Path(data).resolve()), "model": cfg.model, "n_items": ds.n_items, "n_users": ds.n_users,
-        "items_fingerprint": dataset_fingerprint(ds)}, indent=2))
+    write_run_json(out, data, cfg.model, ds)
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
     fit_res.history.to_csv(out / "history.csv", index=False)
     plot_seqrec_history(fit_res.history, out / "history.png")

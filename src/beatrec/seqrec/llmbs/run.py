@@ -131,7 +131,7 @@ def train_llmbs(data: str | Path, out_dir: str | Path, cfg: LLMBSConfig | None =
     from beatrec.seqrec.llmbs.tasks import build_examples
     from beatrec.seqrec.llmbs.train import accelerator, anneal, fit
     from beatrec.seqrec.llmbs.vocab import add_code_tokens
-    from beatrec.seqrec.rundir import dataset_fingerprint, load_run_dataset
+    from beatrec.seqrec.rundir import load_run_dataset, write_run_json
     from beatrec.seqrec.train import behavior_embeddings
 
     cfg = cfg or LLMBSConfig()
@@ -205,10 +205,7 @@ def train_llmbs(data: str | Path, out_dir: str | Path, cfg: LLMBSConfig | None =
     if head is not None and head.weight is not model.lm.get_input_embeddings().weight:
         state["new_token_rows.output"] = head.weight[vocab.first_new_id :].detach().cpu().contiguous()
     save_file(state, str(out / WEIGHTS))
-    (out / "run.json").write_text(json.dumps({
-        "data": str(Path(data).resolve()), "model": "llmbs", "n_items": ds.n_items, "n_users": ds.n_users,
-        "items_fingerprint": dataset_fingerprint(ds), "first_new_id": vocab.first_new_id,
-        "annealed": stage2 is not None}, indent=2))
+    write_run_json(out, data, "llmbs", ds, first_new_id=vocab.first_new_id, annealed=stage2 is not None)
     metrics = {"model": "llmbs", "dataset": str(data), "n_users": ds.n_users, "n_items": ds.n_items,
                "index": index_cfg.kind, "index_note": note, "code_report": rep.as_dict(),
                "n_examples": len(examples), "stage1": stage1._asdict(),
