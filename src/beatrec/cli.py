@@ -173,6 +173,7 @@ def cmd_seqrec_compare(args: argparse.Namespace) -> None:
 
 
 def _add_seqrec(sub: argparse._SubParsersAction) -> None:
+    from beatrec.seqrec.audit import KEYS
     from beatrec.seqrec.config import CLI_MODELS
 
     p = sub.add_parser("seqrec", help="generative sequential recommendation: EAGER and its baselines")
@@ -207,6 +208,30 @@ def _add_seqrec(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--file-b", help="B's rankings file in its run (same default)")
     c.add_argument("--out", type=Path, help="also write the comparison as JSON")
     c.set_defaults(func=cmd_seqrec_compare)
+    a = ssub.add_parser("audit", help="are the sequences ordered by item id or ASIN (a leak of leave-one-out)?")
+    a.add_argument("--data", type=Path, required=True, help="dataset directory (as for `seqrec train`)")
+    a.add_argument("--key", default="auto", choices=KEYS,
+                   help="the order to test: asin (needs item_text.tsv or item_id2asin.tsv), id, auto (asin if any)")
+    a.add_argument("--shuffles", type=int, default=200, help="within-user shuffles of the permutation test")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--out", type=Path, help="also write the audit as JSON")
+    a.set_defaults(func=cmd_seqrec_audit)
+
+
+def cmd_seqrec_audit(args: argparse.Namespace) -> None:
+    import json
+
+    from beatrec.seqrec.audit import audit_order
+    from beatrec.seqrec.data import load_seq_dataset
+
+    res = audit_order(load_seq_dataset(args.data), args.key, args.shuffles, args.seed)
+    print(res.summary())
+    if res.key == "id" and res.ids_by_first_appearance > 0.99:
+        print("note: item ids are numbered in order of first appearance, so increasing ids partly reflect that "
+              "numbering; the ASIN audit (item_text.tsv / item_id2asin.tsv) is the informative one")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(res._asdict(), indent=2) + "\n")
 
 
 def cmd_serve(args: argparse.Namespace) -> None:

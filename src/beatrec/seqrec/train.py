@@ -33,6 +33,7 @@ from beatrec.early_stop import EarlyStopping
 from beatrec.errors import ConfigError, RunError
 from beatrec.plots import plot_seqrec_history
 from beatrec.runtime import machine_info, resolve_device, torch_threads
+from beatrec.seqrec.audit import warn_if_ordered
 from beatrec.seqrec.codes import ItemCodes, build_codes
 from beatrec.seqrec.config import (
     SeqRecConfig,
@@ -289,6 +290,7 @@ def _train_run(data: str | Path, out: Path, cfg: SeqRecConfig, progress: bool, e
     t_start = time.perf_counter()
     torch.manual_seed(cfg.train.seed)
     ds = dataset or load_run_dataset(data, cfg.max_users, cfg.subset_seed)
+    audit = warn_if_ordered(ds)
     split = leave_one_out(ds, cfg.max_len)
     _log(progress, f"[data] {ds.name}: {ds.n_users} users, {ds.n_items} items, {ds.n_interactions} interactions, "
                    f"{len(split.train.target)} training windows; dropped {ds.n_dropped_users} users with < 3 items"
@@ -369,6 +371,7 @@ def _train_run(data: str | Path, out: Path, cfg: SeqRecConfig, progress: bool, e
                      "best_val_ndcg@10": fit_res.best_val_ndcg10, "stopped_early": fit_res.stopped_early,
                      "out_of_time": fit_res.out_of_time},
         "n_parameters": n_params,
+        "order_audit": audit._asdict(),
         **extra,
         "timings": timings,
         "machine": machine_info(resolve_device(cfg.train.device)),

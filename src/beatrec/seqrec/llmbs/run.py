@@ -125,6 +125,7 @@ def train_llmbs(data: str | Path, out_dir: str | Path, cfg: LLMBSConfig | None =
     from safetensors.torch import save_file
 
     from beatrec.lm import load_causal_lm, resolve_lm_path
+    from beatrec.seqrec.audit import warn_if_ordered
     from beatrec.seqrec.config import SeqRecConfig
     from beatrec.seqrec.llmbs.indices import build_index, cached_lm_item_embeddings
     from beatrec.seqrec.llmbs.model import LLMBS
@@ -146,6 +147,7 @@ def train_llmbs(data: str | Path, out_dir: str | Path, cfg: LLMBSConfig | None =
     seq_cfg = SeqRecConfig(model="sasrec", max_len=cfg.max_len, max_users=cfg.max_users, subset_seed=cfg.subset_seed,
                            behavior_run=cfg.behavior_run, behavior_train=cfg.behavior_train)
     ds = load_run_dataset(data, seq_cfg.max_users, seq_cfg.subset_seed)
+    warn_if_ordered(ds)
     split = leave_one_out(ds, cfg.max_len)
     log(f"[llmbs] {ds.name}: {ds.n_users} users, {ds.n_items} items, {len(split.train.target)} training windows")
     acc = accelerator()
