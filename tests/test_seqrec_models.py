@@ -17,7 +17,7 @@ from beatrec.seqrec.eager import Eager, EagerConfig
 from beatrec.seqrec.evaluate import metrics_from_topk, popularity_topk
 from beatrec.seqrec.sasrec import SASRec, SASRecConfig
 from beatrec.seqrec.synthetic import SyntheticSeqConfig, write_seq_dataset
-from beatrec.seqrec.train import _eager_fns, _sasrec_fns, fit, predict_topk
+from beatrec.seqrec.train import fit, predict_topk
 
 SMALL = {"d_model": 32, "n_heads": 2, "enc_layers": 1, "dec_layers": 1, "d_ff": 64, "beam_size": 10}
 
@@ -47,7 +47,7 @@ def test_sasrec_beats_popularity(planted) -> None:
     ds, split, _ = planted
     with torch_threads(1):
         model = SASRec(ds.n_items, 20, SASRecConfig(d_model=32, d_ff=64, dropout=0.1))
-        loss_fn, rec = _sasrec_fns(model)
+        loss_fn, rec = model.calculate_loss, model.topk
         cfg = SeqTrainConfig(lr=3e-3, max_epochs=8, patience=8, batch_size=64)
         res = fit(model, split, cfg, loss_fn, rec, progress=False)
         m = metrics_from_topk(predict_topk(rec, split.test, 256), split.test.target)
@@ -64,7 +64,8 @@ def test_eager_beats_popularity(planted, code_tokens: str, tie: bool) -> None:
         torch.manual_seed(0)
         cfg = from_dict(EagerConfig, {**SMALL, "code_tokens": code_tokens, "tie_items": tie})
         model = Eager(ds.n_items, 20, {"behavior": codes, "semantic": codes}, cfg, {"behavior": 20, "semantic": 20})
-        loss_fn, rec = _eager_fns(model, {"behavior": emb, "semantic": emb}, torch.Generator().manual_seed(1))
+        model.set_training_targets({"behavior": emb, "semantic": emb}, torch.Generator().manual_seed(1))
+        loss_fn, rec = model.calculate_loss, model.topk
         tcfg = SeqTrainConfig(lr=3e-3, max_epochs=7, patience=7, batch_size=64)
         fit(model, split, tcfg, loss_fn, rec, progress=False)
         top = predict_topk(rec, split.test, 256)
@@ -145,7 +146,7 @@ def test_lr_schedule_warmup_then_inverse_sqrt(planted) -> None:
     ds, split, _ = planted
     with torch_threads(1):
         model = SASRec(ds.n_items, 20, SASRecConfig(d_model=16, d_ff=32))
-        loss_fn, rec = _sasrec_fns(model)
+        loss_fn, rec = model.calculate_loss, model.topk
         res = fit(model, split, cfg, loss_fn, rec, progress=False)
     assert res.history["lr"].tolist() == pytest.approx([0.01 * 0.75, 0.01 * (4 / 6) ** 0.5])
     with pytest.raises(ConfigError, match="lr_schedule must be one of"):
@@ -284,3 +285,5 @@ def test_ranking_contract_topk_of_sasrec_and_eager(planted) -> None:  # noqa: AN
     assert isinstance(top, np.ndarray) and top.shape == (4, 5)
     best = np.take_along_axis(scores, top, 1)
     assert (np.diff(best, axis=1) <= 0).all() and np.allclose(best[:, 0], scores.max(1))
+    loss = sas.eval().calculate_loss(hist, torch.from_numpy(split.test.target[:4]))
+    assert loss[0].requires_grad and loss[0].item() == pytest.approx(sas(hist, torch.from_numpy(split.test.target[:4])).loss.item())

@@ -405,6 +405,21 @@ class Eager(nn.Module):
         """items (B,) -> codes (B, D_stream)."""
         return getattr(self, f"codes_{stream}")[items]
 
+    def set_training_targets(self, target_emb: dict[str, torch.Tensor], generator: torch.Generator | None) -> None:
+        """What :meth:`calculate_loss` reads besides the batch: {stream: (n_items, d_s)} pre-trained item embeddings
+        (the contrastive task's targets; kept as non-persistent buffers, so they follow the model's device and
+        stay out of ``model.safetensors``) and the RNG of the transfer task."""
+        self._target_streams = tuple(target_emb)
+        for s, e in target_emb.items():
+            self.register_buffer(f"target_emb_{s}", e, persistent=False)
+        self._generator = generator
+
+    def calculate_loss(self, history: torch.Tensor, target: torch.Tensor) -> EagerOutput:
+        """The seqrec training contract: (B, L) histories, (B,) next items -> EagerOutput (total loss first)."""
+        streams = getattr(self, "_target_streams", ())
+        emb = {s: getattr(self, f"target_emb_{s}")[target] for s in streams}
+        return self(history, target, emb, getattr(self, "_generator", None))
+
     def forward(self, history: torch.Tensor, target: torch.Tensor,
                 target_emb: dict[str, torch.Tensor] | None = None,
                 generator: torch.Generator | None = None) -> EagerOutput:

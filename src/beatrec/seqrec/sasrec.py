@@ -38,6 +38,10 @@ class SASRecConfig:
         check(0 <= self.dropout < 1, "sasrec.dropout must be in [0, 1)")
 
 
+class SASRecLoss(NamedTuple):
+    loss: torch.Tensor  # () the training loss (the first field of every model's calculate_loss output)
+
+
 class SASRecOutput(NamedTuple):
     loss: torch.Tensor  # () cross-entropy (0 when no targets were given)
     scores: torch.Tensor  # (B, n_items) logits over all items
@@ -64,6 +68,10 @@ class SASRec(nn.Module):
         scores = h @ self.item_embeddings().t()  # (B, n_items)
         loss = F.cross_entropy(scores, target) if target is not None else scores.new_zeros(())
         return SASRecOutput(loss, scores, h)
+
+    def calculate_loss(self, history: torch.Tensor, target: torch.Tensor) -> SASRecLoss:
+        """The seqrec training contract: (B, L) histories, (B,) next items -> named losses, the first minimised."""
+        return SASRecLoss(self(history, target).loss)
 
     @torch.no_grad()
     def topk(self, history: torch.Tensor, k: int) -> np.ndarray:

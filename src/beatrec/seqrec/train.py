@@ -204,30 +204,6 @@ def fit(model: torch.nn.Module, split: LeaveOneOut, cfg: SeqTrainConfig,
                      time.perf_counter() - t_train)
 
 
-class _SASRecLoss(NamedTuple):
-    loss: torch.Tensor
-
-
-def _sasrec_fns(model: SASRec) -> tuple[Callable, Callable]:
-    def loss_fn(h: torch.Tensor, t: torch.Tensor) -> _SASRecLoss:
-        return _SASRecLoss(model(h, t).loss)
-
-    return loss_fn, model.topk
-
-
-def _eager_fns(model: Eager, target_emb: dict[str, torch.Tensor], gen: torch.Generator
-               ) -> tuple[Callable, Callable]:
-    placed = dict(target_emb)  # moved once to the training device (fit moves the model), not per step
-
-    def loss_fn(h: torch.Tensor, t: torch.Tensor) -> tuple:
-        for s, e in placed.items():
-            if e.device != t.device:
-                placed[s] = e.to(t.device)
-        return model(h, t, {s: e[t] for s, e in placed.items()}, gen)
-
-    return loss_fn, model.topk
-
-
 def _stream_plan(cfg: SeqRecConfig, ds: SeqDataset, progress: bool) -> tuple[EagerConfig, str]:
     """The streams this run can use; without item text the semantic stream (and transfer task) go off."""
     ecfg = dataclasses.replace(cfg.eager)
@@ -301,7 +277,6 @@ def _train_run(data: str | Path, out: Path, cfg: SeqRecConfig, progress: bool, e
     code_digest = ""  # EAGER: the item codes are part of what a checkpoint must match
     if cfg.model == "sasrec":
         model: torch.nn.Module = SASRec(ds.n_items, cfg.max_len, cfg.sasrec)
-        loss_fn, recommend = _sasrec_fns(model)
     else:
         ecfg, note = _stream_plan(cfg, ds, progress)
         cfg = dataclasses.replace(cfg, eager=ecfg)
@@ -343,7 +318,7 @@ def _train_run(data: str | Path, out: Path, cfg: SeqRecConfig, progress: bool, e
         dims = {s: int(e.shape[1]) for s, e in emb.items()}
         model = Eager(ds.n_items, cfg.max_len, codes, ecfg, dims)
         gens = (torch.Generator().manual_seed(cfg.train.seed + 1),)  # the transfer task's code masking
-        loss_fn, recommend = _eager_fns(model, {s: emb[s] for s in ecfg.streams if ecfg.use_contrastive}, gens[0])
+        model.set_training_targets({s: emb[s] for s in ecfg.streams if ecfg.use_contrastive}, gens[0])
         extra = {"streams": list(ecfg.streams), "streams_note": note, "codes": reports,
                  "tasks": {"contrastive": ecfg.use_contrastive, "transfer": ecfg.transfer_active},
                  "merge": ecfg.merge, "beam_size": ecfg.beam_size}
@@ -352,11 +327,11 @@ def _train_run(data: str | Path, out: Path, cfg: SeqRecConfig, progress: bool, e
     # Threads and device are left out: a run may resume on another machine or thread count.
     key = hashlib.sha256(f"{dataset_fingerprint(ds)}|{ds.n_users}|{json.dumps(experiment(cfg), sort_keys=True)}|"
                          f"{code_digest}".encode()).hexdigest()
-    fit_res = fit(model, split, cfg.train, loss_fn, recommend, progress, desc=cfg.model,
+    fit_res = fit(model, split, cfg.train, model.calculate_loss, model.topk, progress, desc=cfg.model,
                   checkpoint=out / CHECKPOINT, checkpoint_key=key, generators=gens)
     timings["training_s"] = fit_res.train_seconds
     _write_common(out, cfg, ds, data, model, fit_res)
-    test, val, popm, per_1000, test_top = _test_block(recommend, split, cfg.train, ds.n_items)
+    test, val, popm, per_1000, test_top = _test_block(model.topk, split, cfg.train, ds.n_items)
     write_rankings(out / RANKINGS, ds, split.test.user, test_top)
     timings["inference_s_per_1000_users"] = per_1000
     timings["total_s"] = time.perf_counter() - t_start
