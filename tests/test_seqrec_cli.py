@@ -68,6 +68,9 @@ def test_cli_train_and_evaluate_behavior_only(tmp_path: Path, capsys: pytest.Cap
     # per-user rankings: written by training and by evaluate (the same lists), compared pairwise by `compare`
     pd.testing.assert_frame_equal(pd.read_csv(run / "evaluation_test_top10.csv"), pd.read_csv(run / "test_top10.csv"))
     sasrec = json.loads((run / "behavior/metrics.json").read_text())["test"]
+    # the order audit runs once per run: on the EAGER run's data, not again for its nested behavior encoder
+    assert metrics["order_audit"]["n_users"] == metrics["dataset"]["n_users"]
+    assert json.loads((run / "behavior/metrics.json").read_text())["order_audit"] is None
     assert main(["seqrec", "compare", str(run / "behavior"), str(run), "--resamples", "200",
                  "--out", str(tmp_path / "cmp.json")]) == 0
     assert "| ndcg@10 |" in capsys.readouterr().out

@@ -17,10 +17,10 @@ from beatrec.seqrec.compare import (
     per_user_metrics,
     read_rankings,
     target_ranks,
-    write_rankings,
 )
 from beatrec.seqrec.data import load_seq_dataset
 from beatrec.seqrec.evaluate import metrics_from_topk
+from beatrec.seqrec.rundir import write_rankings
 from beatrec.seqrec.synthetic import SyntheticSeqConfig, write_seq_dataset
 
 

@@ -23,9 +23,7 @@ import pandas as pd
 from beatrec.errors import RunError
 from beatrec.seqrec.data import load_seq_dataset
 from beatrec.seqrec.evaluate import KS
-from beatrec.seqrec.rundir import RANKINGS as RANKINGS  # re-exported
-from beatrec.seqrec.rundir import read_run_json
-from beatrec.seqrec.rundir import write_rankings as write_rankings  # re-exported
+from beatrec.seqrec.rundir import RANKINGS, read_run_json
 from beatrec.stats import PairedDiff, format_rows, paired_test
 from beatrec.stats import format_p as format_p  # re-exported for callers of this module
 

@@ -354,6 +354,8 @@ class Eager(nn.Module):
         super().__init__()
         cfg.validate()
         self.cfg, self.n_items = cfg, n_items
+        self._target_streams: tuple[str, ...] = ()  # set by set_training_targets
+        self._generator: torch.Generator | None = None
         missing = [s for s in cfg.streams if s not in codes]
         if missing:
             raise ValueError(f"no item codes for stream(s) {missing}")
@@ -416,9 +418,8 @@ class Eager(nn.Module):
 
     def calculate_loss(self, history: torch.Tensor, target: torch.Tensor) -> EagerOutput:
         """The seqrec training contract: (B, L) histories, (B,) next items -> EagerOutput (total loss first)."""
-        streams = getattr(self, "_target_streams", ())
-        emb = {s: getattr(self, f"target_emb_{s}")[target] for s in streams}
-        return self(history, target, emb, getattr(self, "_generator", None))
+        emb = {s: getattr(self, f"target_emb_{s}")[target] for s in self._target_streams}
+        return self(history, target, emb, self._generator)
 
     def forward(self, history: torch.Tensor, target: torch.Tensor,
                 target_emb: dict[str, torch.Tensor] | None = None,

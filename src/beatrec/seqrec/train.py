@@ -248,25 +248,28 @@ def _test_block(recommend: Callable, split: LeaveOneOut, cfg: SeqTrainConfig, n_
 
 
 def train_run(data: str | Path, out_dir: str | Path, cfg: SeqRecConfig | None = None, progress: bool = True,
-              encoder: TextEmbedder | None = None, dataset: SeqDataset | None = None) -> RunResult:
+              encoder: TextEmbedder | None = None, dataset: SeqDataset | None = None, audit: bool = True
+              ) -> RunResult:
     """Train ``cfg.model`` on a dataset directory and write the run directory ``out_dir``.
 
     ``encoder`` (anything with ``dim`` and ``encode(texts)``) and ``dataset`` may be passed in (tests).
+    ``audit``: run the order audit of :mod:`beatrec.seqrec.audit` on the data (off for a nested behavior
+    encoder, whose parent run audits the same data).
     """
     cfg = cfg or SeqRecConfig()
     cfg.validate()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with torch_threads(cfg.train.threads):
-        return _train_run(data, out, cfg, progress, encoder, dataset)
+        return _train_run(data, out, cfg, progress, encoder, dataset, audit)
 
 
 def _train_run(data: str | Path, out: Path, cfg: SeqRecConfig, progress: bool, encoder: TextEmbedder | None,
-               dataset: SeqDataset | None) -> RunResult:
+               dataset: SeqDataset | None, audit: bool) -> RunResult:
     t_start = time.perf_counter()
     torch.manual_seed(cfg.train.seed)
     ds = dataset or load_run_dataset(data, cfg.max_users, cfg.subset_seed)
-    audit = warn_if_ordered(ds)
+    order = warn_if_ordered(ds)._asdict() if audit else None
     split = leave_one_out(ds, cfg.max_len)
     _log(progress, f"[data] {ds.name}: {ds.n_users} users, {ds.n_items} items, {ds.n_interactions} interactions, "
                    f"{len(split.train.target)} training windows; dropped {ds.n_dropped_users} users with < 3 items"
@@ -346,7 +349,7 @@ def _train_run(data: str | Path, out: Path, cfg: SeqRecConfig, progress: bool, e
                      "best_val_ndcg@10": fit_res.best_val_ndcg10, "stopped_early": fit_res.stopped_early,
                      "out_of_time": fit_res.out_of_time},
         "n_parameters": n_params,
-        "order_audit": audit._asdict(),
+        "order_audit": order,
         **extra,
         "timings": timings,
         "machine": machine_info(resolve_device(cfg.train.device)),
@@ -381,7 +384,7 @@ def behavior_embeddings(data: str | Path, out: Path, cfg: SeqRecConfig, ds: SeqD
             _log(progress, f"[behavior] SASRec (behavior encoder) already trained in {done}: reused")
         else:
             _log(progress, f"[behavior] training SASRec (behavior encoder) into {done}")
-            train_run(data, done, sub, progress=progress, dataset=ds)
+            train_run(data, done, sub, progress=progress, dataset=ds, audit=False)
         model = load_model(done, ds)
     assert isinstance(model, SASRec)
     return model.item_embeddings().detach().clone()
