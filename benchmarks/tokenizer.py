@@ -73,7 +73,7 @@ def scaling_one(n_users: int, steps: int, full_epoch: bool) -> dict:
         idx = rng.integers(0, len(users), bs)
         u = users[idx]
         neg = sample_negatives(u, train, rng)
-        zu, zi = model.propagate(adj)
+        zu, zi = model.gcn(adj)
         b, vq = model.behave_loss(zu, zi, torch.from_numpy(u), torch.from_numpy(items[idx]),
                                   torch.from_numpy(neg), 1.0)
         opt.zero_grad(set_to_none=True)

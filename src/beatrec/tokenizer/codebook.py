@@ -12,6 +12,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from beatrec.distributed import any_process_, broadcast_from_main_
+
 
 class VQOutput(NamedTuple):
     quantized: torch.Tensor  # (..., d) straight-through quantised vectors
@@ -59,6 +61,9 @@ class VQCodebook(nn.Module):
         dim: codeword width.
         eta: weight η of the commitment term (eq. 5).
         dead_after: a code unused for this many consecutive training calls is re-seeded from the batch.
+
+    Under DDP (several processes), the k-means initialisation and the restarts are rank 0's and broadcast, and a
+    code counts as used when any process's batch used it, so every process holds the same codebook.
     """
 
     def __init__(self, n_codes: int, dim: int, eta: float = 0.5, dead_after: int = 50) -> None:
@@ -71,8 +76,9 @@ class VQCodebook(nn.Module):
 
     @torch.no_grad()
     def init_from(self, x: torch.Tensor, generator: torch.Generator | None = None) -> None:
-        """k-means initialisation from the first batch. x: (n, dim)."""
+        """k-means initialisation from the first batch (rank 0's, under DDP). x: (n, dim)."""
         self.weight.data.copy_(kmeans(x.reshape(-1, self.dim), self.n_codes, generator=generator))
+        broadcast_from_main_(self.weight.data)
         self.initialized.fill_(True)
 
     def nearest(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,6 +108,7 @@ class VQCodebook(nn.Module):
     def _restart_dead(self, x: torch.Tensor, codes: torch.Tensor, generator: torch.Generator | None) -> None:
         used = torch.zeros(self.n_codes, dtype=torch.bool)
         used[codes] = True
+        any_process_(used)  # under DDP: used by any process's batch, so every process counts the same idle steps
         self.idle_steps[used] = 0
         self.idle_steps[~used] += 1
         dead = (self.idle_steps >= self.dead_after).nonzero().squeeze(1)
@@ -113,6 +120,7 @@ class VQCodebook(nn.Module):
         pick = torch.multinomial(probs, dead.numel(), replacement=True, generator=generator)
         noise = 0.01 * x.std() * torch.randn((dead.numel(), self.dim), generator=generator)
         self.weight.data[dead] = x[pick] + noise
+        broadcast_from_main_(self.weight.data)  # rank 0's restarts win: every process holds the same codebook
         self.idle_steps[dead] = 0
         self.restarts += int(dead.numel())
 

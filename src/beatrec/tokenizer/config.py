@@ -41,6 +41,9 @@ class TokenizerModelConfig:
         check(self.eta >= 0 and self.temperature > 0, "model.eta >= 0 and model.temperature > 0 required")
 
 
+GRAPH_MODES = ("full", "sampled")
+
+
 @dataclass
 class TokenizerTrainConfig:
     """Optimisation. L = α·L_macro + β·L_micro + L_behave (α=0.2, β=1.0), Adam lr 1e-3, batch 1024."""
@@ -66,6 +69,14 @@ class TokenizerTrainConfig:
     select_tolerance: float = 0.0
     eval_k: int = 20
     eval_every: int = 1
+    # Early stopping scores this many validation users (a fixed seeded sample; 0 = all). Bounds the per-epoch
+    # evaluation on graphs with a million users; the run's reported metrics always use every user.
+    eval_users: int = 0
+    # "full": every step propagates the whole graph (exact; cost grows with the graph). "sampled": every step
+    # propagates only the L-hop sampled neighbourhood of the batch's users and items (cost grows with the batch;
+    # embedding rows get sparse, lazy-Adam updates). See the README ("Stage 1 on large graphs").
+    graph: str = "full"
+    fanouts: tuple[int, ...] = (10, 10, 10)  # sampled: neighbours drawn per node, hop 1 first; one per layer
     seed: int = 0
     threads: int = 0  # torch threads; 0 = leave torch's default
 
@@ -73,6 +84,10 @@ class TokenizerTrainConfig:
         check(self.lr > 0, "train.lr must be > 0")
         for name in ("batch_size", "text_batch_size", "micro_batch_size", "max_epochs", "patience", "eval_k", "eval_every"):
             check(getattr(self, name) >= 1, f"train.{name} must be >= 1")
+        check(self.graph in GRAPH_MODES, f"train.graph must be one of {GRAPH_MODES}, got {self.graph!r}")
+        check(len(self.fanouts) >= 1 and all(int(f) >= 1 for f in self.fanouts),
+              f"train.fanouts must be a list of positive integers, got {list(self.fanouts)}")
+        check(self.eval_users >= 0, f"train.eval_users must be >= 0, got {self.eval_users!r}")
         check(self.min_steps >= 0, f"train.min_steps must be >= 0, got {self.min_steps!r}")
         check(self.alpha >= 0 and self.beta >= 0 and self.continuous_weight >= 0, "loss weights must be >= 0")
         check(0.0 <= self.select_tolerance < 1.0,
@@ -96,5 +111,8 @@ class TokenizeConfig:
     macro_text: str = "explanation"  # the pair text whose embedding supervises macro tokens (eq. 6)
 
     def validate(self) -> None:
+        check(self.train.graph == "full" or len(self.train.fanouts) == self.model.n_layers,
+              f"train.fanouts needs one fan-out per LightGCN layer (model.n_layers={self.model.n_layers}), "
+              f"got {list(self.train.fanouts)}")
         for cols in (self.user_texts, self.item_texts, (self.macro_text,)):
             check(set(cols) <= set(TEXT_FIELDS), f"text columns must be among {TEXT_FIELDS}, got {list(cols)}")

@@ -55,14 +55,14 @@ def _recompute(run: Path, data: str | Path | None) -> GraphEmbeddings:
     from beatrec.data.dataset import load_dataset
     from beatrec.tokenizer.config import TokenizeConfig
     from beatrec.tokenizer.graph import normalized_adjacency
-    from beatrec.tokenizer.lightgcn import LightGCN
+    from beatrec.tokenizer.lightgcn import LightGCN, e0_from_state
 
     weights, conf = run / "tokenizer.safetensors", run / "config.yaml"
     if not (weights.is_file() and conf.is_file()) or data is None:
         raise RunError(f"{run}: no {EMBEDDINGS}, and it cannot be recomputed (needs tokenizer.safetensors, "
                        "config.yaml and the dataset directory); re-run `beatrec tokenize`")
     cfg = load_yaml(TokenizeConfig, conf)
-    emb = load_file(str(weights)).get("gcn.embedding")
+    emb = e0_from_state(load_file(str(weights)))
     ds = load_dataset(data)
     if emb is None or emb.shape[0] != ds.n_users + ds.n_items:
         raise RunError(f"{weights}: no LightGCN embedding of {ds.n_users}+{ds.n_items} entities "

@@ -34,6 +34,7 @@ import torch
 from beatrec.config import check
 from beatrec.errors import ConfigError, RunError
 from beatrec.tokenizer.graph import normalized_bipartite
+from beatrec.tokenizer.lightgcn import e0_from_state
 
 SIDES = ("user", "item")
 
@@ -275,7 +276,7 @@ def load_foldin(run: str | Path, data: str | Path | None = None, cfg: FoldInConf
         state = load_file(str(run / "tokenizer.safetensors"))
     except Exception as e:  # safetensors raises its own error types on a corrupt file
         raise RunError(f"{run / 'tokenizer.safetensors'}: cannot be read ({e})") from e
-    e0 = state.get("gcn.embedding")
+    e0 = e0_from_state(state)
     if e0 is None or e0.shape[0] != ds.n_users + ds.n_items:
         raise RunError(f"{run / 'tokenizer.safetensors'}: no LightGCN embedding of {ds.n_users}+{ds.n_items} "
                        f"entities (was the run tokenized from {data}?)")

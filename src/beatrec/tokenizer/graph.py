@@ -36,8 +36,8 @@ def normalized_bipartite(users: np.ndarray, items: np.ndarray, n_users: int, n_i
     return sp.csr_matrix(sp.diags(iu) @ r @ sp.diags(ii)), du, di
 
 
-def normalized_adjacency(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> torch.Tensor:
-    """Build Â = D^{-1/2} A D^{-1/2} = [[0, B], [Bᵀ, 0]] as a CSR tensor of shape (U+I, U+I).
+def adjacency_csr(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> sp.csr_matrix:
+    """Â = D^{-1/2} A D^{-1/2} = [[0, B], [Bᵀ, 0]] as a scipy CSR matrix (U+I, U+I), float32, int64 indices.
 
     Args:
         users: (E,) user ids of the training edges.
@@ -48,14 +48,33 @@ def normalized_adjacency(users: np.ndarray, items: np.ndarray, n_users: int, n_i
     m = sp.csr_matrix(sp.bmat([[None, b], [b.T, None]], format="csr", dtype=np.float32), shape=(n, n))
     m.sum_duplicates()
     m.sort_indices()
+    m.indptr, m.indices = m.indptr.astype(np.int64), m.indices.astype(np.int64)
+    return m
+
+
+def csr_tensor(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, shape: tuple[int, int]) -> torch.Tensor:
+    """A torch CSR tensor sharing the memory of the given numpy arrays (int64 indices, float32 data)."""
     with warnings.catch_warnings():  # "sparse CSR support is in beta": CSR @ dense is all we use
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(
-            torch.from_numpy(m.indptr.astype(np.int64)),
-            torch.from_numpy(m.indices.astype(np.int64)),
-            torch.from_numpy(m.data),
-            size=(n, n),
-        )
+        return torch.sparse_csr_tensor(torch.from_numpy(np.asarray(indptr, np.int64)),
+                                       torch.from_numpy(np.asarray(indices, np.int64)),
+                                       torch.from_numpy(np.asarray(data, np.float32)), size=shape)
+
+
+def to_torch(m: sp.csr_matrix) -> torch.Tensor:
+    """A scipy CSR matrix as a torch CSR tensor (shares memory when the dtypes already match)."""
+    return csr_tensor(m.indptr, m.indices, m.data, m.shape)
+
+
+def normalized_adjacency(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> torch.Tensor:
+    """Â of :func:`adjacency_csr` as a torch CSR tensor of shape (U+I, U+I)."""
+    return to_torch(adjacency_csr(users, items, n_users, n_items))
+
+
+def csr_to_scipy(adj: torch.Tensor) -> sp.csr_matrix:
+    """The scipy view of a torch CSR tensor (shares memory)."""
+    return sp.csr_matrix((adj.values().numpy(), adj.col_indices().numpy(), adj.crow_indices().numpy()),
+                         shape=tuple(adj.shape))
 
 
 class _SymmetricSpMM(torch.autograd.Function):

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from beatrec.tokenizer.graph import sym_spmm
+from beatrec.tokenizer.sampling import SampledGraph, propagate_sampled
+
+E0_KEY = "gcn.table.weight"  # E⁰ in a tokenizer's state dict (``tokenizer.safetensors``)
+LEGACY_E0_KEY = "gcn.embedding"  # runs written before E⁰ became an nn.Embedding
+
+
+def e0_from_state(state: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """E⁰ (U+I, dim) from a saved tokenizer state dict, or None when it holds none."""
+    return state.get(E0_KEY, state.get(LEGACY_E0_KEY))
 
 
 class LightGCN(nn.Module):
@@ -23,8 +33,10 @@ class LightGCN(nn.Module):
     def __init__(self, n_users: int, n_items: int, dim: int, n_layers: int = 3, user_ids: bool = True) -> None:
         super().__init__()
         self.n_users, self.n_items, self.n_layers, self.user_ids = n_users, n_items, n_layers, user_ids
-        self.embedding = nn.Parameter(torch.empty(n_users + n_items, dim))
-        nn.init.normal_(self.embedding, std=0.1)
+        # E⁰ as an nn.Embedding so that DDP knows when its gradient is sparse (``table.sparse``, set by sampled
+        # training: a step then reads, and updates, only the rows of its sampled neighbourhood).
+        self.table = nn.Embedding(n_users + n_items, dim, sparse=False)
+        nn.init.normal_(self.table.weight, std=0.1)
         keep = torch.ones(n_users + n_items, 1)
         if not user_ids:
             keep[:n_users] = 0.0
@@ -32,18 +44,49 @@ class LightGCN(nn.Module):
                 self.embedding[:n_users] = 0.0  # saved as zeros: loaders that propagate E⁰ as-is agree
         self.register_buffer("keep", keep, persistent=False)  # (U+I, 1) 1 = a free row, 0 = held at zero
 
-    def forward(self, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Propagate once over the whole graph.
+    @property
+    def embedding(self) -> nn.Parameter:
+        """E⁰, (U+I, dim): users' rows first."""
+        return self.table.weight
+
+    def forward(self, graph: torch.Tensor | SampledGraph) -> tuple[torch.Tensor, torch.Tensor]:
+        """Propagate once, over the whole graph or over a sampled neighbourhood of a batch's seed nodes.
 
         Args:
-            adj: (U+I, U+I) CSR Â from :func:`beatrec.tokenizer.graph.normalized_adjacency`.
+            graph: (U+I, U+I) CSR Â from :func:`beatrec.tokenizer.graph.normalized_adjacency`, or a
+                :class:`~beatrec.tokenizer.sampling.SampledGraph` whose seeds are users first, then items.
         Returns:
-            users (U, dim), items (I, dim).
+            users (U, dim), items (I, dim); for a sampled graph, the seed users (u, dim) and seed items (i, dim)
+            in seed order.
         """
+        if isinstance(graph, SampledGraph):
+            nodes = torch.from_numpy(graph.nodes)
+            h0 = F.embedding(nodes, self.embedding, sparse=self.table.sparse)  # (n_L, d)
+            if not self.user_ids:
+                h0 = h0 * self.keep[nodes]
+            z = propagate_sampled(h0, graph)  # (n_seeds, d)
+            n_u = int((graph.nodes[: graph.n_seeds] < self.n_users).sum())
+            return z[:n_u], z[n_u:]
         h = self.embedding if self.user_ids else self.embedding * self.keep  # (U+I, d); zero rows get no gradient
         acc = h
         for _ in range(self.n_layers):
-            h = sym_spmm(adj, h)  # (U+I, d)
+            h = sym_spmm(graph, h)  # (U+I, d)
             acc = acc + h
         z = acc / (self.n_layers + 1)
         return z[: self.n_users], z[self.n_users :]
+
+    @torch.no_grad()
+    def propagate_all(self, adj: torch.Tensor, chunk: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 3 for every node without gradients, layer by layer over the whole graph, ``chunk`` embedding
+        columns at a time (propagation is column-wise independent), so the working memory is 3 (U+I, chunk)
+        buffers besides the (U+I, dim) output. -> users (U, dim), items (I, dim)."""
+        e = self.embedding if self.user_ids else self.embedding * self.keep
+        out = torch.empty_like(e)
+        for c in range(0, e.shape[1], chunk):
+            h = e[:, c : c + chunk].contiguous()  # (U+I, chunk)
+            acc = h.clone()
+            for _ in range(self.n_layers):
+                h = adj @ h
+                acc += h
+            out[:, c : c + chunk] = acc / (self.n_layers + 1)
+        return out[: self.n_users], out[self.n_users :]

@@ -16,9 +16,10 @@ from torch import nn
 
 from beatrec.losses import bpr, info_nce
 from beatrec.tokenizer.codebook import VQCodebook
-from beatrec.tokenizer.config import TokenizerModelConfig
+from beatrec.tokenizer.config import TokenizerModelConfig, TokenizerTrainConfig
 from beatrec.tokenizer.lightgcn import LightGCN
 from beatrec.tokenizer.micro import MicroReconstructor
+from beatrec.tokenizer.sampling import SampledGraph
 
 
 class Quantized(NamedTuple):
@@ -64,6 +65,29 @@ class Side(nn.Module):
         return torch.cat([self.macro.lookup(codes[:, :1]), self.micro.lookup(codes[:, 1:])], dim=1)
 
 
+class MicroBatch(NamedTuple):
+    """Entities of one side whose masked phrases are reconstructed this step (eqs. 7–8)."""
+
+    side: str  # "user" | "item"
+    ids: torch.Tensor  # (M,) rows of that side's z
+    phrases: torch.Tensor  # (M, n, T)
+    valid: torch.Tensor  # (M, n) bool
+    mask: torch.Tensor  # (M, n) bool, the slots to reconstruct
+
+
+class StepBatch(NamedTuple):
+    """One training step's ids. Ids index the users/items that :meth:`LightGCN.forward` returns: global ids
+    for a full-graph step, positions among the sampled graph's seeds for a sampled one."""
+
+    users: torch.Tensor  # (B,) BPR users
+    pos: torch.Tensor  # (B,) their training items
+    neg: torch.Tensor  # (B,) sampled negatives
+    text_users: torch.Tensor  # (P,) text pairs for eq. 6 (P may be 0)
+    text_items: torch.Tensor  # (P,)
+    text_emb: torch.Tensor  # (P, T)
+    micro: tuple[MicroBatch, ...]
+
+
 class TokenizerLosses(NamedTuple):
     total: torch.Tensor
     behave: torch.Tensor  # BPR on quantised scores (+ continuous BPR, weighted)
@@ -95,9 +119,27 @@ class BehaviorTokenizer(nn.Module):
         self.user_micro = MicroReconstructor(text_dim, cfg.code_dim, cfg.n_phrases, cfg.attn_dim, cfg.attn_heads)
         self.item_micro = MicroReconstructor(text_dim, cfg.code_dim, cfg.n_phrases, cfg.attn_dim, cfg.attn_heads)
 
+    def forward(self, graph: torch.Tensor | SampledGraph, batch: StepBatch, cfg: TokenizerTrainConfig,
+                generator: torch.Generator | None = None) -> TokenizerLosses:
+        """One training step's loss, eq. 9: L = L_behave + L_vq + α·L_macro + β·L_micro (+ L2 on the batch's z).
+
+        The graph is propagated once (whole, or the batch's sampled neighbourhood) and shared by every loss.
+        """
+        zu, zi = self.gcn(graph)
+        behave, vq = self.behave_loss(zu, zi, batch.users, batch.pos, batch.neg, cfg.continuous_weight, generator)
+        l2 = cfg.l2 * (zu[batch.users].pow(2).sum(1).mean() + zi[batch.pos].pow(2).sum(1).mean())
+        macro = torch.zeros(())
+        if len(batch.text_users) >= 2 and cfg.alpha > 0:
+            macro = self.macro_loss(zu, zi, batch.text_users, batch.text_items, batch.text_emb)
+        micro = torch.zeros(())
+        for m in batch.micro:
+            micro = micro + self.micro_loss(m.side, zu if m.side == "user" else zi, m.ids, m.phrases, m.valid, m.mask)
+        total = behave + vq + cfg.alpha * macro + cfg.beta * micro + l2
+        return TokenizerLosses(total, behave, vq, macro, micro)
+
     def propagate(self, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One whole-graph propagation, shared by every loss of a step. -> (U, D), (I, D)."""
-        return self.gcn(adj)
+        """Eq. 3 for every user and item, without gradients (chunked over embedding columns). -> (U, D), (I, D)."""
+        return self.gcn.propagate_all(adj)
 
     @staticmethod
     def score(qu: torch.Tensor, qi: torch.Tensor) -> torch.Tensor:
@@ -158,18 +200,23 @@ class BehaviorTokenizer(nn.Module):
         return recon(phrases, valid, quant, mask, self.cfg.micro_objective).loss
 
     @torch.no_grad()
-    def all_vectors(self, adj: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Continuous and quantised vectors and codes of every user and item (eval mode, no restarts).
+    def all_vectors(self, adj: torch.Tensor, chunk: int = 65536) -> dict[str, torch.Tensor]:
+        """Continuous and quantised vectors and codes of every user and item (eval mode, no restarts),
+        ``chunk`` entities at a time so that the code distances stay small at a million users.
 
         Returns keys user_cont, user_quant, user_codes, item_cont, item_quant, item_codes; vectors are
         flattened to (n, (1+N)·C), codes (n, 1+N).
         """
-        zu, zi = self.gcn(adj)
+        zu, zi = self.propagate(adj)
         out: dict[str, torch.Tensor] = {}
         for name, side, z in (("user", self.user, zu), ("item", self.item, zi)):
-            x = side.project(z)  # (n, 1+N, C)
-            codes = side.encode(z)
-            out[f"{name}_cont"] = x.flatten(1)
-            out[f"{name}_quant"] = side.decode(codes).flatten(1)
-            out[f"{name}_codes"] = codes
+            parts: dict[str, list[torch.Tensor]] = {"cont": [], "quant": [], "codes": []}
+            for s in range(0, max(len(z), 1), chunk):
+                zc = z[s : s + chunk]
+                codes = side.encode(zc)  # (c, 1+N)
+                parts["cont"].append(side.project(zc).flatten(1))  # (c, (1+N)·C)
+                parts["quant"].append(side.decode(codes).flatten(1))
+                parts["codes"].append(codes)
+            for key, vals in parts.items():
+                out[f"{name}_{key}"] = torch.cat(vals)
         return out

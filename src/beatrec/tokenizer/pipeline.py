@@ -38,7 +38,7 @@ from beatrec.tokenizer.config import TokenizeConfig
 from beatrec.tokenizer.embeddings import EMBEDDINGS
 from beatrec.tokenizer.graph import normalized_adjacency
 from beatrec.tokenizer.model import BehaviorTokenizer
-from beatrec.tokenizer.train import PhraseTable, TokenizerData, TrainResult, train_tokenizer
+from beatrec.tokenizer.train import PhraseTable, TokenizerData, TrainResult, make_accelerator, train_tokenizer
 
 
 class TokenizeResult(NamedTuple):
@@ -104,15 +104,20 @@ def run_tokenize(
     """Run BEAT stage 1 on a dataset directory and write the run directory ``out_dir``.
 
     ``encoder``/``extractor``/``dataset`` may be passed in (tests use this to spy on what training reads).
+    Under ``torchrun`` every process trains (DDP) and the main process alone writes the run; the others return
+    a result with empty metrics.
     """
     cfg = cfg or TokenizeConfig()
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_yaml(cfg, out / "config.yaml")
+    acc = make_accelerator()
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg, out / "config.yaml")
     with torch_threads(cfg.train.threads):
-        return _run(Path(data_dir), out, cfg, progress, encoder, extractor, dataset, t_start, timings)
+        return _run(Path(data_dir), out, cfg, progress and acc.is_main_process, encoder, extractor, dataset,
+                    t_start, timings, acc)
 
 
 def _run(
@@ -125,8 +130,10 @@ def _run(
     dataset: XRecDataset | None,
     t_start: float,
     timings: dict[str, float],
+    acc,  # noqa: ANN001
 ) -> TokenizeResult:
     torch.manual_seed(cfg.train.seed)
+    main = acc.is_main_process
 
     def log(msg: str) -> None:
         if progress:
@@ -136,7 +143,10 @@ def _run(
     t = time.perf_counter()
     ds = dataset or load_dataset(data_dir)
     split: ZeroShotSplit = make_zero_shot_split(ds, cfg.split)
-    split.save(out / "split.json")
+    if main:
+        split.save(out / "split.json")
+    else:
+        acc.wait_for_everyone()  # the main process fills the phrase and embedding caches first (steps 2-3)
     rows = stage1_texts(ds, split)  # the ONLY text stage 1 reads (train users, minus cross-fitted stage-2 users)
     log(f"[1/5] {ds.root}: {ds.n_users} users, {ds.n_items} items, {len(ds.interactions)} edges; "
         f"text users train/val/test {len(split.train_users)}/{len(split.val_users)}/{len(split.test_users)}, "
@@ -152,8 +162,9 @@ def _run(
     log(f"[2/5] phrase extraction ({cfg.extractor.kind}) for {len(user_docs)} users and {len(item_docs)} items")
     user_phr, ustats = extract_phrases(user_docs, "user", extractor, progress=progress)
     item_phr, istats = extract_phrases(item_docs, "item", extractor, progress=progress)
-    _write_jsonl(out / "phrases_users.jsonl", user_phr, "uid")
-    _write_jsonl(out / "phrases_items.jsonl", item_phr, "iid")
+    if main:
+        _write_jsonl(out / "phrases_users.jsonl", user_phr, "uid")
+        _write_jsonl(out / "phrases_items.jsonl", item_phr, "iid")
     timings["phrase_extraction_s"] = time.perf_counter() - t
 
     # 3. text embeddings (cached) ------------------------------------------------------------------------
@@ -166,6 +177,8 @@ def _run(
     uphr, iphr = phrase_table(user_phr, encoder, n), phrase_table(item_phr, encoder, n)
     log(f"[3/5] embedded {len(macro_texts)} pair texts and {int(uphr.valid.sum() + iphr.valid.sum())} phrases")
     timings["text_encoding_s"] = time.perf_counter() - t
+    if main:
+        acc.wait_for_everyone()
 
     # 4. graph + training --------------------------------------------------------------------------------
     t = time.perf_counter()
@@ -187,9 +200,15 @@ def _run(
         item_phrases=iphr,
     )
     model = BehaviorTokenizer(ds.n_users, ds.n_items, encoder.dim, cfg.model)
-    log(f"[4/5] training: {len(tr)} training edges, {sum(p.numel() for p in model.parameters()):,} parameters")
-    result = train_tokenizer(model, data, cfg.train, progress=progress)
+    log(f"[4/5] training ({cfg.train.graph} graph"
+        + (f", fan-outs {'-'.join(map(str, cfg.train.fanouts))}" if cfg.train.graph == "sampled" else "")
+        + f", {acc.num_processes} process{'es' * (acc.num_processes > 1)}): {len(tr)} training edges, "
+        f"{sum(p.numel() for p in model.parameters()):,} parameters")
+    result = train_tokenizer(model, data, cfg.train, progress=progress, accelerator=acc)
     timings["training_s"] = time.perf_counter() - t
+    if not main:
+        acc.wait_for_everyone()
+        return TokenizeResult(out, {}, result)
 
     # 5. artifacts ---------------------------------------------------------------------------------------
     t = time.perf_counter()
@@ -228,8 +247,7 @@ def _run(
     }, str(out / "codebooks.safetensors"))
     save_file({k_: t_.detach().contiguous() for k_, t_ in model.state_dict().items()},
               str(out / "tokenizer.safetensors"))
-    with torch.no_grad():  # continuous LightGCN vectors (eq. 3), for baselines that read vectors, not tokens
-        zu, zi = model.propagate(data.adj)
+    zu, zi = model.propagate(data.adj)  # continuous LightGCN vectors (eq. 3), for baselines that read vectors
     save_file({"user": zu.float().contiguous(), "item": zi.float().contiguous()}, str(out / EMBEDDINGS))
     hist = pd.DataFrame([h._asdict() for h in result.history])
     hist.to_csv(out / "history.csv", index=False)
@@ -245,6 +263,7 @@ def _run(
             "epochs_run": len(result.history), "best_epoch": result.best_epoch,
             "best_val_hr": result.best_val_hr, "stopped_early": result.stopped_early,
             "mean_epoch_s": float(np.mean(epoch_s)) if epoch_s else 0.0,
+            "graph": cfg.train.graph, "processes": acc.num_processes,
         },
         "phrases": {"users": ustats._asdict(), "items": istats._asdict()},
         "timings": timings,
@@ -262,6 +281,7 @@ def _run(
         f"popularity {t_[f'popularity_hr@{k}']:.4f}; micro codebook usage user/item "
         f"{usage['user_micro']['used_fraction']:.2f}/{usage['item_micro']['used_fraction']:.2f}; "
         f"wrote {out} in {timings['total_s']:.0f}s")
+    acc.wait_for_everyone()
     return TokenizeResult(out, metrics, result)
 
 

@@ -1,0 +1,167 @@
+"""Sampled L-hop subgraphs for mini-batch LightGCN training (``train.graph=sampled``).
+
+A full-graph step multiplies by Â (BEAT eq. 2) over every node; its cost grows with the graph. A sampled step
+computes z (eq. 3) only for the batch's *seed* nodes: hop 1 draws up to ``fanouts[0]`` neighbours of every
+seed, hop 2 up to ``fanouts[1]`` neighbours of every node first reached at hop 1, and so on (GraphSAGE-style
+node-wise sampling, as PyG's ``NeighborLoader``). A node with at most ``fanout`` neighbours keeps all of them
+with the full graph's weights Â_vu; a node with more gets ``fanout`` draws with replacement, each weighted
+Â_vu · deg(v) / fanout, so that (Ŝh)_v is an unbiased estimate of (Âh)_v under the full graph's normalisation.
+
+Nodes are numbered locally hop by hop (seeds first), so the rows of the nodes reached within h hops are a
+prefix of the sampled matrix; layer l of an L-layer propagation only needs the rows within L−l hops of the
+seeds, a row prefix of the same CSR matrix (:func:`propagate_sampled`).
+
+PyG's ``NeighborLoader`` needs ``pyg-lib`` or ``torch-sparse``, which have no wheels for the pinned torch, and
+DGL's last PyPI wheel targets torch 2.1 (see ``benchmarks/tokenizer_scale.md``): hence this small sampler.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from beatrec.tokenizer.graph import csr_tensor
+
+
+class SampledGraph(NamedTuple):
+    """An L-hop sampled neighbourhood of ``n_seeds`` seed nodes.
+
+    nodes: (n_L,) global node ids (users 0..U-1, items U..U+I-1); the first n_seeds are the seeds.
+    hop_sizes: (L+1,) number of local nodes within 0, 1, ..., L hops (a prefix of ``nodes`` each).
+    indptr, indices, data: CSR rows of the nodes within L−1 hops (n_{L-1} rows, n_L columns, local ids).
+    """
+
+    nodes: np.ndarray
+    hop_sizes: tuple[int, ...]
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+
+    @property
+    def n_seeds(self) -> int:
+        return self.hop_sizes[0]
+
+    @property
+    def n_edges(self) -> int:
+        return int(len(self.indices))
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenation of arange(s, s+n) for each (s, n), vectorised."""
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    offs = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return offs + np.arange(total, dtype=np.int64)
+
+
+class NeighborSampler:
+    """Node-wise neighbour sampling on the symmetric-normalised graph Â.
+
+    Args:
+        adj: (N, N) CSR Â (float32), e.g. from :func:`beatrec.tokenizer.graph.adjacency_csr`.
+        fanouts: per-hop caps, hop 1 (the seeds' neighbours) first; ``len(fanouts)`` = LightGCN depth L.
+    """
+
+    def __init__(self, adj: sp.csr_matrix, fanouts: tuple[int, ...]) -> None:
+        if not fanouts or min(fanouts) < 1:
+            raise ValueError(f"fanouts must be >= 1 per hop, got {fanouts!r}")
+        self.indptr = adj.indptr.astype(np.int64)
+        self.indices = adj.indices.astype(np.int64)
+        self.data = adj.data.astype(np.float32)
+        self.deg = np.diff(self.indptr)
+        self.fanouts = tuple(int(f) for f in fanouts)
+        self._local = np.full(adj.shape[0], -1, np.int64)  # scratch: global -> local id (reset after each call)
+
+    def sample(self, seeds: np.ndarray, rng: np.random.Generator) -> SampledGraph:
+        """Sample the L-hop neighbourhood of ``seeds`` (unique global node ids, kept in the given order)."""
+        nodes = [np.asarray(seeds, np.int64)]
+        if len(np.unique(nodes[0])) != len(nodes[0]):
+            raise ValueError("seeds must be unique")
+        self._local[nodes[0]] = np.arange(len(nodes[0]))
+        n = len(nodes[0])
+        sizes = [n]
+        rows_, cols_, vals_ = [], [], []
+        frontier, first = nodes[0], 0  # nodes first reached at the previous hop; local ids first..first+len-1
+        try:
+            for fan in self.fanouts:
+                deg = self.deg[frontier]
+                local_rows = np.arange(first, first + len(frontier), dtype=np.int64)
+                small = deg <= fan
+                # all neighbours of low-degree nodes, with their Â weights
+                e_small = _ranges(self.indptr[frontier[small]], deg[small])
+                r_small = np.repeat(local_rows[small], deg[small])
+                w_small = self.data[e_small]
+                # fanout draws with replacement for the others, reweighted by deg / fanout
+                big = np.flatnonzero(~small)
+                draws = (rng.random((len(big), fan)) * deg[big, None]).astype(np.int64)
+                e_big = (self.indptr[frontier[big], None] + draws).ravel()
+                r_big = np.repeat(local_rows[big], fan)
+                w_big = self.data[e_big] * np.repeat(deg[big] / fan, fan).astype(np.float32)
+                nbr = self.indices[np.concatenate([e_small, e_big])]
+                new = np.unique(nbr[self._local[nbr] < 0])
+                if len(new):
+                    new = rng.permutation(new)  # no id-order bias in the local numbering
+                self._local[new] = np.arange(n, n + len(new))
+                rows_.append(np.concatenate([r_small, r_big]))
+                cols_.append(self._local[nbr])
+                vals_.append(np.concatenate([w_small, w_big]))
+                nodes.append(new)
+                first, frontier = n, new
+                n += len(new)
+                sizes.append(n)
+        finally:
+            for part in nodes:
+                self._local[part] = -1
+        rows, cols, vals = np.concatenate(rows_), np.concatenate(cols_), np.concatenate(vals_)
+        m = sp.csr_matrix((vals, (rows, cols)), shape=(sizes[-2], sizes[-1]))  # rows in local order
+        return SampledGraph(np.concatenate(nodes), tuple(sizes), m.indptr.astype(np.int64),
+                            m.indices.astype(np.int64), m.data.astype(np.float32))
+
+
+class _BlockSpMM(torch.autograd.Function):
+    """Y = B·X for a constant sparse block B (r, c); dX = Bᵀ·dY (Bᵀ built once, as CSR)."""
+
+    @staticmethod
+    def forward(ctx, block: torch.Tensor, block_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.block_t = block_t
+        return block @ x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, None, torch.Tensor]:  # type: ignore[override]
+        return None, None, ctx.block_t @ grad.contiguous()
+
+
+def layer_blocks(g: SampledGraph) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(B_l, B_lᵀ) for l = 1..L: B_l maps the nodes within L−l+1 hops to those within L−l hops."""
+    L = len(g.hop_sizes) - 1
+    out = []
+    for layer in range(1, L + 1):
+        r, c = g.hop_sizes[L - layer], g.hop_sizes[L - layer + 1]
+        nnz = int(g.indptr[r])
+        ip, ix, dv = g.indptr[: r + 1], g.indices[:nnz], g.data[:nnz]
+        t = sp.csr_matrix((dv, ix, ip), shape=(r, c)).T.tocsr()
+        out.append((csr_tensor(ip, ix, dv, (r, c)),
+                    csr_tensor(t.indptr.astype(np.int64), t.indices.astype(np.int64), t.data, (c, r))))
+    return out
+
+
+def propagate_sampled(h0: torch.Tensor, g: SampledGraph) -> torch.Tensor:
+    """Eq. 3 on a sampled neighbourhood: z = 1/(L+1) Σ_l (Ŝˡ E⁰) restricted to the seeds.
+
+    Args:
+        h0: (n_L, d) E⁰ rows of ``g.nodes`` (differentiable).
+    Returns:
+        (n_seeds, d) propagated vectors of the seeds.
+    """
+    L = len(g.hop_sizes) - 1
+    s = g.n_seeds
+    acc = h0[:s]
+    h = h0
+    for block, block_t in layer_blocks(g):
+        h = _BlockSpMM.apply(block, block_t, h)  # (n_{L-l}, d)
+        acc = acc + h[:s]
+    return acc / (L + 1)
