@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from beatrec.tokenizer.graph import sym_spmm
-from beatrec.tokenizer.sampling import SampledGraph, propagate_sampled
+from beatrec.tokenizer.sampling import SampledGraph, gather_rows, propagate_sampled
 
 E0_KEY = "gcn.table.weight"  # E⁰ in a tokenizer's state dict (``tokenizer.safetensors``)
 LEGACY_E0_KEY = "gcn.embedding"  # runs written before E⁰ became an nn.Embedding
@@ -60,8 +59,8 @@ class LightGCN(nn.Module):
             in seed order.
         """
         if isinstance(graph, SampledGraph):
-            nodes = torch.from_numpy(graph.nodes)
-            h0 = F.embedding(nodes, self.embedding, sparse=self.table.sparse)  # (n_L, d)
+            nodes = torch.from_numpy(graph.sorted_nodes)
+            h0 = gather_rows(self.embedding, nodes, self.table.sparse)  # (n_L, d), sorted-node order
             if not self.user_ids:
                 h0 = h0 * self.keep[nodes]
             z = propagate_sampled(h0, graph)  # (n_seeds, d)

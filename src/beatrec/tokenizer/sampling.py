@@ -32,6 +32,8 @@ class SampledGraph(NamedTuple):
     nodes: (n_L,) global node ids (users 0..U-1, items U..U+I-1); the first n_seeds are the seeds.
     hop_sizes: (L+1,) number of local nodes within 0, 1, ..., L hops (a prefix of ``nodes`` each).
     indptr, indices, data: CSR rows of the nodes within L−1 hops (n_{L-1} rows, n_L columns, local ids).
+    rank: (n_L,) position of each local node in ``sorted(nodes)``: E⁰ rows are read in sorted order (one
+        contiguous-ish gather, and a sparse gradient whose indices are already sorted and unique).
     """
 
     nodes: np.ndarray
@@ -39,6 +41,14 @@ class SampledGraph(NamedTuple):
     indptr: np.ndarray
     indices: np.ndarray
     data: np.ndarray
+    rank: np.ndarray
+
+    @property
+    def sorted_nodes(self) -> np.ndarray:
+        """(n_L,) ``nodes`` in increasing order: the E⁰ rows :func:`propagate_sampled` expects, in this order."""
+        out = np.empty_like(self.nodes)
+        out[self.rank] = self.nodes
+        return out
 
     @property
     def n_seeds(self) -> int:
@@ -69,9 +79,9 @@ class NeighborSampler:
     def __init__(self, adj: sp.csr_matrix, fanouts: tuple[int, ...]) -> None:
         if not fanouts or min(fanouts) < 1:
             raise ValueError(f"fanouts must be >= 1 per hop, got {fanouts!r}")
-        self.indptr = adj.indptr.astype(np.int64)
-        self.indices = adj.indices.astype(np.int64)
-        self.data = adj.data.astype(np.float32)
+        self.indptr = adj.indptr.astype(np.int64, copy=False)  # shares the graph's arrays when dtypes match
+        self.indices = adj.indices.astype(np.int64, copy=False)
+        self.data = adj.data.astype(np.float32, copy=False)
         self.deg = np.diff(self.indptr)
         self.fanouts = tuple(int(f) for f in fanouts)
         self._local = np.full(adj.shape[0], -1, np.int64)  # scratch: global -> local id (reset after each call)
@@ -118,8 +128,30 @@ class NeighborSampler:
                 self._local[part] = -1
         rows, cols, vals = np.concatenate(rows_), np.concatenate(cols_), np.concatenate(vals_)
         m = sp.csr_matrix((vals, (rows, cols)), shape=(sizes[-2], sizes[-1]))  # rows in local order
-        return SampledGraph(np.concatenate(nodes), tuple(sizes), m.indptr.astype(np.int64),
-                            m.indices.astype(np.int64), m.data.astype(np.float32))
+        allnodes = np.concatenate(nodes)
+        rank = np.empty(len(allnodes), np.int64)
+        rank[np.argsort(allnodes, kind="stable")] = np.arange(len(allnodes))
+        return SampledGraph(allnodes, tuple(sizes), m.indptr.astype(np.int64), m.indices.astype(np.int64),
+                            m.data.astype(np.float32), rank)
+
+
+class _GatherRows(torch.autograd.Function):
+    """Rows ``idx`` (sorted, unique) of a weight; the gradient is a sparse COO tensor over exactly those rows,
+    already coalesced (no sort or copy): what ``nn.Embedding(sparse=True)`` gives, without the coalescing."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.idx, ctx.shape = idx, weight.shape
+        return weight.index_select(0, idx)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        return torch.sparse_coo_tensor(ctx.idx[None], grad.contiguous(), ctx.shape, is_coalesced=True), None
+
+
+def gather_rows(weight: torch.Tensor, idx: torch.Tensor, sparse: bool) -> torch.Tensor:
+    """weight[idx] (idx sorted and unique), with a sparse gradient when ``sparse``. -> (len(idx), d)."""
+    return _GatherRows.apply(weight, idx) if sparse else weight.index_select(0, idx)
 
 
 class _BlockSpMM(torch.autograd.Function):
@@ -136,13 +168,16 @@ class _BlockSpMM(torch.autograd.Function):
 
 
 def layer_blocks(g: SampledGraph) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(B_l, B_lᵀ) for l = 1..L: B_l maps the nodes within L−l+1 hops to those within L−l hops."""
+    """(B_l, B_lᵀ) for l = 1..L: B_l maps the nodes within L−l+1 hops to those within L−l hops; the columns
+    of B_1 are in sorted-node order (``g.rank``), the order E⁰'s rows are read in."""
     L = len(g.hop_sizes) - 1
     out = []
     for layer in range(1, L + 1):
         r, c = g.hop_sizes[L - layer], g.hop_sizes[L - layer + 1]
         nnz = int(g.indptr[r])
         ip, ix, dv = g.indptr[: r + 1], g.indices[:nnz], g.data[:nnz]
+        if layer == 1:
+            ix = g.rank[ix]
         t = sp.csr_matrix((dv, ix, ip), shape=(r, c)).T.tocsr()
         out.append((csr_tensor(ip, ix, dv, (r, c)),
                     csr_tensor(t.indptr.astype(np.int64), t.indices.astype(np.int64), t.data, (c, r))))
@@ -153,13 +188,13 @@ def propagate_sampled(h0: torch.Tensor, g: SampledGraph) -> torch.Tensor:
     """Eq. 3 on a sampled neighbourhood: z = 1/(L+1) Σ_l (Ŝˡ E⁰) restricted to the seeds.
 
     Args:
-        h0: (n_L, d) E⁰ rows of ``g.nodes`` (differentiable).
+        h0: (n_L, d) E⁰ rows of ``g.sorted_nodes`` (differentiable).
     Returns:
         (n_seeds, d) propagated vectors of the seeds.
     """
     L = len(g.hop_sizes) - 1
     s = g.n_seeds
-    acc = h0[:s]
+    acc = h0[torch.from_numpy(g.rank[:s])]
     h = h0
     for block, block_t in layer_blocks(g):
         h = _BlockSpMM.apply(block, block_t, h)  # (n_{L-l}, d)

@@ -27,6 +27,7 @@ from beatrec.runtime import torch_threads
 from beatrec.tokenizer.codebook import codebook_usage
 from beatrec.tokenizer.config import TokenizerTrainConfig
 from beatrec.tokenizer.graph import csr_to_scipy
+from beatrec.tokenizer.lazy_adam import LazyAdam
 from beatrec.tokenizer.micro import choose_mask
 from beatrec.tokenizer.model import BehaviorTokenizer, MicroBatch, StepBatch
 from beatrec.tokenizer.sampling import NeighborSampler, SampledGraph
@@ -134,12 +135,12 @@ def make_accelerator():  # noqa: ANN201
 
 def make_optimizers(model: BehaviorTokenizer, cfg: TokenizerTrainConfig) -> list[torch.optim.Optimizer]:
     """Adam (lr ``train.lr``) on every parameter; in sampled mode the ID embedding table gets sparse gradients
-    and lazy Adam (``torch.optim.SparseAdam``: only the rows a step read are updated)."""
+    and lazy Adam (SparseAdam's update: only the rows a step read move; :class:`LazyAdam`)."""
     if not model.gcn.table.sparse:
         return [torch.optim.Adam(model.parameters(), lr=cfg.lr)]
     emb = model.gcn.embedding
     rest = [p for p in model.parameters() if p is not emb]
-    return [torch.optim.SparseAdam([emb], lr=cfg.lr), torch.optim.Adam(rest, lr=cfg.lr)]
+    return [LazyAdam([emb], lr=cfg.lr), torch.optim.Adam(rest, lr=cfg.lr)]
 
 
 def n_pairs_ok(data: TokenizerData, cfg: TokenizerTrainConfig) -> bool:

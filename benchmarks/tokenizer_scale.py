@@ -1,0 +1,286 @@
+"""Stage 1 at scale: full-graph against sampled-subgraph training, one against two processes.
+
+    python benchmarks/tokenizer_scale.py            # every row, writes benchmarks/tokenizer_scale.md (+ .png)
+    python benchmarks/tokenizer_scale.py --only synth-1000000-big   # one row (results are kept in a JSON
+                                                                     # file and reused: the run is resumable)
+
+Rows (each in its own process, so that peak RSS is that row's own):
+  * synthetic genre-block graphs (``beatrec.data.graphs``: 12 draws per user, ~10 training edges per user after
+    one validation and one test edge) of 10k, 100k and 1M users: seconds per training epoch (evaluation
+    excluded) and peak RSS, for full-graph and sampled training; one epoch measured, or, where marked,
+    extrapolated from the first ``--probe-steps`` steps (time per step x steps per epoch);
+  * 10k users: full against sampled trained to early stopping, quantised test HR@20 side by side;
+  * Amazon (``../shared/data/xrec/amazon``, ``beatrec tokenize`` with the rule-based phrase splitter): full
+    against sampled, test HR@20 and codebook usage; and the sampled run with two processes (``torchrun``,
+    one thread each) against one process (two threads): seconds per epoch.
+Synthetic rows train the behaviour objective only (no text: BPR + VQ), as the scaling rows of
+``benchmarks/tokenizer.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+AMAZON = ROOT / ".." / "shared" / "data" / "xrec" / "amazon"
+RESULTS = ROOT / "benchmarks" / "tokenizer_scale.json"
+REPORT = ROOT / "benchmarks" / "tokenizer_scale.md"
+PLOT = ROOT / "benchmarks" / "tokenizer_scale.png"
+
+# The large-graph setting (README "Stage 1 on large graphs"): big batches, so that an epoch has few steps, and
+# small fan-outs, so that a step's neighbourhood (and the rows Adam updates) stays bounded.
+BIG = {"graph": "sampled", "batch_size": 131072, "fanouts": [3, 3, 3]}
+DEFAULT_SAMPLED = {"graph": "sampled", "batch_size": 1024, "fanouts": [10, 10, 10]}
+FULL = {"graph": "full", "batch_size": 1024}
+SETTINGS = {"full": FULL, "sampled": DEFAULT_SAMPLED, "big": BIG}
+
+
+def synth_child(n_users: int, setting: str, probe_steps: int, max_epochs: int, seed: int) -> dict:
+    """Train on a genre-block graph; one epoch (or ``probe_steps`` steps) unless ``max_epochs`` > 1."""
+    import numpy as np
+    import torch
+
+    from beatrec.data.graphs import genre_block_graph
+    from beatrec.metrics.ranking import interaction_matrix
+    from beatrec.tokenizer.config import TokenizerModelConfig, TokenizerTrainConfig
+    from beatrec.tokenizer.graph import normalized_adjacency
+    from beatrec.tokenizer.model import BehaviorTokenizer
+    from beatrec.tokenizer.train import PhraseTable, TokenizerData, evaluate_model, train_tokenizer
+
+    g = genre_block_graph(n_users, per_user=12, seed=seed)
+    mats = {s: interaction_matrix(g.users[g.split == s], g.items[g.split == s], n_users, g.n_items) for s in (0, 1, 2)}
+    tr = g.split == 0
+    users, items = g.users[tr], g.items[tr]
+    adj = normalized_adjacency(users, items, n_users, g.n_items)
+    opts = dict(SETTINGS[setting])
+    n_edges = len(users)
+    steps_per_epoch = -(-n_edges // opts["batch_size"])
+    if probe_steps and probe_steps < steps_per_epoch:  # a partial epoch: the first probe_steps batches
+        keep = np.random.default_rng(seed).permutation(n_edges)[: probe_steps * opts["batch_size"]]
+        users, items = users[keep], items[keep]
+    empty = PhraseTable(torch.zeros(0, dtype=torch.long), torch.zeros(0, 5, 384), torch.zeros(0, 5, dtype=torch.bool))
+    none = torch.zeros(0, dtype=torch.long)
+    data = TokenizerData(adj, users, items, mats[0], mats[1], none, none, torch.zeros(0, 384), empty, empty)
+    cfg = TokenizerTrainConfig(max_epochs=max_epochs, eval_users=2000 if n_users > 20000 else 0, seed=seed,
+                               min_steps=0, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in opts.items()})
+    model = BehaviorTokenizer(n_users, g.n_items, 384, TokenizerModelConfig())
+    t = time.perf_counter()
+    res = train_tokenizer(model, data, cfg, progress=True)
+    wall = time.perf_counter() - t
+    steps_run = -(-len(users) // cfg.batch_size)
+    h = res.history
+    out = {"n_users": n_users, "n_items": g.n_items, "n_train_edges": n_edges, "setting": setting, "opts": opts,
+           "steps_per_epoch": steps_per_epoch, "steps_run": steps_run, "epochs_run": len(h),
+           "epoch_train_s": h[0].seconds, "eval_s": h[0].eval_seconds,
+           "epoch_s": h[0].seconds * steps_per_epoch / steps_run, "extrapolated": steps_run < steps_per_epoch,
+           "wall_s": wall, "val_hr_first_epoch": h[0].val_hr, "best_epoch": res.best_epoch,
+           "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    if max_epochs > 1:
+        q, c, v = evaluate_model(model, adj, mats[0] + mats[1], mats[2], 20)
+        from beatrec.tokenizer.codebook import codebook_usage
+
+        out.update({"test_hr_quant": q.hr, "test_hr_cont": c.hr, "val_hr": res.best_val_hr,
+                    "micro_usage_u": codebook_usage(v["user_codes"][:, 1:], 512).used_fraction,
+                    "micro_usage_i": codebook_usage(v["item_codes"][:, 1:], 512).used_fraction,
+                    "mean_epoch_s": float(np.mean([x.seconds for x in h]))})
+    return out
+
+
+def amazon_row(name: str, setting: str, procs: int, extra: list[str]) -> dict:
+    """``beatrec tokenize`` on Amazon (under torchrun when procs > 1); the run's metrics.json and peak RSS."""
+    out = ROOT / "runs" / "bench_scale" / name
+    shutil.rmtree(out, ignore_errors=True)
+    sets = ["extractor.kind=splitter", f"train.graph={SETTINGS[setting]['graph']}",
+            f"train.batch_size={SETTINGS[setting]['batch_size']}", *extra]
+    if "fanouts" in SETTINGS[setting]:
+        sets.append(f"train.fanouts=[{','.join(map(str, SETTINGS[setting]['fanouts']))}]")
+    args = ["-m", "beatrec", "tokenize", "--data", str(AMAZON), "--out", str(out),
+            *[a for s in sets for a in ("--set", s)]]
+    env = dict(os.environ)
+    if procs > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs), *args]
+        env["OMP_NUM_THREADS"] = "1"
+    else:
+        cmd = [sys.executable, *args]
+    t = time.perf_counter()
+    log = out.parent / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as f:
+        p = subprocess.run(["/usr/bin/time", "-v", *cmd], stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+    if p.returncode != 0:
+        raise SystemExit(f"{name} failed; see {log}")
+    peak_kb = max(int(line.split(":")[1]) for line in log.read_text().splitlines()
+                  if "Maximum resident set size" in line)
+    m = json.loads((out / "metrics.json").read_text())
+    return {"name": name, "setting": setting, "processes": procs, "wall_s": time.perf_counter() - t,
+            "peak_gib_main": peak_kb / 2**20, "metrics": {k: m[k] for k in ("ranking", "codebooks", "training")},
+            "sets": sets}
+
+
+def child(argv: list[str]) -> dict:
+    p = subprocess.run([sys.executable, __file__, *argv], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    lines = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
+    if p.returncode != 0 or not lines:
+        raise SystemExit(f"child failed ({p.returncode}): {argv}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def rows_plan(probe_steps: int) -> list[tuple[str, list[str] | None]]:
+    """(key, child argv) of every row; None = an Amazon row run in this process."""
+    plan: list[tuple[str, list[str] | None]] = [("synth-1000000-big", ["--child", "1000000", "big", "0", "1"])]
+    plan += [("amazon-full", None), ("amazon-sampled", None), ("amazon-sampled-2proc", None)]
+    plan += [(f"synth-10000-{s}-trained", ["--child", "10000", s, "0", "30"]) for s in ("full", "sampled")]
+    for n in (10000, 100000, 1000000):
+        for s in ("full", "sampled", "big"):
+            key = f"synth-{n}-{s}"
+            if key == "synth-1000000-big":
+                continue
+            probe = 0 if (n == 10000 or s == "big") else probe_steps
+            plan.append((key, ["--child", str(n), s, str(probe), "1"]))
+    return plan
+
+
+def fmt(x: float, p: int = 4) -> str:
+    return f"{x:.{p}f}"
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    labels = {"full": "full graph, batch 1024", "sampled": "sampled 10-10-10, batch 1024",
+              "big": "sampled 3-3-3, batch 131072"}
+    for s, mk in (("full", "o"), ("sampled", "s"), ("big", "^")):
+        pts = sorted((r["n_train_edges"], r["epoch_s"], r["extrapolated"]) for k, r in results.items()
+                     if k.startswith("synth-") and not k.endswith("-trained") and r.get("setting") == s)
+        if not pts:
+            continue
+        line, = ax.loglog([p[0] for p in pts], [p[1] for p in pts], marker=mk, label=labels[s])
+        ext = [(p[0], p[1]) for p in pts if p[2]]
+        if ext:
+            ax.scatter(*zip(*ext, strict=True), marker=mk, s=90, facecolors="none", edgecolors=line.get_color())
+    ax.axhline(1800, color="k", ls=":", lw=1, label="30 minutes")
+    ax.set_xlabel("training edges (synthetic, 10 per user)")
+    ax.set_ylabel("seconds per epoch (2 CPU cores)")
+    ax.set_title("BEAT stage 1: epoch time against graph size\n(hollow markers: extrapolated from a partial epoch)",
+                 fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(results: dict, command: str, probe_steps: int) -> None:
+    import torch
+
+    k = 20
+    out = ["# BEAT stage 1 at scale — full-graph against sampled training, one against two processes", "",
+           f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
+           f"- machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+           f"torch {torch.__version__}",
+           f"- command: `{command}`",
+           "- settings: **full** = `train.graph=full` (batch 1024, the default); **sampled** = `train.graph=sampled` "
+           "with the default fan-outs 10-10-10 (batch 1024); **big** = `train.graph=sampled "
+           "train.fanouts=[3,3,3] train.batch_size=131072` (the large-graph setting of the README).",
+           "- seconds per epoch are training steps only (the per-epoch validation pass is listed apart); peak RSS "
+           "is the whole process's maximum resident set.", ""]
+    out += ["## Synthetic genre-block graphs: one epoch", "",
+            "| users | items | train edges | setting | steps/epoch | s/epoch | measured over | eval s | peak GiB |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for n in (10000, 100000, 1000000):
+        for s in ("full", "sampled", "big"):
+            r = results.get(f"synth-{n}-{s}")
+            if r is None:
+                continue
+            over = (f"{r['steps_run']} steps (extrapolated)" if r["extrapolated"] else "the whole epoch")
+            out.append(f"| {n} | {r['n_items']} | {r['n_train_edges']} | {s} | {r['steps_per_epoch']} | "
+                       f"{r['epoch_s']:.1f} | {over} | {r['eval_s']:.1f} | {r['peak_gib']:.2f} |")
+    out += ["", f"![seconds per epoch against edges]({PLOT.name})", ""]
+    a, b = results.get("synth-10000-full-trained"), results.get("synth-10000-sampled-trained")
+    if a and b:
+        out += ["## 10k users: trained to early stopping (patience 5, at most 30 epochs)", "",
+                "| setting | epochs (best) | mean s/epoch | val HR@20 quant | test HR@20 quant | test HR@20 cont | "
+                "micro usage u/i |", "|---|---|---|---|---|---|---|"]
+        for s, r in (("full", a), ("sampled", b)):
+            out.append(f"| {s} | {r['epochs_run']} ({r['best_epoch']}) | {r['mean_epoch_s']:.1f} | {fmt(r['val_hr'])} | "
+                       f"{fmt(r['test_hr_quant'])} | {fmt(r['test_hr_cont'])} | "
+                       f"{r['micro_usage_u']:.2f}/{r['micro_usage_i']:.2f} |")
+        out += ["", f"sampled / full test HR@20 (quantised): {b['test_hr_quant'] / a['test_hr_quant']:.3f}", ""]
+    am = {k_: results.get(f"amazon-{k_}") for k_ in ("full", "sampled", "sampled-2proc")}
+    if am["full"] and am["sampled"]:
+        out += ["## Amazon (`beatrec tokenize`, rule-based phrase splitter)", "",
+                "| run | processes | epochs (best) | mean s/epoch | peak GiB (rank 0) | test HR@20 quant | "
+                "test HR@20 cont | test HR@20 pop | micro usage u/i | macro usage u/i |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
+        for name, r in am.items():
+            if r is None:
+                continue
+            m = r["metrics"]
+            t, cb, tr = m["ranking"]["test"], m["codebooks"], m["training"]
+            out.append(f"| {name} | {r['processes']} | {tr['epochs_run']} ({tr['best_epoch']}) | "
+                       f"{tr['mean_epoch_s']:.1f} | {r['peak_gib_main']:.2f} | {fmt(t[f'quantized_hr@{k}'])} | "
+                       f"{fmt(t[f'continuous_hr@{k}'])} | {fmt(t[f'popularity_hr@{k}'])} | "
+                       f"{cb['user_micro']['used_fraction']:.2f}/{cb['item_micro']['used_fraction']:.2f} | "
+                       f"{cb['user_macro']['used_fraction']:.2f}/{cb['item_macro']['used_fraction']:.2f} |")
+        hr = {n_: r["metrics"]["ranking"]["test"][f"quantized_hr@{k}"] for n_, r in am.items() if r}
+        out += ["", f"sampled / full test HR@20 (quantised): {hr['sampled'] / hr['full']:.3f}"]
+        if am["sampled-2proc"]:
+            e1 = am["sampled"]["metrics"]["training"]["mean_epoch_s"]
+            e2 = am["sampled-2proc"]["metrics"]["training"]["mean_epoch_s"]
+            out += [f"; two processes / one process, seconds per epoch: {e2 / e1:.2f} (each process takes half of "
+                    "an epoch's batches; on this 2-core machine the two processes share the cores the single "
+                    "process's two threads used)"]
+        out.append("")
+    REPORT.write_text("\n".join(out) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--child", nargs=5, metavar=("USERS", "SETTING", "PROBE", "EPOCHS", "SEED"))
+    ap.add_argument("--only", nargs="*", help="row keys to (re)run; default: every row not yet in the JSON")
+    ap.add_argument("--probe-steps", type=int, default=40)
+    ap.add_argument("--report-only", action="store_true")
+    a = ap.parse_args()
+    if a.child:
+        n, s, probe, epochs, seed = a.child
+        print("RESULT " + json.dumps(synth_child(int(n), s, int(probe), int(epochs), int(seed))), flush=True)
+        return
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    if not a.report_only:
+        for key, argv in rows_plan(a.probe_steps):
+            if (a.only and key not in a.only) or (not a.only and key in results):
+                continue
+            if argv is None and not AMAZON.is_dir():
+                print(f"skip {key}: {AMAZON} not found (the XRec data sits in ../shared/data)", flush=True)
+                continue
+            print(f"== {key}", flush=True)
+            if argv is not None:
+                results[key] = child(argv + ["0"])
+            elif key == "amazon-sampled-2proc":
+                results[key] = amazon_row("sampled-2proc", "sampled", 2, [])
+            else:
+                results[key] = amazon_row(key.split("-", 1)[1], key.split("-", 1)[1], 1, [])
+            RESULTS.write_text(json.dumps(results, indent=1))
+            print(json.dumps(results[key])[:400], flush=True)
+    command = "python benchmarks/tokenizer_scale.py" + (f" --only {' '.join(a.only)}" if a.only else "")
+    write_report(results, command, a.probe_steps)
+    plot(results, PLOT)
+    print(f"wrote {REPORT}")
+
+
+if __name__ == "__main__":
+    main()
