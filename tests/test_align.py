@@ -224,7 +224,7 @@ def test_two_processes_finish_with_identical_weights(stage1: tuple[Path, Path, P
     for f in ("user_tokens.parquet", "item_tokens.parquet", "codebooks.safetensors", "split.json"):
         (run2 / f).write_bytes((run / f).read_bytes())
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "tests")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "beatrec", "align", "--data", str(data), "--run-dir", str(run2), "--quiet",
            "--set", f"lm.name={lm_dir}", "--set", "train.batch_size=2", "--set", "train.max_steps=3",
            "--set", "train.rank_weights=true", "--set", "model.projector_hidden=16", "--set", "train.val_pairs=4"]

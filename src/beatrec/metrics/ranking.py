@@ -74,6 +74,7 @@ def evaluate_scores(
     """
     users = np.flatnonzero(np.diff(heldout.indptr) > 0)
     n_items = heldout.shape[1]
+    chunk = max(1, min(chunk, (1 << 25) // max(n_items, 1)))  # a score block holds at most 2^25 floats (128 MiB)
     tops = []
     for start in range(0, len(users), chunk):
         ub = users[start : start + chunk]

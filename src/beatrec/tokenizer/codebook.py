@@ -21,12 +21,17 @@ class VQOutput(NamedTuple):
     loss: torch.Tensor  # () codebook + η·commitment loss
 
 
-def kmeans(x: torch.Tensor, k: int, iters: int = 10, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Plain Lloyd k-means with k-means++-style seeding on a sample. x (n, d) -> centroids (k, d).
+def kmeans(x: torch.Tensor, k: int, iters: int = 10, generator: torch.Generator | None = None,
+           max_points: int = 65536) -> torch.Tensor:
+    """Plain Lloyd k-means with k-means++-style seeding. x (n, d) -> centroids (k, d).
 
-    When n < k, the missing centroids are copies of random points plus small noise.
+    At most ``max_points`` rows of x are used (a seeded random sample beyond that). When n < k, the missing
+    centroids are copies of random points plus small noise.
     """
-    x = torch.unique(x.detach().float(), dim=0)  # duplicates (a user twice in a batch) carry no information
+    x = x.detach().float()
+    if x.shape[0] > max_points:  # a seeded sample of a very large first batch (k-means cost and memory ∝ n·k)
+        x = x[torch.randperm(x.shape[0], generator=generator)[:max_points]]
+    x = torch.unique(x, dim=0)  # duplicates (a user twice in a batch) carry no information
     n = x.shape[0]
     if n == 0:
         raise ValueError("kmeans needs at least one point")
@@ -81,12 +86,15 @@ class VQCodebook(nn.Module):
         broadcast_from_main_(self.weight.data)
         self.initialized.fill_(True)
 
-    def nearest(self, x: torch.Tensor) -> torch.Tensor:
-        """Eq. 4: index of the nearest codeword. x (..., dim) -> (...,) long."""
+    def nearest(self, x: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
+        """Eq. 4: index of the nearest codeword, ``chunk`` vectors at a time (the (n, K) distances of a
+        sampled step's 10⁶ vectors would not fit). x (..., dim) -> (...,) long."""
         flat = x.reshape(-1, self.dim)  # (n, d)
         w = self.weight
-        d2 = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ w.t() + w.pow(2).sum(1)[None]  # (n, K)
-        return d2.argmin(1).reshape(x.shape[:-1])
+        w2 = w.pow(2).sum(1)[None]  # (1, K)
+        out = [(f.pow(2).sum(1, keepdim=True) - 2 * f @ w.t() + w2).argmin(1)  # (c, K) -> (c,)
+               for f in flat.split(chunk)] if len(flat) else [torch.zeros(0, dtype=torch.long)]
+        return torch.cat(out).reshape(x.shape[:-1])
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         """Codeword vectors. codes (...,) -> (..., dim)."""

@@ -42,7 +42,10 @@ class LazyAdam(torch.optim.Optimizer):
                 g = p.grad
                 if not g.is_sparse:
                     raise RuntimeError("LazyAdam takes sparse gradients only (nn.Embedding(sparse=True) rows)")
-                g = g.coalesce()  # no-op on an already coalesced gradient (the sampled LightGCN's)
+                rows, vals = g._indices()[0], g._values()
+                if not (g.is_coalesced() or bool((rows[1:] > rows[:-1]).all())):
+                    g = g.coalesce()  # repeated or unsorted rows; the sampled LightGCN's are sorted and unique
+                    rows, vals = g.indices()[0], g.values()
                 st = self.state[p]
                 if not st:
                     st["step"] = 0
@@ -51,7 +54,6 @@ class LazyAdam(torch.optim.Optimizer):
                 st["step"] += 1
                 t = st["step"]
                 size = group["lr"] * (1 - b2 ** t) ** 0.5 / (1 - b1 ** t)
-                rows, vals = g.indices()[0], g.values()
                 m, v = st["exp_avg"], st["exp_avg_sq"]
                 for s in range(0, len(rows), group["chunk"]):
                     r, gc = rows[s : s + group["chunk"]], vals[s : s + group["chunk"]]  # (c,), (c, d)

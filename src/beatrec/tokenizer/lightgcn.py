@@ -60,10 +60,10 @@ class LightGCN(nn.Module):
         """
         if isinstance(graph, SampledGraph):
             nodes = torch.from_numpy(graph.sorted_nodes)
-            h0 = gather_rows(self.embedding, nodes, self.table.sparse)  # (n_L, d), sorted-node order
-            if not self.user_ids:
-                h0 = h0 * self.keep[nodes]
-            z = propagate_sampled(h0, graph)  # (n_seeds, d)
+            keep = None if self.user_ids else self.keep[nodes]
+            # E⁰ rows (n_L, d) in sorted-node order, passed inline so propagate_sampled can free them early
+            z = propagate_sampled(gather_rows(self.embedding, nodes, self.table.sparse) if keep is None
+                                  else gather_rows(self.embedding, nodes, self.table.sparse) * keep, graph)
             n_u = int((graph.nodes[: graph.n_seeds] < self.n_users).sum())
             return z[:n_u], z[n_u:]
         h = self.embedding if self.user_ids else self.embedding * self.keep  # (U+I, d); zero rows get no gradient

@@ -200,23 +200,24 @@ class BehaviorTokenizer(nn.Module):
         return recon(phrases, valid, quant, mask, self.cfg.micro_objective).loss
 
     @torch.no_grad()
-    def all_vectors(self, adj: torch.Tensor, chunk: int = 65536) -> dict[str, torch.Tensor]:
+    def all_vectors(self, adj: torch.Tensor, users: torch.Tensor | None = None,
+                    chunk: int = 65536) -> dict[str, torch.Tensor]:
         """Continuous and quantised vectors and codes of every user and item (eval mode, no restarts),
         ``chunk`` entities at a time so that the code distances stay small at a million users.
 
-        Returns keys user_cont, user_quant, user_codes, item_cont, item_quant, item_codes; vectors are
-        flattened to (n, (1+N)·C), codes (n, 1+N).
+        Args:
+            users: (u,) ids whose user *vectors* are wanted (default: all); codes are always every user's.
+        Returns keys user_cont, user_quant (rows of ``users``), user_codes, item_cont, item_quant, item_codes;
+        vectors are flattened to (n, (1+N)·C), codes (n, 1+N).
         """
         zu, zi = self.propagate(adj)
         out: dict[str, torch.Tensor] = {}
-        for name, side, z in (("user", self.user, zu), ("item", self.item, zi)):
-            parts: dict[str, list[torch.Tensor]] = {"cont": [], "quant": [], "codes": []}
-            for s in range(0, max(len(z), 1), chunk):
-                zc = z[s : s + chunk]
-                codes = side.encode(zc)  # (c, 1+N)
-                parts["cont"].append(side.project(zc).flatten(1))  # (c, (1+N)·C)
-                parts["quant"].append(side.decode(codes).flatten(1))
-                parts["codes"].append(codes)
-            for key, vals in parts.items():
-                out[f"{name}_{key}"] = torch.cat(vals)
+        for name, side, z, rows in (("user", self.user, zu, users), ("item", self.item, zi, None)):
+            codes = torch.cat([side.encode(zc) for zc in z.split(chunk)]) if len(z) else \
+                torch.zeros(0, 1 + self.cfg.n_micro, dtype=torch.long)  # (n, 1+N)
+            zv, cv = (z, codes) if rows is None else (z[rows], codes[rows])
+            out[f"{name}_cont"] = torch.cat([side.project(c).flatten(1) for c in zv.split(chunk)]) if len(zv) else \
+                torch.zeros(0, (1 + self.cfg.n_micro) * self.cfg.code_dim)  # (n, (1+N)·C)
+            out[f"{name}_quant"] = side.decode(cv).flatten(1)
+            out[f"{name}_codes"] = codes
         return out

@@ -196,6 +196,7 @@ def propagate_sampled(h0: torch.Tensor, g: SampledGraph) -> torch.Tensor:
     s = g.n_seeds
     acc = h0[torch.from_numpy(g.rank[:s])]
     h = h0
+    del h0  # (callers pass the gather inline) so each layer's input is freed once the next layer exists
     for block, block_t in layer_blocks(g):
         h = _BlockSpMM.apply(block, block_t, h)  # (n_{L-l}, d)
         acc = acc + h[:s]

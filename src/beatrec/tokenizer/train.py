@@ -103,12 +103,15 @@ def sample_negatives(users: np.ndarray, train: sp.csr_matrix, rng: np.random.Gen
 def evaluate_model(
     model: BehaviorTokenizer, adj: torch.Tensor, exclude: sp.csr_matrix, heldout: sp.csr_matrix, k: int
 ) -> tuple[RankingMetrics, RankingMetrics, dict[str, torch.Tensor]]:
-    """(quantised, continuous) ranking metrics of held-out edges, and the vectors they were computed from."""
+    """(quantised, continuous) ranking metrics of held-out edges, and the vectors they were computed from
+    (user vectors of the users with held-out edges only, in id order; every user's and item's codes)."""
     was_training = model.training
     model.eval()
-    v = model.all_vectors(adj)
-    q = evaluate_scores(v["user_quant"], v["item_quant"], exclude, heldout, k)
-    c = evaluate_scores(v["user_cont"], v["item_cont"], exclude, heldout, k)
+    users = np.flatnonzero(np.diff(heldout.indptr) > 0)
+    v = model.all_vectors(adj, torch.from_numpy(users))
+    ex, held = exclude[users], heldout[users]  # rows = the evaluated users, in the order of their vectors
+    q = evaluate_scores(v["user_quant"], v["item_quant"], ex, held, k)
+    c = evaluate_scores(v["user_cont"], v["item_cont"], ex, held, k)
     model.train(was_training)
     return q, c, v
 
@@ -224,11 +227,10 @@ def _train(model: BehaviorTokenizer, data: TokenizerData, cfg: TokenizerTrainCon
             if sampler is not None:
                 graph, batch = sampled_step_input(batch, sampler, model.n_users, local_rng)
             out = wrapped(graph, batch, cfg, gen)
-            for opt in opts:
-                opt.zero_grad(set_to_none=True)
             acc.backward(out.total)
             for opt in opts:
                 opt.step()
+                opt.zero_grad(set_to_none=True)  # now, not before the next forward: the gradients are freed early
             sums += [out.total.item(), out.behave.item(), out.vq.item(), out.macro.item(), out.micro.item()]
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{out.total.item():.3f}")
