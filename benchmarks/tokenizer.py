@@ -195,8 +195,8 @@ def write_report(results: list[dict], scaling: list[dict], path: Path, command: 
         out += ["", f"![seconds per epoch against edges]({plot_scaling(scaling, path.with_name('tokenizer_scaling.png')).name})",
                 "", "Every step propagates the whole graph (LightGCN), so time per step grows linearly with the"
                 " number of edges and time per epoch quadratically; at 1M users a full epoch at batch 1024 is"
-                " impractical on 2 cores, and a larger batch (or a sampled-subgraph mode, not implemented) is"
-                " the way to scale.", ""]
+                " impractical on 2 cores (these rows train with `train.graph=full`; sampled training at scale:"
+                " `benchmarks/tokenizer_scale.md`).", ""]
     path.write_text("\n".join(out) + "\n")
 
 
