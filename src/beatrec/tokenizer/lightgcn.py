@@ -60,10 +60,8 @@ class LightGCN(nn.Module):
         """
         if isinstance(graph, SampledGraph):
             nodes = torch.from_numpy(graph.sorted_nodes)
-            keep = None if self.user_ids else self.keep[nodes]
-            # E⁰ rows (n_L, d) in sorted-node order, passed inline so propagate_sampled can free them early
-            z = propagate_sampled(gather_rows(self.embedding, nodes, self.table.sparse) if keep is None
-                                  else gather_rows(self.embedding, nodes, self.table.sparse) * keep, graph)
+            # passed inline (no name here), so propagate_sampled holds the last reference and frees it early
+            z = propagate_sampled(self.e0_rows(nodes), graph)  # (n_seeds, d)
             n_u = int((graph.nodes[: graph.n_seeds] < self.n_users).sum())
             return z[:n_u], z[n_u:]
         h = self.embedding if self.user_ids else self.embedding * self.keep  # (U+I, d); zero rows get no gradient
@@ -73,6 +71,12 @@ class LightGCN(nn.Module):
             acc = acc + h
         z = acc / (self.n_layers + 1)
         return z[: self.n_users], z[self.n_users :]
+
+    def e0_rows(self, nodes: torch.Tensor) -> torch.Tensor:
+        """E⁰ rows of ``nodes`` (sorted, unique), zero for held users; a sparse gradient when ``table.sparse``.
+        nodes (n,) -> (n, dim)."""
+        rows = gather_rows(self.embedding, nodes, self.table.sparse)
+        return rows if self.user_ids else rows * self.keep[nodes]
 
     @torch.no_grad()
     def propagate_all(self, adj: torch.Tensor, chunk: int = 32) -> tuple[torch.Tensor, torch.Tensor]:

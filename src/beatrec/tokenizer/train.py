@@ -21,6 +21,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
+from beatrec.distributed import broadcast_from_main_
 from beatrec.early_stop import EarlyStopping
 from beatrec.metrics.ranking import RankingMetrics, evaluate_scores
 from beatrec.runtime import torch_threads
@@ -242,10 +243,7 @@ def _train(model: BehaviorTokenizer, data: TokenizerData, cfg: TokenizerTrainCon
         t1 = time.perf_counter()
         q, c, v = evaluate_model(model, data.adj, data.train_matrix, val, cfg.eval_k)
         score = torch.tensor([q.hr], dtype=torch.float64)
-        if world > 1:
-            from beatrec.distributed import broadcast_from_main_
-
-            broadcast_from_main_(score)  # rank 0's score: every process makes the same early-stopping decision
+        broadcast_from_main_(score)  # under DDP, rank 0's score: every process makes the same early-stopping decision
         n_codes = model.cfg.n_codes
         log = EpochLog(
             epoch, train_s, time.perf_counter() - t1, *map(float, means), float(score), q.ndcg, c.hr,
