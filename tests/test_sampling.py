@@ -12,7 +12,7 @@ from beatrec.data.graphs import genre_block_graph
 from beatrec.tokenizer.graph import adjacency_csr, to_torch
 from beatrec.tokenizer.lazy_adam import LazyAdam
 from beatrec.tokenizer.lightgcn import LightGCN
-from beatrec.tokenizer.sampling import NeighborSampler, gather_rows, layer_blocks
+from beatrec.tokenizer.sampling import NeighborSampler, layer_blocks
 from beatrec.tokenizer.train import eval_subset
 
 
@@ -54,10 +54,11 @@ def test_small_fanouts_are_capped_and_unbiased() -> None:
     assert (mean - full).abs().max() < 0.1 * full.abs().mean() + 2e-3
 
 
-def test_sampled_gradient_is_sparse_and_matches_a_dense_computation() -> None:
+@pytest.mark.parametrize("user_ids", [True, False])
+def test_sampled_gradient_is_sparse_and_matches_a_dense_computation(user_ids: bool) -> None:
     adj, nu, ni = small_graph()
     g = NeighborSampler(adj, (3, 3, 3)).sample(np.array([1, 4, nu + 2]), np.random.default_rng(0))
-    gcn = LightGCN(nu, ni, 4)
+    gcn = LightGCN(nu, ni, 4, user_ids=user_ids)
     gcn.table.sparse = True
     zu, zi = gcn(g)
     (zu.pow(2).sum() + zi.sum()).backward()
@@ -67,7 +68,7 @@ def test_sampled_gradient_is_sparse_and_matches_a_dense_computation() -> None:
     assert set(rows.tolist()) == set(g.nodes.tolist())
     # the same computation with dense matrices
     e = gcn.embedding.detach().clone().requires_grad_(True)
-    h0 = e[torch.from_numpy(g.sorted_nodes)]
+    h0 = (e if user_ids else e * gcn.keep)[torch.from_numpy(g.sorted_nodes)]
     acc, h = h0[torch.from_numpy(g.rank[: g.n_seeds])], h0
     for block, _ in layer_blocks(g):
         h = block.to_dense() @ h
@@ -75,9 +76,15 @@ def test_sampled_gradient_is_sparse_and_matches_a_dense_computation() -> None:
     z = acc / 4
     (z[:2].pow(2).sum() + z[2:].sum()).backward()
     assert torch.allclose(sparse_grad.to_dense(), e.grad, atol=1e-6)
-    x = torch.randn(10, 3, requires_grad=True)
-    gather_rows(x, torch.tensor([1, 5, 7]), sparse=True).sum().backward()
-    assert torch.equal(x.grad.to_dense().sum(1), torch.tensor([0, 3, 0, 0, 0, 3, 0, 3, 0, 0.0]))
+    assert torch.allclose(torch.cat([zu, zi]), z, atol=1e-6)
+    if not user_ids:
+        assert not e.grad[:nu].any()  # held users' rows get no gradient
+    # a dense table gets the same gradient, dense
+    gcn.zero_grad(set_to_none=True)
+    gcn.table.sparse = False
+    zu, zi = gcn(g)
+    (zu.pow(2).sum() + zi.sum()).backward()
+    assert not gcn.embedding.grad.is_sparse and torch.allclose(gcn.embedding.grad, e.grad, atol=1e-6)
 
 
 def test_lazy_adam_equals_sparse_adam() -> None:

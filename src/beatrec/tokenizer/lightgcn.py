@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from beatrec.tokenizer.graph import sym_spmm
-from beatrec.tokenizer.sampling import SampledGraph, gather_rows, propagate_sampled
+from beatrec.tokenizer.sampling import SampledGraph, propagate_sampled
 
 E0_KEY = "gcn.table.weight"  # E⁰ in a tokenizer's state dict (``tokenizer.safetensors``)
 LEGACY_E0_KEY = "gcn.embedding"  # runs written before E⁰ became an nn.Embedding
@@ -59,9 +59,7 @@ class LightGCN(nn.Module):
             in seed order.
         """
         if isinstance(graph, SampledGraph):
-            nodes = torch.from_numpy(graph.sorted_nodes)
-            # passed inline (no name here), so propagate_sampled holds the last reference and frees it early
-            z = propagate_sampled(self.e0_rows(nodes), graph)  # (n_seeds, d)
+            z = propagate_sampled(self.embedding, graph, self.table.sparse, None if self.user_ids else self.keep)
             n_u = int((graph.nodes[: graph.n_seeds] < self.n_users).sum())
             return z[:n_u], z[n_u:]
         h = self.embedding if self.user_ids else self.embedding * self.keep  # (U+I, d); zero rows get no gradient
@@ -71,12 +69,6 @@ class LightGCN(nn.Module):
             acc = acc + h
         z = acc / (self.n_layers + 1)
         return z[: self.n_users], z[self.n_users :]
-
-    def e0_rows(self, nodes: torch.Tensor) -> torch.Tensor:
-        """E⁰ rows of ``nodes`` (sorted, unique), zero for held users; a sparse gradient when ``table.sparse``.
-        nodes (n,) -> (n, dim)."""
-        rows = gather_rows(self.embedding, nodes, self.table.sparse)
-        return rows if self.user_ids else rows * self.keep[nodes]
 
     @torch.no_grad()
     def propagate_all(self, adj: torch.Tensor, chunk: int = 32) -> tuple[torch.Tensor, torch.Tensor]:

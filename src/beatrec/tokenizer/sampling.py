@@ -79,7 +79,7 @@ class NeighborSampler:
     def __init__(self, adj: sp.csr_matrix, fanouts: tuple[int, ...]) -> None:
         if not fanouts or min(fanouts) < 1:
             raise ValueError(f"fanouts must be >= 1 per hop, got {fanouts!r}")
-        self.indptr = adj.indptr.astype(np.int64, copy=False)  # shares the graph's arrays when dtypes match
+        self.indptr = adj.indptr.astype(np.int64, copy=False)  # int64 copies of an int32 graph: index arithmetic
         self.indices = adj.indices.astype(np.int64, copy=False)
         self.data = adj.data.astype(np.float32, copy=False)
         self.deg = np.diff(self.indptr)
@@ -135,38 +135,6 @@ class NeighborSampler:
                             m.data.astype(np.float32), rank)
 
 
-class _GatherRows(torch.autograd.Function):
-    """Rows ``idx`` (sorted, unique) of a weight; the gradient is a sparse COO tensor over exactly those rows,
-    already coalesced (no sort or copy): what ``nn.Embedding(sparse=True)`` gives, without the coalescing."""
-
-    @staticmethod
-    def forward(ctx, weight: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.idx, ctx.shape = idx, weight.shape
-        return weight.index_select(0, idx)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
-        return torch.sparse_coo_tensor(ctx.idx[None], grad.contiguous(), ctx.shape, is_coalesced=True), None
-
-
-def gather_rows(weight: torch.Tensor, idx: torch.Tensor, sparse: bool) -> torch.Tensor:
-    """weight[idx] (idx sorted and unique), with a sparse gradient when ``sparse``. -> (len(idx), d)."""
-    return _GatherRows.apply(weight, idx) if sparse else weight.index_select(0, idx)
-
-
-class _BlockSpMM(torch.autograd.Function):
-    """Y = B·X for a constant sparse block B (r, c); dX = Bᵀ·dY (Bᵀ built once, as CSR)."""
-
-    @staticmethod
-    def forward(ctx, block: torch.Tensor, block_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.block_t = block_t
-        return block @ x
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[None, None, torch.Tensor]:  # type: ignore[override]
-        return None, None, ctx.block_t @ grad.contiguous()
-
-
 def layer_blocks(g: SampledGraph) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(B_l, B_lᵀ) for l = 1..L: B_l maps the nodes within L−l+1 hops to those within L−l hops; the columns
     of B_1 are in sorted-node order (``g.rank``), the order E⁰'s rows are read in."""
@@ -180,24 +148,64 @@ def layer_blocks(g: SampledGraph) -> list[tuple[torch.Tensor, torch.Tensor]]:
             ix = g.rank[ix]
         t = sp.csr_matrix((dv, ix, ip), shape=(r, c)).T.tocsr()
         out.append((csr_tensor(ip, ix, dv, (r, c)),
-                    csr_tensor(t.indptr.astype(np.int64), t.indices.astype(np.int64), t.data, (c, r))))
+                    csr_tensor(t.indptr, t.indices, t.data, (c, r))))
     return out
 
 
-def propagate_sampled(h0: torch.Tensor, g: SampledGraph) -> torch.Tensor:
+class _SampledPropagation(torch.autograd.Function):
+    """z = 1/(L+1) Σ_l (Ŝˡ E⁰)_seeds with the E⁰ rows gathered inside (eq. 3 on a sampled neighbourhood).
+
+    The map is linear in E⁰, so nothing but the constant blocks is kept for the backward pass, which runs the
+    layers in reverse (dH_{l-1} = B_lᵀ dH_l, plus the seeds' share of dz on their rows) into one (n_L, d)
+    gradient over the gathered rows: as a sparse COO tensor over ``rows`` (sorted, unique: already coalesced)
+    when ``sparse``, else dense. No intermediate slice or gather gradients of the table's size are allocated.
+    """
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, rows: torch.Tensor, seed_rank: torch.Tensor,  # type: ignore[override]
+                blocks: list[tuple[torch.Tensor, torch.Tensor]], keep: torch.Tensor | None,
+                sparse: bool) -> torch.Tensor:
+        h = weight.index_select(0, rows)  # (n_L, d) E⁰ rows in sorted-node order
+        if keep is not None:
+            h.mul_(keep)
+        acc = h.index_select(0, seed_rank)  # (s, d) layer 0 of the seeds
+        for block, _ in blocks:
+            h = block @ h  # (n_{L-l}, d); the previous layer's buffer is freed here
+            acc.add_(h[: acc.shape[0]])
+        ctx.rows, ctx.seed_rank, ctx.blocks, ctx.keep, ctx.sparse = rows, seed_rank, blocks, keep, sparse
+        ctx.shape = weight.shape
+        return acc.div_(len(blocks) + 1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None, None]:  # type: ignore[override]
+        g = grad.contiguous() / (len(ctx.blocks) + 1)  # (s, d) dz/dacc
+        s = g.shape[0]
+        gh = g  # the last layer's rows are exactly the seeds
+        for i, (_, block_t) in enumerate(reversed(ctx.blocks)):
+            gh = block_t @ gh  # (n_{L-l+1}, d)
+            if i < len(ctx.blocks) - 1:
+                gh[:s] += g  # the seeds' rows of an inner layer are summed into z
+        gh.index_add_(0, ctx.seed_rank, g)  # layer 0: the seeds' rows sit at their sorted positions
+        if ctx.keep is not None:
+            gh.mul_(ctx.keep)
+        if ctx.sparse:
+            out = torch.sparse_coo_tensor(ctx.rows[None], gh, ctx.shape, is_coalesced=True)
+        else:
+            out = torch.zeros(ctx.shape, dtype=gh.dtype).index_add_(0, ctx.rows, gh)
+        return out, None, None, None, None, None
+
+
+def propagate_sampled(weight: torch.Tensor, g: SampledGraph, sparse: bool,
+                      keep: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 3 on a sampled neighbourhood: z = 1/(L+1) Σ_l (Ŝˡ E⁰) restricted to the seeds.
 
     Args:
-        h0: (n_L, d) E⁰ rows of ``g.sorted_nodes`` (differentiable).
+        weight: (N, d) the whole E⁰ table (only the rows of ``g.nodes`` are read).
+        sparse: give ``weight`` a sparse gradient over those rows (``nn.Embedding(sparse=True)``), else a dense one.
+        keep: (N, 1) optional 0/1 row mask (rows held at zero: inductive users).
     Returns:
         (n_seeds, d) propagated vectors of the seeds.
     """
-    L = len(g.hop_sizes) - 1
-    s = g.n_seeds
-    acc = h0[torch.from_numpy(g.rank[:s])]
-    h = h0
-    del h0  # (callers pass the gather inline) so each layer's input is freed once the next layer exists
-    for block, block_t in layer_blocks(g):
-        h = _BlockSpMM.apply(block, block_t, h)  # (n_{L-l}, d)
-        acc = acc + h[:s]
-    return acc / (L + 1)
+    rows = torch.from_numpy(g.sorted_nodes)
+    k = None if keep is None else keep.index_select(0, rows)  # (n_L, 1)
+    return _SampledPropagation.apply(weight, rows, torch.from_numpy(g.rank[: g.n_seeds]), layer_blocks(g), k, sparse)
