@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +44,11 @@ BIG = {"graph": "sampled", "batch_size": 131072, "fanouts": [2, 2, 2]}
 DEFAULT_SAMPLED = {"graph": "sampled", "batch_size": 1024, "fanouts": [10, 10, 10]}
 FULL = {"graph": "full", "batch_size": 1024}
 SETTINGS = {"full": FULL, "sampled": DEFAULT_SAMPLED, "big": BIG}
-TWO_PROC_EPOCHS = 3  # the two-process Amazon run is timed over its first epochs (its quality: the DDP test)
+TWO_PROC_EPOCHS = 3
+# Rows run with torch's huge-page allocator switch off ("0") and on ("1"), side by side (see kernels_child).
+THP_ROWS = {"kernels-thp0": "0", "kernels-thp1": "1", "synth-1000000-big-probe-thp0": "0",
+            "synth-1000000-big-probe-thp1": "1"}
+THP_PROBE_STEPS = 8  # the two-process Amazon run is timed over its first epochs (its quality: the DDP test)
 
 
 def synth_child(n_users: int, setting: str, probe_steps: int, max_epochs: int, seed: int) -> dict:
@@ -130,8 +135,55 @@ def amazon_row(name: str, setting: str, procs: int, extra: list[str]) -> dict:
             "sets": sets}
 
 
-def child(argv: list[str]) -> dict:
-    p = subprocess.run([sys.executable, __file__, *argv], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+def kernels_child() -> dict:
+    """Two costs that decide a large-graph step on this machine, under the process's THP_MEM_ALLOC_ENABLE:
+    filling a freshly allocated 0.5 GB tensor (first touch of its pages) against refilling it, and a 3-layer
+    LightGCN forward + backward on the 100k-user graph with int64 against int32 CSR indices."""
+    import numpy as np
+    import torch
+
+    import beatrec  # noqa: F401  (sets the allocator switch's default before torch's first allocation)
+    from beatrec.data.graphs import genre_block_graph
+    from beatrec.tokenizer.graph import adjacency_csr, sym_spmm
+
+    fresh, again = [], []
+    for _ in range(7):
+        z = torch.empty(700000, 192)
+        t = time.perf_counter()
+        z.fill_(1.0)
+        fresh.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        z.fill_(2.0)
+        again.append(time.perf_counter() - t)
+        del z
+    g = genre_block_graph(100000, per_user=12, seed=0)
+    tr = g.split == 0
+    m = adjacency_csr(g.users[tr], g.items[tr], g.n_users, g.n_items)
+    spmm = {}
+    for dt in (np.int64, np.int32):
+        with warnings.catch_warnings():  # torch's "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            adj = torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(dt)),
+                                          torch.from_numpy(m.indices.astype(dt)), torch.from_numpy(m.data),
+                                          size=m.shape)
+        times = []
+        for _ in range(5):
+            x = torch.randn(m.shape[0], 192, requires_grad=True)
+            t = time.perf_counter()
+            h, acc = x, x
+            for _ in range(3):
+                h = sym_spmm(adj, h)
+                acc = acc + h
+            acc.pow(2).sum().backward()
+            times.append(time.perf_counter() - t)
+        spmm[np.dtype(dt).name] = float(np.median(times))
+    return {"thp": os.environ.get("THP_MEM_ALLOC_ENABLE"), "fresh_fill_s": fresh, "refill_s": again,
+            "spmm_nnz": int(m.nnz), "spmm_fwd_bwd_s": spmm}
+
+
+def child(argv: list[str], env: dict | None = None) -> dict:
+    p = subprocess.run([sys.executable, __file__, *argv], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                       env={**os.environ, **(env or {})})
     lines = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
     if p.returncode != 0 or not lines:
         raise SystemExit(f"child failed ({p.returncode}): {argv}")
@@ -143,6 +195,10 @@ def rows_plan(probe_steps: int) -> list[tuple[str, list[str] | None]]:
     plan: list[tuple[str, list[str] | None]] = [("amazon-full", None), ("amazon-sampled", None)]
     plan += [("synth-1000000-big", ["--child", "1000000", "big", "0", "1"]),  # a whole measured epoch
              ("amazon-sampled-2proc", None)]
+    plan += [("kernels-thp0", ["--kernels-child"]), ("kernels-thp1", ["--kernels-child"]),
+             ("amazon-full-1thread", None)]
+    plan += [(f"synth-1000000-big-probe-thp{v}", ["--child", "1000000", "big", str(THP_PROBE_STEPS), "1", "0"])
+             for v in (0, 1)]
     plan += [(f"synth-10000-{s}-trained", ["--child", "10000", s, "0", "30"]) for s in ("full", "sampled")]
     for n in (10000, 100000, 1000000):
         for s in ("full", "sampled", "big"):
@@ -169,7 +225,7 @@ def plot(results: dict, path: Path) -> None:
               "big": f"sampled 2-2-2, batch {BIG['batch_size']}"}
     for s, mk in (("full", "o"), ("sampled", "s"), ("big", "^")):
         pts = sorted((r["n_train_edges"], r["epoch_s"], r["extrapolated"]) for k, r in results.items()
-                     if k.startswith("synth-") and not k.endswith("-trained") and r.get("setting") == s)
+                     if k.startswith("synth-") and k.count("-") == 2 and r.get("setting") == s)
         if not pts:
             continue
         line, = ax.loglog([p[0] for p in pts], [p[1] for p in pts], marker=mk, label=labels[s])
@@ -214,6 +270,32 @@ def write_report(results: dict, command: str, probe_steps: int) -> None:
             out.append(f"| {n} | {r['n_items']} | {r['n_train_edges']} | {s} | {r['steps_per_epoch']} | "
                        f"{r['epoch_s']:.1f} | {over} | {r['eval_s']:.1f} | {r['peak_gib']:.2f} |")
     out += ["", f"![seconds per epoch against edges]({PLOT.name})", ""]
+    kern = {v: results.get(f"kernels-thp{v}") for v in (0, 1)}
+    probe = {v: results.get(f"synth-1000000-big-probe-thp{v}") for v in (0, 1)}
+    if all(kern.values()) and all(probe.values()):
+        import statistics
+
+        def spread(xs: list[float]) -> str:
+            return f"{statistics.median(xs):.3f} ({min(xs):.3f}–{max(xs):.3f})"
+
+        out += ["## What a large step costs on this machine: fresh memory and index width", "",
+                "Each row is its own process with torch's `THP_MEM_ALLOC_ENABLE` as shown (beatrec sets it to 1 "
+                "unless the environment says otherwise). Fill: a freshly allocated (700000, 192) float32 tensor "
+                "(0.5 GB) filled once (first touch of its pages) and again, 7 times, median (min–max). "
+                "LightGCN: 3 layers forward + backward on the 100k-user graph "
+                f"({kern[1]['spmm_nnz']} non-zeros, 192 columns), median of 5, with int64 against int32 CSR indices.",
+                "", "| THP | fresh fill s | refill s | LightGCN int64 s | LightGCN int32 s | int64 / int32 |",
+                "|---|---|---|---|---|---|"]
+        for v in (0, 1):
+            r = kern[v]
+            sp_ = r["spmm_fwd_bwd_s"]
+            out.append(f"| {v} | {spread(r['fresh_fill_s'])} | {spread(r['refill_s'])} | {sp_['int64']:.3f} | "
+                       f"{sp_['int32']:.3f} | {sp_['int64'] / sp_['int32']:.2f} |")
+        per = {v: probe[v]["epoch_train_s"] / probe[v]["steps_run"] for v in (0, 1)}
+        out += ["", f"1M users, large-graph setting, the same first {THP_PROBE_STEPS} steps (the first includes the "
+                f"codebooks' k-means initialisation): {per[0]:.1f} s/step with THP off, {per[1]:.1f} s/step with it "
+                f"on (off / on {per[0] / per[1]:.2f}); peak {probe[0]['peak_gib']:.2f} / {probe[1]['peak_gib']:.2f} "
+                "GiB.", ""]
     a, b = results.get("synth-10000-full-trained"), results.get("synth-10000-sampled-trained")
     if a and b:
         out += ["## 10k users: trained to early stopping (patience 5, at most 30 epochs)", "",
@@ -252,14 +334,22 @@ def write_report(results: dict, command: str, probe_steps: int) -> None:
                     f"two-process run is timed over its first {TWO_PROC_EPOCHS} epochs (its token quality is "
                     "checked by `tests/test_tokenize_scale.py` on planted data)."]
         full_s = am["full"]["metrics"]["training"]["mean_epoch_s"]
+        one = results.get("amazon-full-1thread")
+        one_s = one["metrics"]["training"]["mean_epoch_s"] if one else float("nan")
         out += ["", "### Amazon full-graph epoch time", "",
-                f"This run: {full_s:.1f} s per full-graph epoch (2 threads, alone on the machine). "
-                "`benchmarks/tokenizer.md` recorded 65.7 s on 2026-11-22; the same commit measured 76–89 s on "
-                "another session's machine of the same kind. The 164–173 s a fresh-machine try reported were not "
-                "reproduced in any measured run; the code is not slower than at that benchmark (same-commit "
-                "timings agree within the machines' ±15% run-to-run spread). A one-thread setting (e.g. "
-                "`OMP_NUM_THREADS=1` left in the environment) or another job on the cores could account for "
-                "such figures; neither was measured here, so the cause stays open.", ""]
+                f"This run: {full_s:.1f} s per full-graph epoch (2 threads, alone on the machine); the same training "
+                f"with one thread (`train.threads=1`, 2 epochs): {one_s:.1f} s per epoch ({one_s / full_s:.2f}x). "
+                "`benchmarks/tokenizer.md` recorded 65.7 s on 2026-11-22 and another session measured 76–89 s on a "
+                "machine of the same kind; a fresh-machine try reported 164–173 s. Two causes were measured here "
+                "(see the tables above): a one-thread setting (e.g. `OMP_NUM_THREADS=1` left in the environment, "
+                "as the test instructions for parallel work suggest) slows the epoch by the factor just given; and "
+                "on these VMs, memory the process touches for the first time is slow and unevenly so (the 0.5 GB "
+                "fill above), because the VM's balloon device reports freed memory to the host (free page reporting, "
+                "bit 5 of `/sys/bus/virtio/drivers/virtio_balloon/virtio0/features`), so a fresh machine, or memory "
+                "freed and allocated again, is backed anew. The 64-bit CSR indices every earlier version used "
+                "also took torch's slow sparse path (int64 / int32 in the table above); this version uses 32-bit "
+                "indices whenever they fit. Which of these produced 164–173 s on that machine cannot be told from "
+                "here; the first two are the candidates whose size matches.", ""]
         out.append("")
     REPORT.write_text("\n".join(out) + "\n")
 
@@ -267,10 +357,14 @@ def write_report(results: dict, command: str, probe_steps: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--child", nargs=5, metavar=("USERS", "SETTING", "PROBE", "EPOCHS", "SEED"))
+    ap.add_argument("--kernels-child", action="store_true")
     ap.add_argument("--only", nargs="*", help="row keys to (re)run; default: every row not yet in the JSON")
     ap.add_argument("--probe-steps", type=int, default=20)
     ap.add_argument("--report-only", action="store_true")
     a = ap.parse_args()
+    if a.kernels_child:
+        print("RESULT " + json.dumps(kernels_child()), flush=True)
+        return
     if a.child:
         n, s, probe, epochs, seed = a.child
         print("RESULT " + json.dumps(synth_child(int(n), s, int(probe), int(epochs), int(seed))), flush=True)
@@ -284,10 +378,14 @@ def main() -> None:
                 print(f"skip {key}: {AMAZON} not found (the XRec data sits in ../shared/data)", flush=True)
                 continue
             print(f"== {key}", flush=True)
-            if argv is not None:
+            if key in THP_ROWS:
+                results[key] = child(argv, {"THP_MEM_ALLOC_ENABLE": THP_ROWS[key]})
+            elif argv is not None:
                 results[key] = child(argv + ["0"])
             elif key == "amazon-sampled-2proc":
                 results[key] = amazon_row("sampled-2proc", "sampled", 2, [f"train.max_epochs={TWO_PROC_EPOCHS}"])
+            elif key == "amazon-full-1thread":  # is a one-thread setting what made a fresh machine's epochs slow?
+                results[key] = amazon_row("full-1thread", "full", 1, ["train.threads=1", "train.max_epochs=2"])
             else:
                 results[key] = amazon_row(key.split("-", 1)[1], key.split("-", 1)[1], 1, [])
             RESULTS.write_text(json.dumps(results, indent=1))

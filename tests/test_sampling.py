@@ -9,7 +9,7 @@ import scipy.sparse as sp
 import torch
 
 from beatrec.data.graphs import genre_block_graph
-from beatrec.tokenizer.graph import adjacency_csr, to_torch
+from beatrec.tokenizer.graph import adjacency_csr, index_dtype, to_torch
 from beatrec.tokenizer.lazy_adam import LazyAdam
 from beatrec.tokenizer.lightgcn import LightGCN
 from beatrec.tokenizer.sampling import NeighborSampler, layer_blocks
@@ -131,3 +131,26 @@ def test_genre_block_graph_holds_out_one_validation_and_one_test_edge_per_user()
     assert np.array_equal(np.bincount(g.users[g.split == 1], minlength=300), np.ones(300))
     assert np.array_equal(np.bincount(g.users[g.split == 2], minlength=300), np.ones(300))
     assert len(np.unique(g.users * g.n_items + g.items)) == len(g.users)
+
+
+def test_csr_indices_are_32_bit_when_they_fit() -> None:
+    # torch's CPU CSR @ dense runs MKL's kernel for 32-bit indices only (64-bit: a slower, copying path)
+    assert index_dtype(10, 10) is np.int32 and index_dtype(2**31 - 1, 2**31 - 1) is np.int32
+    assert index_dtype(2**31, 5) is np.int64 and index_dtype(5, 2**31) is np.int64
+    adj, nu, ni = small_graph()
+    t = to_torch(adj)
+    assert t.crow_indices().dtype == torch.int32 and t.col_indices().dtype == torch.int32
+    x = torch.randn(nu + ni, 3)
+    assert torch.allclose(t @ x, torch.from_numpy(adj.astype(np.float64) @ x.double().numpy()).float(), atol=1e-5)
+
+
+@pytest.mark.parametrize("env, expected", [({}, "1"), ({"THP_MEM_ALLOC_ENABLE": "0"}, "0")])
+def test_importing_beatrec_turns_on_torchs_huge_page_allocator_unless_set(env: dict, expected: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    base = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    out = subprocess.run([sys.executable, "-c", "import beatrec, os; print(os.environ['THP_MEM_ALLOC_ENABLE'])"],
+                         env={**base, **env}, capture_output=True, text=True, check=True).stdout.strip()
+    assert out == expected
