@@ -186,6 +186,21 @@ def test_tiger_preset(tmp_path: Path) -> None:
     assert r.metrics["streams"] == ["semantic"] and not (tmp_path / "t/behavior").exists()
 
 
+def test_eager_official_preset(tmp_path: Path) -> None:
+    cfg = load_seqrec_config("eager-official", None, ["train.patience=3"])
+    e = cfg.eager
+    assert cfg.model == "eager-official" and e.streams == ("behavior", "semantic")
+    assert (e.contrastive_weight, e.semantic_contrastive_scale, e.temperature, e.contrastive_negatives,
+            e.transfer_weight, e.sibling_softmax) == (1.0, 10.0, 0.3, 2048, 1.0, True)
+    assert (cfg.train.lr_schedule, cfg.train.warmup_steps, cfg.train.val_users) == ("inverse_sqrt", 2000, 0)
+    assert cfg.train.patience == 3  # --set wins over the preset
+    data = write_seq_dataset(SyntheticSeqConfig(n_users=40), tmp_path)
+    sets = [*TINY, "train.max_epochs=1", "eager.contrastive_negatives=16"]
+    r = train_run(data, tmp_path / "o", load_seqrec_config("eager-official", None, sets), progress=False,
+                  encoder=ClusterEncoder())
+    assert r.metrics["model"] == "eager-official" and r.metrics["streams"] == ["behavior", "semantic"]
+
+
 def test_llmbs_cli_end_to_end_tiny_lm(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """`seqrec train --model llmbs` on a tiny random LM: index, tasks, both stages, metrics with and without the
     annealing adapter, only valid items recommended (full-ranking metrics computed from the constrained lists)."""

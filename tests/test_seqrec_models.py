@@ -101,6 +101,69 @@ def test_eager_losses_and_switches(planted) -> None:
     assert set(rec.streams) == {"behavior"} and rec.items.shape == (3, 10)
 
 
+def test_eager_official_loss_options(planted) -> None:
+    """The authors' auxiliary settings: per-stream contrastive weights, sampled contrastive negatives and the
+    sibling-only softmax after the first level, each checked against a hand computation."""
+    import torch.nn.functional as F
+
+    from beatrec.errors import ConfigError
+    from beatrec.losses import info_nce
+
+    ds, split, emb = planted
+    codes = build_codes(emb.numpy(), CodesConfig(k=4, levels=2))
+    hist, tgt = torch.from_numpy(split.train.history[:16]), torch.from_numpy(split.train.target[:16])
+    temb = {"behavior": emb[tgt], "semantic": emb[tgt]}
+    both, dims = {"behavior": codes, "semantic": codes}, {"behavior": 20, "semantic": 20}
+    cfg = from_dict(EagerConfig, {**SMALL, "dropout": 0.0, "contrastive_weight": 1.0,
+                                  "semantic_contrastive_scale": 10.0, "transfer_weight": 1.0})
+    torch.manual_seed(0)
+    model = Eager(ds.n_items, 20, both, cfg, dims)
+    out = model(hist, tgt, temb, torch.Generator().manual_seed(0))
+    parts = out.gen_behavior + out.gen_semantic + out.con_behavior + 10 * out.con_semantic + out.recon + out.match
+    assert torch.allclose(out.loss, parts)
+    # sampled negatives replace the in-batch ones: row r's logits are [its target, the N items minus r's target]
+    neg = torch.cat([tgt[:2], torch.tensor([ds.n_items - 1, 0])])  # two collide with rows 0 and 1
+    with_neg = model(hist, tgt, temb, torch.Generator().manual_seed(0), (neg, {s: emb[neg] for s in dims}))
+    summ = model.decoders["behavior"](model.item_codes("behavior", tgt), *model.encode(hist))[1]
+    a = model.decoders["behavior"].proj(summ)
+    an = F.normalize(a, dim=-1)
+    pos = (an * F.normalize(emb[tgt], dim=-1)).sum(1, keepdim=True)
+    negl = (an @ F.normalize(emb[neg], dim=-1).t()).masked_fill(tgt[:, None] == neg[None, :], float("-inf"))
+    expected = F.cross_entropy(torch.cat([pos, negl], 1) / cfg.temperature, torch.zeros(16, dtype=torch.long))
+    assert torch.allclose(with_neg.con_behavior, expected, atol=1e-5)
+    assert not torch.allclose(with_neg.con_behavior, out.con_behavior)
+    assert torch.equal(with_neg.gen_behavior, out.gen_behavior)
+    assert info_nce(a, emb[tgt], 0.3, False, tgt, (emb[tgt[:1]], tgt[:1]))[None].isfinite().all()
+    with pytest.raises(ValueError, match="a→b direction only"):
+        info_nce(a, emb[tgt], 0.3, True, tgt, (emb[neg], neg))
+    # through calculate_loss: N items drawn from the model's generator
+    model.set_training_targets({"behavior": emb, "semantic": emb}, torch.Generator().manual_seed(3))
+    model.cfg.contrastive_negatives = 5
+    assert torch.isfinite(model.calculate_loss(hist, tgt).loss)
+    # sibling softmax: level 2 is a softmax over the children of the target's level-1 code only
+    sib = Eager(ds.n_items, 20, both, from_dict(EagerConfig, {**SMALL, "dropout": 0.0, "sibling_softmax": True}),
+                dims)
+    sib.load_state_dict(model.state_dict(), strict=False)
+    dec = sib.decoders["behavior"]
+    c = sib.item_codes("behavior", tgt)
+    full_logits, _ = dec(c, *sib.encode(hist))
+    sib_logits, _ = dec(c, *sib.encode(hist), siblings=True)
+    assert torch.equal(full_logits[0], sib_logits[0])  # the first level is unchanged
+    kids = dec.prefix.child(1)[dec.prefix.walk(c)[:, 0]]  # (B, V_2) level-2 nodes under each target's parent
+    w, b = dec._node_weights(1)
+    for r in range(16):
+        ok = kids[r] >= 0
+        assert torch.allclose(sib_logits[1][r, : kids.shape[1]][ok], full_logits[1][r, kids[r][ok]], atol=1e-5)
+        assert torch.isinf(sib_logits[1][r, : kids.shape[1]][~ok]).all()
+    assert torch.equal(dec.targets(c, siblings=True)[:, 1], c[:, 1])
+    gen = sib(hist, tgt, temb).gen_behavior
+    full = model(hist, tgt, temb).gen_behavior
+    assert gen < full  # fewer competitors at level 2 (same weights)
+    with pytest.raises(ConfigError, match="sibling_softmax needs eager.code_tokens=prefix"):
+        from_dict(EagerConfig, {**SMALL, "sibling_softmax": True, "code_tokens": "shared",
+                                "tie_items": False}).validate()
+
+
 def test_tied_items_are_the_decoders_leaf_embeddings(planted) -> None:
     """tie_items: the encoder has no item table of its own; item i's input vector is the first stream's leaf
     token of item i, so a history item's gradient reaches that decoder row; shared tokens refuse the switch."""

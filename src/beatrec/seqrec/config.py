@@ -15,9 +15,21 @@ from beatrec.seqrec.eager import TIGER_PRESET, EagerConfig
 from beatrec.seqrec.sasrec import SASRecConfig
 from beatrec.text_encoder import TextEncoderConfig
 
-MODELS = ("eager", "sasrec", "tiger")  # the models of SeqRecConfig (this harness)
+# EAGER with the auxiliary-task settings of the authors' released code (yewzz/EAGER, train_rec.py / HF_Model.py,
+# where the two tasks are switched off by default): L_con weights 1 (behavior) and 10 (semantic), τ 0.3, 2048
+# items drawn per batch as its negatives, transfer weight 1, the level-2 softmax over the siblings of the target's
+# first code, inverse-sqrt learning rate after 2000 warm-up updates. What stays ours: early stopping on every
+# validation user with patience 10 (the released code evaluates on the test split and keeps no best checkpoint),
+# collisions removed from the sampled negatives, and the transfer task's masking (each position w.p. 0.5, >= 1;
+# the released code masks exactly one of the two).
+EAGER_OFFICIAL_PRESET = ("eager.contrastive_weight=1.0", "eager.semantic_contrastive_scale=10.0",
+                         "eager.temperature=0.3", "eager.contrastive_negatives=2048", "eager.transfer_weight=1.0",
+                         "eager.sibling_softmax=true", "train.lr_schedule=inverse_sqrt", "train.warmup_steps=2000",
+                         "train.val_users=0", "train.patience=10")
+MODELS = ("eager", "sasrec", "tiger", "eager-official")  # the models of SeqRecConfig (this harness)
 CLI_MODELS = (*MODELS, "llmbs")  # every `beatrec seqrec train --model` (LLM-BS has its own harness)
-PRESETS: dict[str, tuple[str, ...]] = {"eager": (), "sasrec": (), "tiger": TIGER_PRESET}
+PRESETS: dict[str, tuple[str, ...]] = {"eager": (), "sasrec": (), "tiger": TIGER_PRESET,
+                                       "eager-official": EAGER_OFFICIAL_PRESET}
 
 
 LR_SCHEDULES = ("constant", "inverse_sqrt")
@@ -70,7 +82,7 @@ class SeqTrainConfig:
 class SeqRecConfig:
     """Everything ``beatrec seqrec train`` uses; saved, resolved, as ``RUN/config.yaml``."""
 
-    model: str = "eager"  # eager | sasrec | tiger
+    model: str = "eager"  # eager | sasrec | tiger | eager-official (the presets are EAGER models)
     max_len: int = 20  # history items per sample (sliding windows)
     max_users: int = 0  # 0 = all users; else a seeded random subset (smoke runs)
     subset_seed: int = 0
@@ -92,6 +104,8 @@ class SeqRecConfig:
 # that predates one reads as what was run, not as today's default, and :func:`experiment` leaves an option out
 # at that value, so adding an option never turns an earlier run (or its checkpoint) into another experiment.
 LEGACY: dict[str, Any] = {"eager.code_tokens": "shared", "eager.tie_items": False,
+                          "eager.semantic_contrastive_scale": 1.0, "eager.contrastive_negatives": 0,
+                          "eager.sibling_softmax": False,
                           **{f"{sec}.{k}": v for sec in ("train", "behavior_train")
                              for k, v in (("lr_schedule", "constant"), ("warmup_steps", 0))}}
 
@@ -139,7 +153,8 @@ def experiment(cfg: SeqRecConfig) -> dict[str, Any]:
 def load_seqrec_config(model: str, path: str | Path | None = None, overrides: list[str] | None = None
                        ) -> SeqRecConfig:
     """The config of a ``--model`` run: the YAML file, then the model's preset on top of it (TIGER: semantic
-    stream only, no auxiliary tasks, its own code shape: these win over the file), then ``--set`` overrides."""
+    stream only, no auxiliary tasks, its own code shape; eager-official: :data:`EAGER_OFFICIAL_PRESET`; these win
+    over the file), then ``--set`` overrides."""
     if model not in MODELS:
         raise ConfigError(f"--model must be one of {MODELS}, got {model!r}")
     return load_yaml(SeqRecConfig, path, [*PRESETS[model], *(overrides or []), f"model={model}"])

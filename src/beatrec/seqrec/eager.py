@@ -67,10 +67,18 @@ class EagerConfig:
     use_semantic: bool = True  # semantic-code stream (off automatically for data without item text)
     use_contrastive: bool = True  # global contrastive task (summary token + InfoNCE)
     use_transfer: bool = True  # semantic-guided transfer task (needs both streams; inactive otherwise)
-    contrastive_weight: float = 0.1  # λ_con
+    contrastive_weight: float = 0.1  # λ_con (the behavior stream's; the semantic stream's is × the scale below)
+    semantic_contrastive_scale: float = 1.0  # semantic L_con weight = λ_con × this (the authors' code: 1 and 10)
+    # L_con negatives: 0 = the batch's other targets (in-batch); N > 0 = N items drawn uniformly per batch instead,
+    # shared by every row (the authors' code: 2048); an item equal to the row's target is not its negative (ours:
+    # the released code keeps such collisions)
+    contrastive_negatives: int = 0
     transfer_weight: float = 0.1  # λ_tr
     temperature: float = 0.1  # τ of the InfoNCE
     mask_prob: float = 0.5  # share of behavior-code positions masked for reconstruction (>= 1 per sample)
+    # L_gen after the first level: softmax over the children of the target's prefix only (its siblings; the
+    # authors' code keys level-2 outputs by the first code) instead of over every node of the level. prefix only.
+    sibling_softmax: bool = False
     code_tokens: str = "prefix"  # prefix: one token per trie node | shared: one per code value and level (TIGER)
     tie_items: bool = True  # encoder reads items through the first stream's last-level node embeddings (prefix)
     beam_size: int = 20  # per stream
@@ -82,7 +90,11 @@ class EagerConfig:
         check(self.d_model % self.n_heads == 0, "eager.d_model must be divisible by eager.n_heads")
         check(0 <= self.dropout < 1, "eager.dropout must be in [0, 1)")
         check(self.use_behavior or self.use_semantic, "eager: at least one of use_behavior/use_semantic")
-        check(self.contrastive_weight >= 0 and self.transfer_weight >= 0, "eager loss weights must be >= 0")
+        check(self.contrastive_weight >= 0 and self.transfer_weight >= 0 and self.semantic_contrastive_scale >= 0,
+              "eager loss weights must be >= 0")
+        check(self.contrastive_negatives >= 0, "eager.contrastive_negatives must be >= 0")
+        check(not self.sibling_softmax or self.code_tokens == "prefix",
+              "eager.sibling_softmax needs eager.code_tokens=prefix (one token per trie node)")
         check(self.temperature > 0, "eager.temperature must be > 0")
         check(0 < self.mask_prob <= 1, "eager.mask_prob must be in (0, 1]")
         check(self.merge in MERGES, f"eager.merge must be one of {MERGES}, got {self.merge!r}")
@@ -189,9 +201,11 @@ class CodeDecoder(nn.Module):
             nn.init.normal_(self.pos_emb.weight, std=0.02)
         self.proj = nn.Linear(d, target_dim) if target_dim else None
 
-    def targets(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes (N, t) level values -> (N, t) per-level class indices of :meth:`forward`'s logits."""
-        return codes if self.prefix is None else self.prefix.walk(codes)
+    def targets(self, codes: torch.Tensor, siblings: bool = False) -> torch.Tensor:
+        """codes (N, t) level values -> (N, t) per-level class indices of :meth:`forward`'s logits (with
+        ``siblings``, levels after the first are classed by code value among the prefix's children)."""
+        cls = codes if self.prefix is None else self.prefix.walk(codes)
+        return torch.cat([cls[:, :1], codes[:, 1:]], 1) if siblings else cls
 
     def item_tokens(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (n, D) whole item codes -> (n,) token id of each item's last-level node (``prefix`` scheme)."""
@@ -236,15 +250,20 @@ class CodeDecoder(nn.Module):
         h = self.decoder(x, memory, tgt_mask=causal, memory_key_padding_mask=mem_pad)  # (N, T, d)
         return self.norm(h)
 
-    def forward(self, codes: torch.Tensor, memory: torch.Tensor, mem_pad: torch.Tensor
+    def forward(self, codes: torch.Tensor, memory: torch.Tensor, mem_pad: torch.Tensor, siblings: bool = False
                 ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Teacher forcing. codes (B, D), memory (B, L, d), mem_pad (B, L) ->
-        (per-level logits [(B, tokens of level l)] whose classes are :meth:`targets`, summary (B, d))."""
+        (per-level logits [(B, tokens of level l)] whose classes are :meth:`targets`, summary (B, d)).
+
+        ``siblings``: levels after the first score only the children of the target's prefix, (B, v_max) with
+        -inf elsewhere (classes: code values), as decoding does.
+        """
         b = codes.shape[0]
         bos = torch.full((b, 1), BOS, dtype=torch.long, device=codes.device)
         summ = torch.full((b, 1), SUM, dtype=torch.long, device=codes.device)
         h = self._run(torch.cat([bos, self.code_tokens(codes), summ], 1), memory, mem_pad)  # (B, D+2, d)
-        logits = [self._all_logits(h[:, lvl], lvl) for lvl in range(self.depth)]  # position l predicts c_{l+1}
+        logits = [self._next_logits(h[:, lvl], codes[:, :lvl]) if siblings and lvl else self._all_logits(h[:, lvl], lvl)
+                  for lvl in range(self.depth)]  # position l predicts c_{l+1}
         return logits, h[:, self.depth + 1]
 
     def next_logits_beams(self, prefix: torch.Tensor, memory: torch.Tensor, mem_pad: torch.Tensor) -> torch.Tensor:
@@ -419,11 +438,17 @@ class Eager(nn.Module):
     def calculate_loss(self, history: torch.Tensor, target: torch.Tensor) -> EagerOutput:
         """The seqrec training contract: (B, L) histories, (B,) next items -> EagerOutput (total loss first)."""
         emb = {s: getattr(self, f"target_emb_{s}")[target] for s in self._target_streams}
-        return self(history, target, emb, self._generator)
+        negatives = None
+        if self.cfg.contrastive_negatives and self._target_streams:
+            neg = torch.randint(self.n_items, (self.cfg.contrastive_negatives,), generator=self._generator)
+            neg = neg.to(target.device)  # drawn on the CPU generator: the same items on every device
+            negatives = (neg, {s: getattr(self, f"target_emb_{s}")[neg] for s in self._target_streams})
+        return self(history, target, emb, self._generator, negatives)
 
     def forward(self, history: torch.Tensor, target: torch.Tensor,
                 target_emb: dict[str, torch.Tensor] | None = None,
-                generator: torch.Generator | None = None) -> EagerOutput:
+                generator: torch.Generator | None = None,
+                negatives: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None) -> EagerOutput:
         """Training losses.
 
         Args:
@@ -431,27 +456,32 @@ class Eager(nn.Module):
             target: (B,) next items.
             target_emb: {stream: (B, d_s)} pre-trained embeddings of the targets (needed with the contrastive task).
             generator: RNG of the transfer task's masks and shuffles.
+            negatives: (items (N,), {stream: (N, d_s)} their pre-trained embeddings): L_con's negatives instead of
+                the batch's other targets.
         """
         enc = self.encode(history)  # states (B, L, d), pad (B, L)
         zero = enc.states.new_zeros(())
         gen = {s: zero for s in STREAMS}
         con = {s: zero for s in STREAMS}
         summaries: dict[str, torch.Tensor] = {}
+        sib = self.cfg.sibling_softmax
         for s in self.cfg.streams:
             codes = self.item_codes(s, target)  # (B, D)
-            logits, summaries[s] = self.decoders[s](codes, enc.states, enc.pad)  # [(B, tokens_l)], (B, d)
-            cls = self.decoders[s].targets(codes)  # (B, D)
+            logits, summaries[s] = self.decoders[s](codes, enc.states, enc.pad, sib)  # [(B, classes_l)], (B, d)
+            cls = self.decoders[s].targets(codes, sib)  # (B, D)
             gen[s] = torch.stack([F.cross_entropy(lg, cls[:, lvl]) for lvl, lg in enumerate(logits)]).mean()
             if self.cfg.use_contrastive:
                 if target_emb is None or s not in target_emb:
                     raise ValueError(f"the contrastive task needs target_emb['{s}']")
+                extra = None if negatives is None else (negatives[1][s], negatives[0])
                 con[s] = info_nce(self.decoders[s].proj(summaries[s]), target_emb[s], self.cfg.temperature,
-                                  symmetric=False, keys=target)
+                                  symmetric=False, keys=target, negatives=extra)
         recon = match = zero
         if self.transfer is not None:
             recon, match = self._transfer_losses(target, summaries["semantic"], generator)
-        loss = (sum(gen.values()) + self.cfg.contrastive_weight * sum(con.values())
-                + self.cfg.transfer_weight * (recon + match))
+        con_total = self.cfg.contrastive_weight * (con["behavior"] + self.cfg.semantic_contrastive_scale
+                                                   * con["semantic"])
+        loss = sum(gen.values()) + con_total + self.cfg.transfer_weight * (recon + match)
         return EagerOutput(loss, gen["behavior"], gen["semantic"], con["behavior"], con["semantic"], recon, match)
 
     def _transfer_losses(self, target: torch.Tensor, summary: torch.Tensor, generator: torch.Generator | None
