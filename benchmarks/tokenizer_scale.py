@@ -349,7 +349,10 @@ def write_report(results: dict, command: str, probe_steps: int) -> None:
                 "freed and allocated again, is backed anew. The 64-bit CSR indices every earlier version used "
                 "also took torch's slow sparse path (int64 / int32 in the table above); this version uses 32-bit "
                 "indices whenever they fit. Which of these produced 164–173 s on that machine cannot be told from "
-                "here; the first two are the candidates whose size matches.", ""]
+                "here: a one-thread setting alone (the factor above) is too small to explain a 2.5x slower epoch, and the "
+                "first-touch cost of fresh memory is the measured effect large enough to.", "",
+                "Rows not re-run with this version: the 10k trained-to-early-stopping rows and the two-process Amazon "
+                "row were measured with the previous commit (ce2f83c; before 32-bit indices and huge pages).", ""]
         out.append("")
     REPORT.write_text("\n".join(out) + "\n")
 
