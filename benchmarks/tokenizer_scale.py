@@ -44,11 +44,11 @@ BIG = {"graph": "sampled", "batch_size": 131072, "fanouts": [2, 2, 2]}
 DEFAULT_SAMPLED = {"graph": "sampled", "batch_size": 1024, "fanouts": [10, 10, 10]}
 FULL = {"graph": "full", "batch_size": 1024}
 SETTINGS = {"full": FULL, "sampled": DEFAULT_SAMPLED, "big": BIG}
-TWO_PROC_EPOCHS = 3
+TWO_PROC_EPOCHS = 3  # the two-process Amazon run is timed over its first epochs (its quality: the DDP test)
 # Rows run with torch's huge-page allocator switch off ("0") and on ("1"), side by side (see kernels_child).
 THP_ROWS = {"kernels-thp0": "0", "kernels-thp1": "1", "synth-1000000-big-probe-thp0": "0",
             "synth-1000000-big-probe-thp1": "1"}
-THP_PROBE_STEPS = 8  # the two-process Amazon run is timed over its first epochs (its quality: the DDP test)
+THP_PROBE_STEPS = 8  # 1M-user steps timed with the switch off and on
 
 
 def synth_child(n_users: int, setting: str, probe_steps: int, max_epochs: int, seed: int) -> dict:
@@ -337,7 +337,7 @@ def write_report(results: dict, command: str, probe_steps: int) -> None:
         one = results.get("amazon-full-1thread")
         one_s = one["metrics"]["training"]["mean_epoch_s"] if one else float("nan")
         out += ["", "### Amazon full-graph epoch time", "",
-                f"This run: {full_s:.1f} s per full-graph epoch (2 threads, alone on the machine); the same training "
+                f"This run: {full_s:.1f} s per full-graph epoch (2 threads); the same training "
                 f"with one thread (`train.threads=1`, 2 epochs): {one_s:.1f} s per epoch ({one_s / full_s:.2f}x). "
                 "`benchmarks/tokenizer.md` recorded 65.7 s on 2026-11-22 and another session measured 76–89 s on a "
                 "machine of the same kind; a fresh-machine try reported 164–173 s. Two causes were measured here "
@@ -349,10 +349,13 @@ def write_report(results: dict, command: str, probe_steps: int) -> None:
                 "freed and allocated again, is backed anew. The 64-bit CSR indices every earlier version used "
                 "also took torch's slow sparse path (int64 / int32 in the table above); this version uses 32-bit "
                 "indices whenever they fit. Which of these produced 164–173 s on that machine cannot be told from "
-                "here: a one-thread setting alone (the factor above) is too small to explain a 2.5x slower epoch, and the "
-                "first-touch cost of fresh memory is the measured effect large enough to.", "",
+                "here: a one-thread setting alone (the factor above) is too small to explain a 2.5x slower epoch; the "
+                "cost of fresh memory is the effect that varied most between our runs, but it is not shown to be the "
+                "cause.", "",
                 "Rows not re-run with this version: the 10k trained-to-early-stopping rows and the two-process Amazon "
-                "row were measured with the previous commit (ce2f83c; before 32-bit indices and huge pages).", ""]
+                "row were measured with the previous commit (ce2f83c; before 32-bit indices and huge pages), so the "
+                "two-process ratio above divides an old-version time by a new one; in the previous commit's own run "
+                "it was 61.1 / 56.8 s = 1.08.", ""]
         out.append("")
     REPORT.write_text("\n".join(out) + "\n")
 
