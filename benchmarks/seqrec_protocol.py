@@ -1,0 +1,322 @@
+"""The protocol experiment of issue 24: how much of a model's Beauty score comes from items stored in ASIN order?
+
+    python benchmarks/seqrec_protocol.py --seeds 0 1 2
+    python benchmarks/seqrec_protocol.py --orders asin --seeds 0      # one chain; run chains as parallel processes
+    python benchmarks/seqrec_protocol.py --report-only                # the report from the finished runs
+
+Two copies of one dataset (default Beauty), the same users and items: the file **as shipped**, and each user's
+items **re-sorted by ASIN** (stable, from ``item_text.tsv``; the order of the authors' preprocessing of EAGER,
+which sets every timestamp to 0 and keeps the 5-core file's ASIN order). The re-sorted copy is written under
+``--runs`` (derived data, never committed). On both: the next-ASIN heuristic and popularity (no training), then
+per seed SASRec and the generative models, each EAGER on the behavior codes of the SASRec of its own order and
+seed, every model with the same config (budget) on both orders.
+
+The report (``benchmarks/seqrec_protocol.md``) gives per model and order the test metrics, mean ± std over
+seeds, and paired per-user tests on the same users (per-user metrics averaged over seeds first):
+ASIN - shipped for each model, and the difference in differences
+(EAGER_asin - EAGER_shipped) - (SASRec_asin - SASRec_shipped): if EAGER gains far more than SASRec from the ASIN
+order, its published Beauty gap is explained by the protocol. Each order scores its own held-out items (the last
+of the user's sequence in that order), so a per-user pair is the same user under the two protocols.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from seqrec import same_run  # noqa: E402 - the benchmark's rule for "this finished run is this row"
+
+ORDERS = ("shipped", "asin")
+ORDER_LABELS = {"shipped": "as shipped", "asin": "re-sorted by ASIN"}
+# (row label, slug, --model, extra --set lines applied after the common ones); EAGER rows read the SASRec of the
+# same order and seed as their behavior encoder. The official-settings row keeps the preset's early stopping on
+# every validation user with patience 10 whatever the common budget says.
+MODELS = (
+    ("SASRec", "sasrec", "sasrec", ()),
+    ("EAGER", "eager", "eager", ()),
+    ("EAGER (official settings)", "eager-official", "eager-official", ("train.val_users=0", "train.patience=10")),
+)
+METRIC = "ndcg@10"
+
+
+class UserScores(NamedTuple):
+    """Per-user test metrics of one system on one order, aligned to the dataset's users."""
+
+    ndcg10: np.ndarray  # (U,)
+    recall10: np.ndarray  # (U,)
+
+
+def write_asin_order(src: Path, dst: Path) -> Path:
+    """``dst/<name>/<name>.txt``: the users of ``src`` with their items stably re-sorted by ASIN; the item files are
+    linked, not copied. Returns the dataset directory (rewritten only when missing)."""
+    from beatrec.seqrec.audit import key_ranks
+    from beatrec.seqrec.data import load_seq_dataset
+
+    out = dst / src.name
+    txt = out / f"{src.name}.txt"
+    if txt.is_file():
+        return out
+    ds = load_seq_dataset(src)
+    _, rank = key_ranks(ds, "asin")
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [" ".join(map(str, [u, *ds.item_raw_ids[s[np.argsort(rank[s], kind="stable")]].tolist()]))
+             for u, s in zip(ds.user_raw_ids.tolist(), ds.sequences, strict=True)]
+    tmp = txt.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    for f in src.iterdir():
+        if f.is_file() and f.name != txt.name and not (out / f.name).exists():
+            (out / f.name).symlink_to(f.resolve())
+    tmp.replace(txt)
+    return out
+
+
+def scores_from_topk(top: np.ndarray, targets: np.ndarray) -> UserScores:
+    """(U, k) ranked ids, (U,) held-out ids (same id space) -> per-user NDCG@10 / Recall@10."""
+    from beatrec.seqrec.compare import per_user_metrics, target_ranks
+
+    m = per_user_metrics(target_ranks(top, targets))
+    return UserScores(m["ndcg@10"], m["recall@10"])
+
+
+def run_scores(run: Path, ds) -> UserScores:  # noqa: ANN001 - a SeqDataset
+    """A finished run's per-user test metrics from its rankings file, on ``ds``'s users and held-out items."""
+    from beatrec.seqrec.compare import rankings_file, read_rankings
+
+    users, top = read_rankings(rankings_file(run))
+    row = {u: i for i, u in enumerate(users.tolist())}
+    missing = [u for u in ds.user_raw_ids.tolist() if u not in row]
+    if missing:
+        raise SystemExit(f"{run}: {len(missing)} test users have no ranking (e.g. user {missing[0]})")
+    top = top[[row[u] for u in ds.user_raw_ids.tolist()]]
+    targets = ds.item_raw_ids[np.asarray([s[-1] for s in ds.sequences])]
+    return scores_from_topk(top, targets)
+
+
+def heuristic_scores(ds) -> dict[str, UserScores]:  # noqa: ANN001
+    """The no-training rows: next-ASIN (the 10 items whose ASIN follows the last history item) and popularity."""
+    from beatrec.seqrec.audit import key_ranks, next_key_topk
+    from beatrec.seqrec.evaluate import popularity_topk
+
+    _, rank = key_ranks(ds, "asin")
+    targets = np.asarray([s[-1] for s in ds.sequences], dtype=np.int64)
+    pop = np.bincount(np.concatenate([s[:-2] for s in ds.sequences]), minlength=ds.n_items).astype(np.float64)
+    return {"next-ASIN heuristic": scores_from_topk(next_key_topk(ds.sequences, rank), targets),
+            "popularity": scores_from_topk(popularity_topk(pop, ds.n_users), targets)}
+
+
+def chain(data: Path, runs: Path, order: str, seed: int, models: list[str], overrides: list[str],
+          report: callable) -> None:  # noqa: ANN001
+    """Train (or read back) the models of one (order, seed), SASRec first."""
+    from beatrec.config import save_yaml
+    from beatrec.seqrec.config import load_seqrec_config, read_run_config
+    from beatrec.seqrec.train import train_run
+
+    base = runs / data.name / order / f"seed{seed}"
+    sasrec = base / "sasrec"
+    for label, slug, model, extra in MODELS:
+        if label not in models:
+            continue
+        run = base / slug
+        sets = [*overrides, f"train.seed={seed}", *extra]
+        if model != "sasrec":
+            if not (sasrec / "metrics.json").is_file():
+                print(f"[protocol] {order} seed {seed} / {label}: needs the SASRec run {sasrec}; skipped", flush=True)
+                continue
+            sets.append(f"behavior_run={sasrec}")
+        cfg = load_seqrec_config(model, None, sets)
+        requested = run / "requested.yaml"
+        if (run / "metrics.json").is_file() and requested.is_file() and same_run(read_run_config(requested), cfg):
+            print(f"[protocol] {order} seed {seed} / {label}: finished run read from {run}", flush=True)
+            continue
+        run.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg, requested)
+        t = time.perf_counter()
+        res = train_run(data, run, cfg, progress=True)
+        print(f"[protocol] {order} seed {seed} / {label}: {json.dumps(res.metrics['test'])} "
+              f"({time.perf_counter() - t:.0f}s)", flush=True)
+        report()
+
+
+def finished(runs: Path, name: str, order: str, slug: str, seeds: list[int]) -> dict[int, Path]:
+    """{seed: run dir} of the finished runs of one model and order."""
+    found = {}
+    for s in seeds:
+        run = runs / name / order / f"seed{s}" / slug
+        if (run / "metrics.json").is_file():
+            found[s] = run
+    return found
+
+
+def fmt_ms(values: list[float]) -> str:
+    """mean ± std (sample std; n = 1: the value alone)."""
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+
+
+def write_report(path: Path, command: str, data: dict[str, Path], runs: Path, seeds: list[int], remarks: list[str],
+                 n_resamples: int, asked: list[str]) -> None:
+    """The markdown report from every finished run on disk (asked rows not run yet are listed as such)."""
+    import torch
+
+    from beatrec.seqrec.compare import format_p
+    from beatrec.seqrec.data import load_seq_dataset
+    from beatrec.stats import paired_test
+
+    dss = {o: load_seq_dataset(d) for o, d in data.items()}
+    name = next(iter(dss.values())).name
+    users = {o: ds.user_raw_ids.tolist() for o, ds in dss.items()}
+    if len({tuple(u) for u in users.values()}) != 1:
+        raise SystemExit("the two orders hold different users: the copies do not match")
+    per: dict[tuple[str, str], list[UserScores]] = {}  # (row, order) -> per seed
+    meta: dict[tuple[str, str], list[dict]] = {}
+    for o, ds in dss.items():
+        for label, sc in heuristic_scores(ds).items():
+            per[(label, o)] = [sc]
+        for label, slug, _, _ in MODELS:
+            for _, run in sorted(finished(runs, name, o, slug, seeds).items()):
+                per.setdefault((label, o), []).append(run_scores(run, ds))
+                meta.setdefault((label, o), []).append(json.loads((run / "metrics.json").read_text()))
+    rows = ["next-ASIN heuristic", "popularity", *[m[0] for m in MODELS]]
+    out = [f"# Seqrec protocol experiment: {name} as shipped against the same users' items re-sorted by ASIN", "",
+           f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
+           f"- machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+           f"torch {torch.__version__}",
+           f"- command: `{command}`",
+           "- protocol: leave-one-out in each order (its last item test, second-to-last validation), full ranking "
+           "over all items, history not masked; early stopping on validation NDCG@10; test metrics of the best "
+           "epoch. Every trained model has the same config on both orders; EAGER reads the SASRec of its own order "
+           "and seed as its behavior encoder.",
+           "- intervals: 95% percentile bootstrap over the test users and the p-value of a paired sign-flip test "
+           f"({n_resamples} resamples), on per-user metrics averaged over the seeds both sides have.",
+           *[f"- {r}" for r in remarks], "",
+           f"## Test metrics (mean ± std over seeds; seeds asked: {', '.join(map(str, seeds))})", "",
+           "| model | order | seeds | N@10 | R@10 | epochs (best) | train s |", "|---|---|---|---|---|---|---|"]
+    pending = []
+    for label in rows:
+        for o in data:
+            scs = per.get((label, o), [])
+            if not scs:
+                if label in asked:
+                    pending.append(f"{label} ({ORDER_LABELS[o]})")
+                continue
+            ms = meta.get((label, o), [])
+            ep = ", ".join(f"{m['training']['epochs_run']} ({m['training']['best_epoch']})" for m in ms) or "—"
+            secs = [m["timings"]["training_s"] for m in ms]
+            ts = "—" if not ms else f"{np.mean(secs):.0f}" + (f" ± {np.std(secs, ddof=1):.0f}" if len(ms) > 1 else "")
+            out.append(f"| {label} | {ORDER_LABELS[o]} | {len(ms) or '—'} | "
+                       f"{fmt_ms([float(s.ndcg10.mean()) for s in scs])} | "
+                       f"{fmt_ms([float(s.recall10.mean()) for s in scs])} | {ep} | {ts} |")
+    if pending:
+        out += ["", f"**Not run yet:** {', '.join(pending)}."]
+
+    def avg(label: str, o: str, which: str) -> np.ndarray | None:
+        scs = per.get((label, o))
+        return None if not scs else np.mean([getattr(s, which) for s in scs], axis=0)
+
+    out += ["", "## Paired: ASIN order - as shipped, per model (same users)", "",
+            "| model | N@10 shipped | N@10 ASIN | ASIN - shipped | 95% interval | p | R@10 ASIN - shipped | 95% interval "
+            "| p |", "|---|---|---|---|---|---|---|---|---|"]
+    gains: dict[str, dict[str, np.ndarray]] = {}
+    for label in rows:
+        a = {w: avg(label, "shipped", w) for w in ("ndcg10", "recall10")}
+        b = {w: avg(label, "asin", w) for w in ("ndcg10", "recall10")}
+        if a["ndcg10"] is None or b["ndcg10"] is None:
+            continue
+        gains[label] = {w: b[w] - a[w] for w in a}
+        tn = paired_test(a["ndcg10"], b["ndcg10"], n_resamples, 0)
+        tr = paired_test(a["recall10"], b["recall10"], n_resamples, 1)
+        out.append(f"| {label} | {a['ndcg10'].mean():.4f} | {b['ndcg10'].mean():.4f} | {tn.diff:+.4f} | "
+                   f"[{tn.low:+.4f}, {tn.high:+.4f}] | {format_p(tn.p_value)} | {tr.diff:+.4f} | "
+                   f"[{tr.low:+.4f}, {tr.high:+.4f}] | {format_p(tr.p_value)} |")
+    gen = [lb for lb in (m[0] for m in MODELS[1:]) if lb in gains]
+    if "SASRec" in gains and gen:
+        out += ["", "## Difference in differences: a generative model's ASIN gain - SASRec's ASIN gain", "",
+                "Per user (G_asin - G_shipped) - (SASRec_asin - SASRec_shipped). Positive: the model profits more "
+                "than SASRec from the ASIN order.", "",
+                "| model | N@10 gain - SASRec's | 95% interval | p | R@10 gain - SASRec's | 95% interval | p |",
+                "|---|---|---|---|---|---|---|"]
+        for label in gen:
+            z = np.zeros_like(gains[label]["ndcg10"])
+            tn = paired_test(z, gains[label]["ndcg10"] - gains["SASRec"]["ndcg10"], n_resamples, 2)
+            tr = paired_test(z, gains[label]["recall10"] - gains["SASRec"]["recall10"], n_resamples, 3)
+            out.append(f"| {label} | {tn.diff:+.4f} | [{tn.low:+.4f}, {tn.high:+.4f}] | {format_p(tn.p_value)} | "
+                       f"{tr.diff:+.4f} | [{tr.low:+.4f}, {tr.high:+.4f}] | {format_p(tr.p_value)} |")
+    out += ["", "## Paired: each generative model - SASRec, within one order", "",
+            "| model | order | N@10 - SASRec | 95% interval | p |", "|---|---|---|---|---|"]
+    for label in gen:
+        for o in data:
+            a, b = avg("SASRec", o, "ndcg10"), avg(label, o, "ndcg10")
+            if a is None or b is None:
+                continue
+            t = paired_test(a, b, n_resamples, 4)
+            out.append(f"| {label} | {ORDER_LABELS[o]} | {t.diff:+.4f} | [{t.low:+.4f}, {t.high:+.4f}] | "
+                       f"{format_p(t.p_value)} |")
+    out += ["", "## Per seed (test N@10)", "", "| model | order | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+            "|---|---|" + "---|" * len(seeds)]
+    for label, slug, _, _ in MODELS:
+        for o in data:
+            got = finished(runs, name, o, slug, seeds)
+            if got:
+                vals = [json.loads((got[s] / "metrics.json").read_text())["test"][METRIC] if s in got else None
+                        for s in seeds]
+                out.append(f"| {label} | {ORDER_LABELS[o]} | " +
+                           " | ".join("—" if v is None else f"{v:.4f}" for v in vals) + " |")
+    path.write_text("\n".join(out) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data" / "seqrec")
+    ap.add_argument("--dataset", default="Beauty")
+    ap.add_argument("--orders", nargs="*", default=list(ORDERS), choices=ORDERS)
+    ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    ap.add_argument("--models", nargs="*", default=[m[0] for m in MODELS[:2]], help="row labels to train")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="applied to every model")
+    ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "seqrec_protocol")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "seqrec_protocol.md")
+    ap.add_argument("--report-seeds", nargs="*", type=int, default=None,
+                    help="seeds the report lists (default: --seeds)")
+    ap.add_argument("--remark", action="append", default=[], help="a sentence for the report's header; repeatable")
+    ap.add_argument("--resamples", type=int, default=2000)
+    ap.add_argument("--report-only", action="store_true", help="train nothing: the report from the finished runs")
+    args = ap.parse_args(argv)
+    src = args.data_root / args.dataset
+    if not src.is_dir():
+        print(f"[protocol] {src} not found: the seqrec data must sit in ../shared/data/seqrec beside the repository; "
+              "nothing to do", flush=True)
+        return 0
+    unknown = [m for m in args.models if m not in {x[0] for x in MODELS}]
+    if unknown:
+        raise SystemExit(f"unknown --models {unknown}; choose from {[x[0] for x in MODELS]}")
+    data = {"shipped": src, "asin": write_asin_order(src, args.runs / "data-asin")}
+    given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"]
+    command = "python benchmarks/seqrec_protocol.py " + shlex.join(given)
+    seeds = args.report_seeds if args.report_seeds is not None else args.seeds
+
+    def report() -> None:
+        write_report(args.out, command, data, args.runs, seeds, args.remark, args.resamples, args.models)
+        print(f"[protocol] wrote {args.out}", flush=True)
+
+    if not args.report_only:
+        for seed in args.seeds:
+            for o in args.orders:
+                chain(data[o], args.runs, o, seed, args.models, args.overrides, report)
+    report()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
