@@ -192,7 +192,8 @@ def child(argv: list[str], env: dict | None = None) -> dict:
 
 def rows_plan(probe_steps: int) -> list[tuple[str, list[str] | None]]:
     """(key, child argv) of every row, in the order they run; None = an Amazon row (``beatrec tokenize``)."""
-    plan: list[tuple[str, list[str] | None]] = [("amazon-full", None), ("amazon-sampled", None)]
+    plan: list[tuple[str, list[str] | None]] = [("amazon-full", None), ("amazon-sampled", None),
+                                                ("amazon-sampled-norevive", None)]
     plan += [("synth-1000000-big", ["--child", "1000000", "big", "0", "1"]),  # a whole measured epoch
              ("amazon-sampled-2proc", None)]
     plan += [("kernels-thp0", ["--kernels-child"]), ("kernels-thp1", ["--kernels-child"]),
@@ -306,12 +307,12 @@ def write_report(results: dict, command: str, probe_steps: int) -> None:
                        f"{fmt(r['test_hr_quant'])} | {fmt(r['test_hr_cont'])} | "
                        f"{r['micro_usage_u']:.2f}/{r['micro_usage_i']:.2f} |")
         out += ["", f"sampled / full test HR@20 (quantised): {b['test_hr_quant'] / a['test_hr_quant']:.3f}", ""]
-    am = {k_: results.get(f"amazon-{k_}") for k_ in ("full", "sampled", "sampled-2proc")}
+    am = {k_: results.get(f"amazon-{k_}") for k_ in ("full", "sampled", "sampled-norevive", "sampled-2proc")}
     if am["full"] and am["sampled"]:
         out += ["## Amazon (`beatrec tokenize`, rule-based phrase splitter)", "",
                 "| run | processes | epochs (best) | mean s/epoch | peak GiB (rank 0) | test HR@20 quant | "
-                "test HR@20 cont | test HR@20 pop | micro usage u/i | macro usage u/i |",
-                "|---|---|---|---|---|---|---|---|---|---|"]
+                "test HR@20 cont | test HR@20 pop | micro codes used u/i | macro codes used u/i | "
+                "micro perplexity u/i |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, r in am.items():
             if r is None:
                 continue
@@ -320,8 +321,9 @@ def write_report(results: dict, command: str, probe_steps: int) -> None:
             out.append(f"| {name} | {r['processes']} | {tr['epochs_run']} ({tr['best_epoch']}) | "
                        f"{tr['mean_epoch_s']:.1f} | {r['peak_gib_main']:.2f} | {fmt(t[f'quantized_hr@{k}'])} | "
                        f"{fmt(t[f'continuous_hr@{k}'])} | {fmt(t[f'popularity_hr@{k}'])} | "
-                       f"{cb['user_micro']['used_fraction']:.2f}/{cb['item_micro']['used_fraction']:.2f} | "
-                       f"{cb['user_macro']['used_fraction']:.2f}/{cb['item_macro']['used_fraction']:.2f} |")
+                       f"{cb['user_micro']['n_used']}/{cb['item_micro']['n_used']} of {cb['user_micro']['n_codes']} | "
+                       f"{cb['user_macro']['n_used']}/{cb['item_macro']['n_used']} of {cb['user_macro']['n_codes']} | "
+                       f"{cb['user_micro']['perplexity']:.0f}/{cb['item_micro']['perplexity']:.0f} |")
         hr = {n_: r["metrics"]["ranking"]["test"][f"quantized_hr@{k}"] for n_, r in am.items() if r}
         out += ["", f"Sampled / full test HR@20 (quantised): {hr['sampled'] / hr['full']:.3f} (one seed each; "
                 "both stop on validation HR with patience 5)."]
@@ -390,6 +392,8 @@ def main() -> None:
                 results[key] = child(argv + ["0"])
             elif key == "amazon-sampled-2proc":
                 results[key] = amazon_row("sampled-2proc", "sampled", 2, [f"train.max_epochs={TWO_PROC_EPOCHS}"])
+            elif key == "amazon-sampled-norevive":  # what train.revive_unused (auto: on when sampled) changes
+                results[key] = amazon_row("sampled-norevive", "sampled", 1, ["train.revive_unused=off"])
             elif key == "amazon-full-1thread":  # is a one-thread setting what made a fresh machine's epochs slow?
                 results[key] = amazon_row("full-1thread", "full", 1, ["train.threads=1", "train.max_epochs=2"])
             else:

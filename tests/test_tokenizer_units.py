@@ -15,7 +15,7 @@ from beatrec.tokenizer.config import TokenizerModelConfig
 from beatrec.tokenizer.graph import normalized_adjacency, sym_spmm
 from beatrec.tokenizer.lightgcn import LightGCN
 from beatrec.tokenizer.micro import MicroReconstructor, choose_mask
-from beatrec.tokenizer.model import BehaviorTokenizer
+from beatrec.tokenizer.model import BehaviorTokenizer, Side
 
 
 def test_normalized_adjacency_hand_values() -> None:
@@ -92,6 +92,64 @@ def test_dead_codes_are_restarted() -> None:
         cb(x)
     assert cb.restarts == 3
     assert cb.weight.data[1:].abs().max() < 5  # re-seeded near the data
+
+
+def identity_side(macro: list[list[float]], micro: list[list[float]]) -> Side:
+    """A Side of 2-d parts, one micro part, identity projections and the given codebooks."""
+    side = Side(TokenizerModelConfig(part_dim=2, n_micro=1, code_dim=2, n_codes=len(macro)))
+    for proj in (side.proj_macro, side.proj_micro):
+        proj.weight.data = torch.eye(2)
+        proj.bias.data.zero_()
+    side.macro.weight.data = torch.tensor(macro)
+    side.micro.weight.data = torch.tensor(micro)
+    return side
+
+
+def test_revive_unused_codes_by_hand() -> None:
+    side = identity_side([[0.0, 0.0], [1.0, 0.0], [50.0, 50.0], [60.0, 60.0]],
+                         [[0.0, 0.0], [10.0, 10.0], [20.0, 20.0], [30.0, 30.0]])
+    # macro parts (0, .1) -> code 0 (error .01); (1, .2) -> 1 (.04); (3, 0) -> 1 (4): codes 2 and 3 unused.
+    # The worst-served part (3, 0) takes code 2; (1, .2) is next but would leave code 1 empty, (0, .1) code 0:
+    # code 3 stays unused. Micro parts use codes 0, 1, 2, one each: nothing can move.
+    z = torch.tensor([[0.0, 0.1, 0.0, 0.0], [1.0, 0.2, 10.0, 10.0], [3.0, 0.0, 20.0, 21.0]])
+    micro_before = side.micro.weight.data.clone()
+    assert side.revive_unused(z) == 1 and side.macro.revived == 1
+    assert side.macro.weight.data.tolist() == [[0.0, 0.0], [1.0, 0.0], [3.0, 0.0], [60.0, 60.0]]
+    assert torch.equal(side.micro.weight.data, micro_before)
+    assert side.encode(z)[:, 0].tolist() == [0, 1, 2]
+
+
+def test_revive_unused_uses_every_code_and_lowers_every_error() -> None:
+    g = torch.Generator().manual_seed(0)
+    far = [[100.0 + k, 100.0] for k in range(4)]  # 4 of the 8 codewords serve nothing
+    side = identity_side([[0.0, 0.0], [1.0, 1.0], [-1.0, 1.0], [1.0, -1.0], *far],
+                         [[0.0, 0.0], [2.0, 0.0], [0.0, 2.0], [-2.0, 0.0], *far])
+    z = torch.randn(300, 4, generator=g) * 2
+    parts = z.view(300, 2, 2)
+
+    def errors() -> torch.Tensor:  # (300, 2) squared distance of each part to its codeword
+        return (parts - side.decode(side.encode(z))).pow(2).sum(-1)
+
+    before = errors()
+    assert side.revive_unused(z) == 8
+    after = errors()
+    assert (after <= before + 1e-6).all() and after.sum() < before.sum()
+    codes = side.encode(z)
+    assert codebook_usage(codes[:, :1], 8).used_fraction == 1.0
+    assert codebook_usage(codes[:, 1:], 8).used_fraction == 1.0
+    assert side.revive_unused(z) == 0  # nothing left to repair: a second call changes nothing
+
+
+def test_revive_mode_is_validated_and_resolved_against_the_graph_mode() -> None:
+    from beatrec.errors import ConfigError
+    from beatrec.tokenizer.config import TokenizerTrainConfig
+
+    assert not TokenizerTrainConfig().revives  # full graph: auto = off
+    assert TokenizerTrainConfig(graph="sampled").revives
+    assert TokenizerTrainConfig(revive_unused="on").revives
+    assert not TokenizerTrainConfig(graph="sampled", revive_unused="off").revives
+    with pytest.raises(ConfigError, match="revive_unused"):
+        TokenizerTrainConfig(revive_unused="sometimes").validate()
 
 
 def test_codebook_usage_hand_values() -> None:

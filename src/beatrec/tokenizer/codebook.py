@@ -77,7 +77,8 @@ class VQCodebook(nn.Module):
         self.weight = nn.Parameter(torch.randn(n_codes, dim) * 0.1)
         self.register_buffer("initialized", torch.tensor(False))
         self.register_buffer("idle_steps", torch.zeros(n_codes, dtype=torch.long))
-        self.restarts = 0
+        self.restarts = 0  # dead codes re-seeded during training steps
+        self.revived = 0  # unused codes re-seeded at evaluations (:meth:`reseed`)
 
     @torch.no_grad()
     def init_from(self, x: torch.Tensor, generator: torch.Generator | None = None) -> None:
@@ -134,6 +135,16 @@ class VQCodebook(nn.Module):
         broadcast_from_main_(self.weight.data)  # rank 0's restarts win: every process holds the same codebook
         self.idle_steps[dead] = 0
         self.restarts += int(dead.numel())
+
+
+    @torch.no_grad()
+    def reseed(self, codes: torch.Tensor, vectors: torch.Tensor) -> None:
+        """Set codewords ``codes`` (m,) to ``vectors`` (m, dim) and reset their idle count. Under DDP the whole
+        codebook is broadcast from rank 0, also when m = 0 (a collective every process must reach)."""
+        self.weight.data[codes] = vectors
+        broadcast_from_main_(self.weight.data)
+        self.idle_steps[codes] = 0
+        self.revived += int(codes.numel())
 
 
 class CodebookUsage(NamedTuple):

@@ -42,6 +42,7 @@ class TokenizerModelConfig:
 
 
 GRAPH_MODES = ("full", "sampled")
+REVIVE_MODES = ("auto", "on", "off")  # train.revive_unused
 
 
 @dataclass
@@ -77,14 +78,26 @@ class TokenizerTrainConfig:
     # embedding rows get sparse, lazy-Adam updates). See the README ("Stage 1 on large graphs").
     graph: str = "full"
     fanouts: tuple[int, ...] = (10, 10, 10)  # sampled: neighbours drawn per node, hop 1 first; one per layer
+    # At each evaluation, codes that no entity's exact (full-graph) vector uses are re-seeded at the vectors their
+    # codebook serves worst, before the epoch is scored (:meth:`Side.revive_unused`). Sampled training fits the
+    # codebooks to sampled-neighbourhood vectors, and a few codewords then serve no full-graph vector.
+    # "auto": on for train.graph=sampled, off for full (whose codebooks already see the exact vectors).
+    revive_unused: str = "auto"
     seed: int = 0
     threads: int = 0  # torch threads; 0 = leave torch's default
+
+    @property
+    def revives(self) -> bool:
+        """Whether evaluations re-seed unused codes (``revive_unused`` resolved against ``graph``)."""
+        return self.revive_unused == "on" or (self.revive_unused == "auto" and self.graph == "sampled")
 
     def validate(self) -> None:
         check(self.lr > 0, "train.lr must be > 0")
         for name in ("batch_size", "text_batch_size", "micro_batch_size", "max_epochs", "patience", "eval_k", "eval_every"):
             check(getattr(self, name) >= 1, f"train.{name} must be >= 1")
         check(self.graph in GRAPH_MODES, f"train.graph must be one of {GRAPH_MODES}, got {self.graph!r}")
+        check(self.revive_unused in REVIVE_MODES,
+              f"train.revive_unused must be one of {REVIVE_MODES}, got {self.revive_unused!r}")
         check(len(self.fanouts) >= 1 and all(int(f) >= 1 for f in self.fanouts),
               f"train.fanouts must be a list of positive integers, got {list(self.fanouts)}")
         check(self.eval_users >= 0, f"train.eval_users must be >= 0, got {self.eval_users!r}")

@@ -60,6 +60,55 @@ class Side(nn.Module):
         x = self.project(z)
         return torch.cat([self.macro.nearest(x[:, :1]), self.micro.nearest(x[:, 1:])], dim=1)
 
+    @torch.no_grad()
+    def revive_unused(self, z: torch.Tensor, chunk: int = 65536, rounds: int = 3) -> int:
+        """Re-seed each codebook's codes that no row of ``z`` uses at the projected parts it serves worst.
+
+        With every entity's exact vector z (U, (1+N)·P): the parts are quantised (eq. 4) ``chunk`` rows at a time,
+        keeping only codes and squared errors ‖x − c‖²; a codebook's m unused codes take, one each, the m parts of
+        the largest error among those whose code keeps another part (k-means' usual repair of an empty cluster,
+        never emptying one in turn). A re-seeded part's error drops to 0 and no part's error grows (only unused
+        codewords move). Parts that then switch to a new codeword can leave another code unused, so this repeats
+        up to ``rounds`` times. Deterministic. Returns the number of codes re-seeded."""
+        n = 0
+        for _ in range(rounds):
+            moved = self._revive_round(z, chunk)
+            n += moved
+            if moved == 0:
+                break
+        return n
+
+    def _revive_round(self, z: torch.Tensor, chunk: int) -> int:
+        """One round of :meth:`revive_unused`; every codebook broadcasts (under DDP), whatever it re-seeds."""
+        codes, errors = [], []
+        for zc in z.split(chunk):
+            x = self.project(zc)  # (c, 1+N, C)
+            cc = torch.cat([self.macro.nearest(x[:, :1]), self.micro.nearest(x[:, 1:])], dim=1)  # (c, 1+N)
+            codes.append(cc)
+            errors.append((x - self.decode(cc)).pow(2).sum(-1))  # (c, 1+N)
+        width = 1 + self.n_micro
+        code = torch.cat(codes) if codes else torch.zeros(0, width, dtype=torch.long)  # (U, 1+N)
+        err = torch.cat(errors) if errors else torch.zeros(0, width)  # (U, 1+N)
+        n = 0
+        for book, cols in ((self.macro, slice(0, 1)), (self.micro, slice(1, width))):
+            c, e = code[:, cols].reshape(-1), err[:, cols].reshape(-1)  # (U·w,) flat parts, rows of width w
+            left = torch.bincount(c, minlength=book.n_codes)  # parts each code serves
+            dead = (left == 0).nonzero().squeeze(1)  # (d,)
+            take: list[int] = []
+            # worst-served first; a part is skipped only when its code has no other part left (at most once per
+            # code), so the first d + K candidates always hold enough
+            for pos in e.topk(min(len(dead) + book.n_codes, len(e))).indices.tolist():
+                if len(take) == len(dead):
+                    break
+                if left[c[pos]] > 1:
+                    left[c[pos]] -= 1
+                    take.append(pos)
+            pos = torch.tensor(take, dtype=torch.long)
+            rows, parts = pos // (cols.stop - cols.start), pos % (cols.stop - cols.start) + cols.start
+            book.reseed(dead[: len(take)], self.project(z[rows])[torch.arange(len(take)), parts])
+            n += len(take)
+        return n
+
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Codeword vectors of token ids. codes (B, 1+N) -> (B, 1+N, code_dim)."""
         return torch.cat([self.macro.lookup(codes[:, :1]), self.micro.lookup(codes[:, 1:])], dim=1)
@@ -201,16 +250,21 @@ class BehaviorTokenizer(nn.Module):
 
     @torch.no_grad()
     def all_vectors(self, adj: torch.Tensor, users: torch.Tensor | None = None,
-                    chunk: int = 65536) -> dict[str, torch.Tensor]:
+                    chunk: int = 65536, revive: bool = False) -> dict[str, torch.Tensor]:
         """Continuous and quantised vectors and codes of every user and item (eval mode, no restarts),
         ``chunk`` entities at a time so that the code distances stay small at a million users.
 
         Args:
             users: (u,) ids whose user *vectors* are wanted (default: all); codes are always every user's.
+            revive: first re-seed the codes no user (item) uses, :meth:`Side.revive_unused`; the vectors and codes
+                returned are those of the repaired codebooks.
         Returns keys user_cont, user_quant (rows of ``users``), user_codes, item_cont, item_quant, item_codes;
         vectors are flattened to (n, (1+N)·C), codes (n, 1+N).
         """
         zu, zi = self.propagate(adj)
+        if revive:
+            self.user.revive_unused(zu, chunk)
+            self.item.revive_unused(zi, chunk)
         out: dict[str, torch.Tensor] = {}
         for name, side, z, rows in (("user", self.user, zu, users), ("item", self.item, zi, None)):
             codes = torch.cat([side.encode(zc) for zc in z.split(chunk)]) if len(z) else \

@@ -79,7 +79,8 @@ class EpochLog(NamedTuple):
     val_hr_continuous: float
     user_micro_usage: float
     item_micro_usage: float
-    restarts: int
+    restarts: int  # dead codes re-seeded in training steps so far (all four codebooks)
+    revived: int  # unused codes re-seeded at evaluations so far (train.revive_unused)
 
 
 class TrainResult(NamedTuple):
@@ -102,14 +103,16 @@ def sample_negatives(users: np.ndarray, train: sp.csr_matrix, rng: np.random.Gen
 
 
 def evaluate_model(
-    model: BehaviorTokenizer, adj: torch.Tensor, exclude: sp.csr_matrix, heldout: sp.csr_matrix, k: int
+    model: BehaviorTokenizer, adj: torch.Tensor, exclude: sp.csr_matrix, heldout: sp.csr_matrix, k: int,
+    revive: bool = False,
 ) -> tuple[RankingMetrics, RankingMetrics, dict[str, torch.Tensor]]:
     """(quantised, continuous) ranking metrics of held-out edges, and the vectors they were computed from
-    (user vectors of the users with held-out edges only, in id order; every user's and item's codes)."""
+    (user vectors of the users with held-out edges only, in id order; every user's and item's codes).
+    ``revive``: re-seed unused codes first (``train.revive_unused``; the metrics are those of the result)."""
     was_training = model.training
     model.eval()
     users = np.flatnonzero(np.diff(heldout.indptr) > 0)
-    v = model.all_vectors(adj, torch.from_numpy(users))
+    v = model.all_vectors(adj, torch.from_numpy(users), revive=revive)
     ex, held = exclude[users], heldout[users]  # rows = the evaluated users, in the order of their vectors
     q = evaluate_scores(v["user_quant"], v["item_quant"], ex, held, k)
     c = evaluate_scores(v["user_cont"], v["item_cont"], ex, held, k)
@@ -241,15 +244,16 @@ def _train(model: BehaviorTokenizer, data: TokenizerData, cfg: TokenizerTrainCon
         if epoch % cfg.eval_every and epoch != cfg.max_epochs:
             continue
         t1 = time.perf_counter()
-        q, c, v = evaluate_model(model, data.adj, data.train_matrix, val, cfg.eval_k)
+        q, c, v = evaluate_model(model, data.adj, data.train_matrix, val, cfg.eval_k, cfg.revives)
         score = torch.tensor([q.hr], dtype=torch.float64)
         broadcast_from_main_(score)  # under DDP, rank 0's score: every process makes the same early-stopping decision
         n_codes = model.cfg.n_codes
+        books = (model.user.macro, model.user.micro, model.item.macro, model.item.micro)
         log = EpochLog(
             epoch, train_s, time.perf_counter() - t1, *map(float, means), float(score), q.ndcg, c.hr,
             codebook_usage(v["user_codes"][:, 1:], n_codes).used_fraction,
             codebook_usage(v["item_codes"][:, 1:], n_codes).used_fraction,
-            sum(cb.restarts for cb in (model.user.macro, model.user.micro, model.item.macro, model.item.micro)),
+            sum(cb.restarts for cb in books), sum(cb.revived for cb in books),
         )
         history.append(log)
         if progress:
@@ -257,6 +261,7 @@ def _train(model: BehaviorTokenizer, data: TokenizerData, cfg: TokenizerTrainCon
                 f"epoch {epoch}: loss {log.loss:.4f} (behave {log.behave:.3f} vq {log.vq:.3f} macro {log.macro:.3f} "
                 f"micro {log.micro:.3f}) val HR@{cfg.eval_k} quant {q.hr:.4f} cont {c.hr:.4f} "
                 f"micro usage u/i {log.user_micro_usage:.2f}/{log.item_micro_usage:.2f} "
+                f"{f'(revived {log.revived}) ' if cfg.revives else ''}"
                 f"[{log.seconds:.1f}s + eval {log.eval_seconds:.1f}s]"
             )
         if stopper.update(float(score), epoch, model) and epoch * n_steps >= cfg.min_steps:
