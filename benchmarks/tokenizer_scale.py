@@ -135,6 +135,50 @@ def amazon_row(name: str, setting: str, procs: int, extra: list[str]) -> dict:
             "sets": sets}
 
 
+def quantized_test_hits(run: Path) -> tuple:
+    """(test users (n,), their quantised HR@20 (n,)) of a ``beatrec tokenize`` run, recomputed from its tokens
+    and codebooks the way the run scored them (dot products of the decoded token vectors; training and validation
+    items masked)."""
+    import numpy as np
+    import pandas as pd
+    import torch
+    from safetensors.torch import load_file
+
+    from beatrec.metrics.ranking import interaction_matrix, per_user_hits, rank_topk
+    from beatrec.tokenizer.pipeline import open_stage1_run
+
+    cfg, ds = open_stage1_run(run, None, ("codebooks.safetensors", "user_tokens.parquet", "item_tokens.parquet"))
+    books = load_file(str(run / "codebooks.safetensors"))
+
+    def vectors(side: str) -> torch.Tensor:  # (n, (1+N)·C), Side.decode flattened
+        codes = torch.as_tensor(pd.read_parquet(run / f"{side}_tokens.parquet").drop(columns="id").to_numpy().copy())
+        return torch.cat([books[f"{side}_macro"][codes[:, :1]], books[f"{side}_micro"][codes[:, 1:]]], 1).flatten(1)
+
+    inter = ds.interactions
+    mats = {s_: interaction_matrix(p_["user"].to_numpy(), p_["item"].to_numpy(), ds.n_users, ds.n_items)
+            for s_, p_ in ((s_, inter[inter["split"] == s_]) for s_ in ("train", "val", "test"))}
+    users = np.flatnonzero(np.diff(mats["test"].indptr) > 0)
+    top = rank_topk(vectors("user"), vectors("item"), mats["train"] + mats["val"], users, cfg.train.eval_k)
+    return users, per_user_hits(top, mats["test"], users)
+
+
+def paired_hr(run_a: Path, run_b: Path) -> dict:
+    """Quantised test HR@20 of run B - run A on the same test users: difference, 95% bootstrap interval, p."""
+    import numpy as np
+
+    from beatrec.stats import paired_test
+
+    ua, a = quantized_test_hits(run_a)
+    ub, b = quantized_test_hits(run_b)
+    assert np.array_equal(ua, ub), "the two runs have different test users"
+    t = paired_test(a, b, 2000, 0)
+    return {"a": float(a.mean()), "b": float(b.mean()), "diff": t.diff, "low": t.low, "high": t.high,
+            "p": t.p_value, "n_users": len(ua)}
+
+
+PAIRS = (("full", "sampled"), ("full", "sampled-norevive"), ("sampled-norevive", "sampled"))  # Amazon run dirs
+
+
 def kernels_child() -> dict:
     """Two costs that decide a large-graph step on this machine, under the process's THP_MEM_ALLOC_ENABLE:
     filling a freshly allocated 0.5 GB tensor (first touch of its pages) against refilling it, and a 3-layer
@@ -327,6 +371,17 @@ def write_report(results: dict, command: str, probe_steps: int) -> None:
         hr = {n_: r["metrics"]["ranking"]["test"][f"quantized_hr@{k}"] for n_, r in am.items() if r}
         out += ["", f"Sampled / full test HR@20 (quantised): {hr['sampled'] / hr['full']:.3f} (one seed each; "
                 "both stop on validation HR with patience 5)."]
+        pairs = results.get("paired", {})
+        if pairs:
+            out += ["", "Paired on the same test users (quantised test HR@20 of each user, recomputed from the run's "
+                    "tokens and codebooks; 95% bootstrap interval over users, sign-flip p, 2000 resamples):", "",
+                    "| B - A | users | A | B | B - A | 95% interval | p |", "|---|---|---|---|---|---|---|"]
+            for label, r in pairs.items():
+                out.append(f"| {label} | {r['n_users']} | {fmt(r['a'])} | {fmt(r['b'])} | {r['diff']:+.4f} | "
+                           f"[{r['low']:+.4f}, {r['high']:+.4f}] | {r['p']:.1e} |")
+        old = [f"{n_} ({r['measured_with']})" for n_, r in am.items() if r and r.get("measured_with")]
+        if old:
+            out += ["", "Measured with an earlier commit: " + "; ".join(old) + "."]
         if am["sampled-2proc"]:
             e1 = am["sampled"]["metrics"]["training"]["mean_epoch_s"]
             e2 = am["sampled-2proc"]["metrics"]["training"]["mean_epoch_s"]
@@ -400,6 +455,11 @@ def main() -> None:
                 results[key] = amazon_row(key.split("-", 1)[1], key.split("-", 1)[1], 1, [])
             RESULTS.write_text(json.dumps(results, indent=1))
             print(json.dumps(results[key])[:400], flush=True)
+    runs = ROOT / "runs" / "bench_scale"
+    for a_, b_ in PAIRS:  # paired on the same test users, from the run directories when they are here
+        if (runs / a_ / "metrics.json").is_file() and (runs / b_ / "metrics.json").is_file():
+            results.setdefault("paired", {})[f"{b_} - {a_}"] = paired_hr(runs / a_, runs / b_)
+    RESULTS.write_text(json.dumps(results, indent=1))
     command = "python benchmarks/tokenizer_scale.py" + (f" --only {' '.join(a.only)}" if a.only else "")
     write_report(results, command, a.probe_steps)
     plot(results, PLOT)

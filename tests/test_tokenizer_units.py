@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from beatrec.losses import info_nce
-from beatrec.metrics.ranking import evaluate_scores, interaction_matrix, rank_metrics_from_topk
+from beatrec.metrics.ranking import (
+    evaluate_scores,
+    interaction_matrix,
+    per_user_hits,
+    rank_metrics_from_topk,
+    rank_topk,
+)
 from beatrec.tokenizer.codebook import VQCodebook, codebook_usage, kmeans
 from beatrec.tokenizer.config import TokenizerModelConfig
 from beatrec.tokenizer.graph import normalized_adjacency, sym_spmm
@@ -204,6 +210,7 @@ def test_ranking_metrics_hand_computed() -> None:
     assert m.recall == pytest.approx(0.5)
     # user 0: hits at ranks 1 and 3 -> (1 + 1/log2(4)) / (1 + 1/log2(3)); user 1: 0
     assert m.ndcg == pytest.approx(0.5 * (1 + 0.5) / (1 + 1 / math.log2(3)))
+    assert per_user_hits(topk, heldout, np.array([0, 1])).tolist() == [1.0, 0.0]  # their mean is m.hr
 
 
 def test_evaluate_scores_excludes_known_items() -> None:
@@ -213,6 +220,7 @@ def test_evaluate_scores_excludes_known_items() -> None:
     held = interaction_matrix(np.array([0]), np.array([1]), 1, 3)
     m = evaluate_scores(users, items, exclude, held, k=1)
     assert m.hr == 1.0 and m.ndcg == 1.0
+    assert rank_topk(users, items, exclude, np.array([0]), k=2).tolist() == [[1, 2]]  # item 0 masked
 
 
 def test_set_chamfer_by_hand_and_order_free() -> None:

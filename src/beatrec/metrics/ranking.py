@@ -38,9 +38,8 @@ def rank_metrics_from_topk(topk: np.ndarray, heldout: sp.csr_matrix, users: np.n
         users: (n,) user ids.
     """
     k = topk.shape[1]
-    truth = heldout[users]  # (n, I)
-    hits = np.asarray(truth[np.arange(len(users))[:, None], topk].todense()) > 0  # (n, K)
-    n_true = np.asarray(truth.sum(1)).ravel().astype(np.int64)
+    hits = hit_matrix(topk, heldout, users)  # (n, K)
+    n_true = np.asarray(heldout[users].sum(1)).ravel().astype(np.int64)
     disc = 1.0 / np.log2(np.arange(2, k + 2))
     dcg = (hits * disc).sum(1)
     idcg = np.cumsum(disc)[np.minimum(n_true, k) - 1]
@@ -73,7 +72,24 @@ def evaluate_scores(
         item_bias: (I,) added to every user's scores.
     """
     users = np.flatnonzero(np.diff(heldout.indptr) > 0)
-    n_items = heldout.shape[1]
+    if len(users) == 0:
+        return RankingMetrics(0.0, 0.0, 0.0, 0)
+    return rank_metrics_from_topk(rank_topk(user_vecs, item_vecs, exclude, users, k, item_bias, chunk), heldout, users)
+
+
+@torch.no_grad()
+def rank_topk(
+    user_vecs: torch.Tensor | None,
+    item_vecs: torch.Tensor | None,
+    exclude: sp.csr_matrix,
+    users: np.ndarray,
+    k: int = 20,
+    item_bias: torch.Tensor | None = None,
+    chunk: int = 2048,
+) -> np.ndarray:
+    """(n, k) top-k item ids of ``users`` (n,) by dot product (+ ``item_bias``), ``exclude``'s items masked;
+    arguments as :func:`evaluate_scores`."""
+    n_items = exclude.shape[1]
     chunk = max(1, min(chunk, (1 << 25) // max(n_items, 1)))  # a score block holds at most 2^25 floats (128 MiB)
     tops = []
     for start in range(0, len(users), chunk):
@@ -87,6 +103,16 @@ def evaluate_scores(
         ex = exclude[ub].tocoo()
         s[torch.from_numpy(ex.row).long(), torch.from_numpy(ex.col).long()] = -float("inf")
         tops.append(torch.topk(s, k, dim=1).indices.numpy())
-    if not tops:
-        return RankingMetrics(0.0, 0.0, 0.0, 0)
-    return rank_metrics_from_topk(np.concatenate(tops), heldout, users)
+    return np.concatenate(tops) if tops else np.zeros((0, k), dtype=np.int64)
+
+
+def per_user_hits(topk: np.ndarray, heldout: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+    """(n,) float: HR@K of each user, 1 when any of ``users[j]``'s held-out items is in ``topk[j]`` (n, K), else 0
+    (the per-user values whose mean is :attr:`RankingMetrics.hr`)."""
+    return hit_matrix(topk, heldout, users).any(1).astype(np.float64)
+
+
+def hit_matrix(topk: np.ndarray, heldout: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+    """(n, K) bool: whether ``topk[j, r]`` is a held-out item of ``users[j]``."""
+    truth = heldout[users]  # (n, I)
+    return np.asarray(truth[np.arange(len(users))[:, None], topk].todense()) > 0
