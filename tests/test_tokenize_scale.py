@@ -99,11 +99,14 @@ def _codebook_worker(rank: int, store: str, out: str) -> None:
     cb.train()
     for _ in range(6):
         cb(torch.randn(5, 3) + 3 * rank)  # few points: most codes go idle and are restarted every call
+    # an evaluation's repair (train.revive_unused): rank 0 re-seeds code 0, rank 1 nothing; both reach the broadcast
+    mine = torch.tensor([0]) if rank == 0 else torch.zeros(0, dtype=torch.long)
+    cb.reseed(mine, torch.full((len(mine), 3), 10.0 + rank))
     torch.save({"weight": cb.weight.detach(), "restarts": cb.restarts}, f"{out}.{rank}")
     dist.destroy_process_group()
 
 
-def test_codebook_restarts_are_rank_zeros_under_ddp(tmp_path: Path) -> None:
+def test_codebook_restarts_and_repairs_are_rank_zeros_under_ddp(tmp_path: Path) -> None:
     import torch.multiprocessing as mp
 
     out = str(tmp_path / "cb")
@@ -111,3 +114,4 @@ def test_codebook_restarts_are_rank_zeros_under_ddp(tmp_path: Path) -> None:
     a, b = torch.load(f"{out}.0"), torch.load(f"{out}.1")
     assert a["restarts"] > 0 and a["restarts"] == b["restarts"]
     assert torch.equal(a["weight"], b["weight"])
+    assert a["weight"][0].tolist() == [10.0, 10.0, 10.0]  # rank 0's repair, in both processes
