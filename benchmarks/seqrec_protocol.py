@@ -254,8 +254,9 @@ def write_report(path: Path, command: str, data: dict[str, Path], runs: Path, se
             tr = paired_test(z, gains[label]["recall10"] - gains["SASRec"]["recall10"], n_resamples, 3)
             out.append(f"| {label} | {tn.diff:+.4f} | [{tn.low:+.4f}, {tn.high:+.4f}] | {format_p(tn.p_value)} | "
                        f"{tr.diff:+.4f} | [{tr.low:+.4f}, {tr.high:+.4f}] | {format_p(tr.p_value)} |")
-    out += ["", "## Paired: each generative model - SASRec, within one order", "",
-            "| model | order | N@10 - SASRec | 95% interval | p |", "|---|---|---|---|---|"]
+    if gen:
+        out += ["", "## Paired: each generative model - SASRec, within one order", "",
+                "| model | order | N@10 - SASRec | 95% interval | p |", "|---|---|---|---|---|"]
     for label in gen:
         for o in data:
             a, b = avg("SASRec", o, "ndcg10"), avg(label, o, "ndcg10")
