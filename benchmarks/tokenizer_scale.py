@@ -176,6 +176,29 @@ def paired_hr(run_a: Path, run_b: Path) -> dict:
             "p": t.p_value, "n_users": len(ua)}
 
 
+def revive_cost(run: Path) -> dict:
+    """Seconds of one evaluation's codebook repair (``Side.revive_unused``) on a run's exact vectors of every user
+    and item, both sides, and the codes it re-seeds (on a run trained without it: its unused codes)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from beatrec.config import load_yaml
+    from beatrec.tokenizer.model import Side
+    from beatrec.tokenizer.pipeline import TokenizeConfig
+
+    cfg = load_yaml(TokenizeConfig, run / "config.yaml")
+    state, z = load_file(str(run / "tokenizer.safetensors")), load_file(str(run / "embeddings.safetensors"))
+    out = {"run": run.name, "entities": sum(len(v) for v in z.values())}
+    t, n = time.perf_counter(), 0
+    for side in ("user", "item"):
+        s = Side(cfg.model)
+        s.load_state_dict({k[len(side) + 1:]: v for k, v in state.items() if k.startswith(side + ".")})
+        with torch.no_grad():
+            n += s.revive_unused(z[side])
+    out.update({"seconds": time.perf_counter() - t, "revived": n})
+    return out
+
+
 PAIRS = (("full", "sampled"), ("full", "sampled-norevive"), ("sampled-norevive", "sampled"))  # Amazon run dirs
 
 
@@ -382,10 +405,21 @@ def write_report(results: dict, command: str, probe_steps: int) -> None:
         old = [f"{n_} ({r['measured_with']})" for n_, r in am.items() if r and r.get("measured_with")]
         if old:
             out += ["", "Measured with an earlier commit: " + "; ".join(old) + "."]
+        notes = [f"{n_}: {r['remark']}" for n_, r in am.items() if r and r.get("remark")]
+        if notes:
+            out += ["", "Notes on rows: " + "; ".join(notes) + "."]
+        rc = results.get("revive-cost")
+        if rc:
+            out += ["", f"`train.revive_unused` (on for sampled training) re-seeds, at each evaluation, the codes that "
+                    "no entity's exact full-graph vector uses (sampled steps fit the codebooks to sampled-neighbourhood "
+                    f"vectors, and a few codewords then serve no exact one). On the {rc['entities']:,} users and "
+                    f"items of the sampled-norevive run it re-seeds {rc['revived']} codes in {rc['seconds']:.2f} s "
+                    "(one thread, beside other jobs): a small part of an evaluation."]
+        timed = "sampled-norevive" if am["sampled-norevive"] else "sampled"  # the sampled row timed alone
         if am["sampled-2proc"]:
-            e1 = am["sampled"]["metrics"]["training"]["mean_epoch_s"]
+            e1 = am[timed]["metrics"]["training"]["mean_epoch_s"]
             e2 = am["sampled-2proc"]["metrics"]["training"]["mean_epoch_s"]
-            out += ["", f"Two processes / one process, seconds per epoch (sampled): {e2 / e1:.2f}. Each process "
+            out += ["", f"Two processes / one process, seconds per epoch (sampled; the {timed} row): {e2 / e1:.2f}. Each process "
                     "takes half of an epoch's batches, but on this 2-core machine the two one-thread processes share "
                     "the cores the single process's two threads used, so there is no speed-up to expect here; the "
                     f"two-process run is timed over its first {TWO_PROC_EPOCHS} epochs (its token quality is "
@@ -410,9 +444,9 @@ def write_report(results: dict, command: str, probe_steps: int) -> None:
                 "cost of fresh memory is the effect that varied most between our runs, but it is not shown to be the "
                 "cause.", "",
                 "Rows not re-run with this version: the 10k trained-to-early-stopping rows and the two-process Amazon "
-                "row were measured with the previous commit (ce2f83c; before 32-bit indices and huge pages), so the "
-                "two-process ratio above divides an old-version time by a new one; in the previous commit's own run "
-                "it was 61.1 / 56.8 s = 1.08.", ""]
+                "row were measured with commit ce2f83c (before 32-bit indices and huge pages), so the two-process "
+                "ratio above divides an old-version time by a newer one; in ce2f83c's own run it was 61.1 / 56.8 s "
+                "= 1.08.", ""]
         out.append("")
     REPORT.write_text("\n".join(out) + "\n")
 
@@ -459,6 +493,8 @@ def main() -> None:
     for a_, b_ in PAIRS:  # paired on the same test users, from the run directories when they are here
         if (runs / a_ / "metrics.json").is_file() and (runs / b_ / "metrics.json").is_file():
             results.setdefault("paired", {})[f"{b_} - {a_}"] = paired_hr(runs / a_, runs / b_)
+    if (runs / "sampled-norevive" / "embeddings.safetensors").is_file():  # what one evaluation's repair costs
+        results["revive-cost"] = revive_cost(runs / "sampled-norevive")
     RESULTS.write_text(json.dumps(results, indent=1))
     command = "python benchmarks/tokenizer_scale.py" + (f" --only {' '.join(a.only)}" if a.only else "")
     write_report(results, command, a.probe_steps)
