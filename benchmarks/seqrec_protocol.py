@@ -73,12 +73,15 @@ def write_asin_order(src: Path, dst: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     lines = [" ".join(map(str, [u, *ds.item_raw_ids[s[np.argsort(rank[s], kind="stable")]].tolist()]))
              for u, s in zip(ds.user_raw_ids.tolist(), ds.sequences, strict=True)]
-    tmp = txt.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
     for f in src.iterdir():
-        if f.is_file() and f.name != txt.name and not (out / f.name).exists():
-            (out / f.name).symlink_to(f.resolve())
-    tmp.replace(txt)
+        if f.is_file() and f.name != txt.name:
+            try:
+                (out / f.name).symlink_to(f.resolve())
+            except FileExistsError:  # linked before, or by a process writing the same copy at the same time
+                pass
+    tmp = txt.with_name(f"{txt.name}.{os.getpid()}.tmp")  # parallel chains may write the copy at once
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(txt)  # atomic: a reader sees no file or the whole file
     return out
 
 
@@ -120,7 +123,6 @@ def chain(data: Path, runs: Path, order: str, seed: int, models: list[str], over
           report: callable) -> None:  # noqa: ANN001
     """Train (or read back) the models of one (order, seed), SASRec first."""
     from beatrec.config import save_yaml
-    from beatrec.seqrec.config import load_seqrec_config, read_run_config
     from beatrec.seqrec.train import train_run
 
     base = runs / data.name / order / f"seed{seed}"
@@ -129,19 +131,15 @@ def chain(data: Path, runs: Path, order: str, seed: int, models: list[str], over
         if label not in models:
             continue
         run = base / slug
-        sets = [*overrides, f"train.seed={seed}", *extra]
-        if model != "sasrec":
-            if not (sasrec / "metrics.json").is_file():
-                print(f"[protocol] {order} seed {seed} / {label}: needs the SASRec run {sasrec}; skipped", flush=True)
-                continue
-            sets.append(f"behavior_run={sasrec}")
-        cfg = load_seqrec_config(model, None, sets)
-        requested = run / "requested.yaml"
-        if (run / "metrics.json").is_file() and requested.is_file() and same_run(read_run_config(requested), cfg):
+        if model != "sasrec" and not (sasrec / "metrics.json").is_file():
+            print(f"[protocol] {order} seed {seed} / {label}: needs the SASRec run {sasrec}; skipped", flush=True)
+            continue
+        cfg = row_config(model, extra, overrides, seed, sasrec)
+        if is_finished(run, cfg, sasrec):
             print(f"[protocol] {order} seed {seed} / {label}: finished run read from {run}", flush=True)
             continue
         run.mkdir(parents=True, exist_ok=True)
-        save_yaml(cfg, requested)
+        save_yaml(cfg, run / "requested.yaml")  # the config asked for (config.yaml holds the resolved one)
         t = time.perf_counter()
         res = train_run(data, run, cfg, progress=True)
         print(f"[protocol] {order} seed {seed} / {label}: {json.dumps(res.metrics['test'])} "
@@ -149,12 +147,36 @@ def chain(data: Path, runs: Path, order: str, seed: int, models: list[str], over
         report()
 
 
-def finished(runs: Path, name: str, order: str, slug: str, seeds: list[int]) -> dict[int, Path]:
-    """{seed: run dir} of the finished runs of one model and order."""
+def row_config(model: str, extra: tuple[str, ...], overrides: list[str], seed: int, sasrec: Path):  # noqa: ANN201
+    """The config of one row's run: the common overrides, the seed, the row's own lines; EAGER rows read ``sasrec``."""
+    from beatrec.seqrec.config import load_seqrec_config
+
+    sets = [*overrides, f"train.seed={seed}", *extra]
+    return load_seqrec_config(model, None, sets if model == "sasrec" else [*sets, f"behavior_run={sasrec}"])
+
+
+def is_finished(run: Path, cfg, sasrec: Path) -> bool:  # noqa: ANN001 - a SeqRecConfig
+    """``run`` finished with this config (and, for an EAGER row, after its SASRec run finished: not a stale run of
+    an earlier behavior encoder)."""
+    from beatrec.seqrec.config import read_run_config
+
+    done, requested = run / "metrics.json", run / "requested.yaml"
+    if not (done.is_file() and requested.is_file() and same_run(read_run_config(requested), cfg)):
+        return False
+    return cfg.model == "sasrec" or done.stat().st_mtime >= (sasrec / "metrics.json").stat().st_mtime
+
+
+def finished(runs: Path, name: str, order: str, row: tuple, seeds: list[int], overrides: list[str]
+             ) -> dict[int, Path]:
+    """{seed: run dir} of the finished runs of one row (an entry of MODELS) and order, with this budget."""
+    _, slug, model, extra = row
     found = {}
     for s in seeds:
-        run = runs / name / order / f"seed{s}" / slug
-        if (run / "metrics.json").is_file():
+        base = runs / name / order / f"seed{s}"
+        run, sasrec = base / slug, base / "sasrec"
+        if model != "sasrec" and not (sasrec / "metrics.json").is_file():
+            continue
+        if is_finished(run, row_config(model, extra, overrides, s, sasrec), sasrec):
             found[s] = run
     return found
 
@@ -167,7 +189,7 @@ def fmt_ms(values: list[float]) -> str:
 
 
 def write_report(path: Path, command: str, data: dict[str, Path], runs: Path, seeds: list[int], remarks: list[str],
-                 n_resamples: int, asked: list[str]) -> None:
+                 n_resamples: int, asked: list[str], overrides: list[str]) -> None:
     """The markdown report from every finished run on disk (asked rows not run yet are listed as such)."""
     import torch
 
@@ -180,15 +202,15 @@ def write_report(path: Path, command: str, data: dict[str, Path], runs: Path, se
     users = {o: ds.user_raw_ids.tolist() for o, ds in dss.items()}
     if len({tuple(u) for u in users.values()}) != 1:
         raise SystemExit("the two orders hold different users: the copies do not match")
-    per: dict[tuple[str, str], list[UserScores]] = {}  # (row, order) -> per seed
+    per: dict[tuple[str, str], dict[int | None, UserScores]] = {}  # (row, order) -> {seed (None: no training)}
     meta: dict[tuple[str, str], list[dict]] = {}
     for o, ds in dss.items():
         for label, sc in heuristic_scores(ds).items():
-            per[(label, o)] = [sc]
-        for label, slug, _, _ in MODELS:
-            for _, run in sorted(finished(runs, name, o, slug, seeds).items()):
-                per.setdefault((label, o), []).append(run_scores(run, ds))
-                meta.setdefault((label, o), []).append(json.loads((run / "metrics.json").read_text()))
+            per[(label, o)] = {None: sc}
+        for row in MODELS:
+            for seed, run in sorted(finished(runs, name, o, row, seeds, overrides).items()):
+                per.setdefault((row[0], o), {})[seed] = run_scores(run, ds)
+                meta.setdefault((row[0], o), []).append(json.loads((run / "metrics.json").read_text()))
     rows = ["next-ASIN heuristic", "popularity", *[m[0] for m in MODELS]]
     out = [f"# Seqrec protocol experiment: {name} as shipped against the same users' items re-sorted by ASIN", "",
            f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
@@ -200,14 +222,15 @@ def write_report(path: Path, command: str, data: dict[str, Path], runs: Path, se
            "epoch. Every trained model has the same config on both orders; EAGER reads the SASRec of its own order "
            "and seed as its behavior encoder.",
            "- intervals: 95% percentile bootstrap over the test users and the p-value of a paired sign-flip test "
-           f"({n_resamples} resamples), on per-user metrics averaged over the seeds both sides have.",
+           f"({n_resamples} resamples), on per-user metrics averaged over the seeds every compared run has (column "
+           "*seeds*).",
            *[f"- {r}" for r in remarks], "",
            f"## Test metrics (mean ± std over seeds; seeds asked: {', '.join(map(str, seeds))})", "",
            "| model | order | seeds | N@10 | R@10 | epochs (best) | train s |", "|---|---|---|---|---|---|---|"]
     pending = []
     for label in rows:
         for o in data:
-            scs = per.get((label, o), [])
+            scs = list(per.get((label, o), {}).values())
             if not scs:
                 if label in asked:
                     pending.append(f"{label} ({ORDER_LABELS[o]})")
@@ -222,54 +245,72 @@ def write_report(path: Path, command: str, data: dict[str, Path], runs: Path, se
     if pending:
         out += ["", f"**Not run yet:** {', '.join(pending)}."]
 
-    def avg(label: str, o: str, which: str) -> np.ndarray | None:
-        scs = per.get((label, o))
-        return None if not scs else np.mean([getattr(s, which) for s in scs], axis=0)
+    def avg(cells: list[tuple[str, str]], which: str) -> tuple[list[np.ndarray], str] | None:
+        """Per-user ``which`` of each (row, order) cell, averaged over the seeds every trained cell has (a
+        no-training row has one value); with a label of those seeds. None when a cell is missing or no seed is
+        shared."""
+        if any(not per.get(c) for c in cells):
+            return None
+        sets = [set(per[c]) for c in cells if None not in per[c]]
+        common = sorted(set.intersection(*sets)) if sets else [None]
+        if not common:
+            return None
+        vals = [np.mean([getattr(per[c][k if None not in per[c] else None], which) for k in common], axis=0)
+                for c in cells]
+        return vals, ("—" if common == [None] else ", ".join(map(str, common)))
 
     out += ["", "## Paired: ASIN order - as shipped, per model (same users)", "",
-            "| model | N@10 shipped | N@10 ASIN | ASIN - shipped | 95% interval | p | R@10 ASIN - shipped | 95% interval "
-            "| p |", "|---|---|---|---|---|---|---|---|---|"]
-    gains: dict[str, dict[str, np.ndarray]] = {}
+            "| model | seeds | N@10 shipped | N@10 ASIN | ASIN - shipped | 95% interval | p | R@10 ASIN - shipped | "
+            "95% interval | p |", "|---|---|---|---|---|---|---|---|---|---|"]
     for label in rows:
-        a = {w: avg(label, "shipped", w) for w in ("ndcg10", "recall10")}
-        b = {w: avg(label, "asin", w) for w in ("ndcg10", "recall10")}
-        if a["ndcg10"] is None or b["ndcg10"] is None:
+        got = {w: avg([(label, "shipped"), (label, "asin")], w) for w in ("ndcg10", "recall10")}
+        if got["ndcg10"] is None:
             continue
-        gains[label] = {w: b[w] - a[w] for w in a}
-        tn = paired_test(a["ndcg10"], b["ndcg10"], n_resamples, 0)
-        tr = paired_test(a["recall10"], b["recall10"], n_resamples, 1)
-        out.append(f"| {label} | {a['ndcg10'].mean():.4f} | {b['ndcg10'].mean():.4f} | {tn.diff:+.4f} | "
+        (an, bn), used = got["ndcg10"]
+        ar, br = got["recall10"][0]
+        tn, tr = paired_test(an, bn, n_resamples, 0), paired_test(ar, br, n_resamples, 1)
+        out.append(f"| {label} | {used} | {an.mean():.4f} | {bn.mean():.4f} | {tn.diff:+.4f} | "
                    f"[{tn.low:+.4f}, {tn.high:+.4f}] | {format_p(tn.p_value)} | {tr.diff:+.4f} | "
                    f"[{tr.low:+.4f}, {tr.high:+.4f}] | {format_p(tr.p_value)} |")
-    gen = [lb for lb in (m[0] for m in MODELS[1:]) if lb in gains]
-    if "SASRec" in gains and gen:
+    gen = [m[0] for m in MODELS[1:]]
+    did = []
+    for label in gen:
+        cells = [(label, "shipped"), (label, "asin"), ("SASRec", "shipped"), ("SASRec", "asin")]
+        got = {w: avg(cells, w) for w in ("ndcg10", "recall10")}
+        if got["ndcg10"] is None:
+            continue
+        tests = []
+        for i, w in enumerate(("ndcg10", "recall10")):
+            gs, ga, ss, sa = got[w][0]
+            d = (ga - gs) - (sa - ss)  # (U,) per-user difference in differences
+            tests.append(paired_test(np.zeros_like(d), d, n_resamples, 2 + i))
+        did.append(f"| {label} | {got['ndcg10'][1]} | " + " | ".join(
+            f"{t.diff:+.4f} | [{t.low:+.4f}, {t.high:+.4f}] | {format_p(t.p_value)}" for t in tests) + " |")
+    if did:
         out += ["", "## Difference in differences: a generative model's ASIN gain - SASRec's ASIN gain", "",
-                "Per user (G_asin - G_shipped) - (SASRec_asin - SASRec_shipped). Positive: the model profits more "
-                "than SASRec from the ASIN order.", "",
-                "| model | N@10 gain - SASRec's | 95% interval | p | R@10 gain - SASRec's | 95% interval | p |",
-                "|---|---|---|---|---|---|---|"]
-        for label in gen:
-            z = np.zeros_like(gains[label]["ndcg10"])
-            tn = paired_test(z, gains[label]["ndcg10"] - gains["SASRec"]["ndcg10"], n_resamples, 2)
-            tr = paired_test(z, gains[label]["recall10"] - gains["SASRec"]["recall10"], n_resamples, 3)
-            out.append(f"| {label} | {tn.diff:+.4f} | [{tn.low:+.4f}, {tn.high:+.4f}] | {format_p(tn.p_value)} | "
-                       f"{tr.diff:+.4f} | [{tr.low:+.4f}, {tr.high:+.4f}] | {format_p(tr.p_value)} |")
-    if gen:
-        out += ["", "## Paired: each generative model - SASRec, within one order", "",
-                "| model | order | N@10 - SASRec | 95% interval | p |", "|---|---|---|---|---|"]
+                "Per user (G_asin - G_shipped) - (SASRec_asin - SASRec_shipped), on the seeds all four runs have. "
+                "Positive: the model profits more than SASRec from the ASIN order.", "",
+                "| model | seeds | N@10 gain - SASRec's | 95% interval | p | R@10 gain - SASRec's | 95% interval | p |",
+                "|---|---|---|---|---|---|---|---|", *did]
+    within = []
     for label in gen:
         for o in data:
-            a, b = avg("SASRec", o, "ndcg10"), avg(label, o, "ndcg10")
-            if a is None or b is None:
+            got = avg([("SASRec", o), (label, o)], "ndcg10")
+            if got is None:
                 continue
+            (a, b), used = got
             t = paired_test(a, b, n_resamples, 4)
-            out.append(f"| {label} | {ORDER_LABELS[o]} | {t.diff:+.4f} | [{t.low:+.4f}, {t.high:+.4f}] | "
-                       f"{format_p(t.p_value)} |")
+            within.append(f"| {label} | {ORDER_LABELS[o]} | {used} | {t.diff:+.4f} | [{t.low:+.4f}, {t.high:+.4f}] | "
+                          f"{format_p(t.p_value)} |")
+    if within:
+        out += ["", "## Paired: each generative model - SASRec, within one order", "",
+                "| model | order | seeds | N@10 - SASRec | 95% interval | p |", "|---|---|---|---|---|---|", *within]
     out += ["", "## Per seed (test N@10)", "", "| model | order | " + " | ".join(f"seed {s}" for s in seeds) + " |",
             "|---|---|" + "---|" * len(seeds)]
-    for label, slug, _, _ in MODELS:
+    for row in MODELS:
+        label = row[0]
         for o in data:
-            got = finished(runs, name, o, slug, seeds)
+            got = finished(runs, name, o, row, seeds, overrides)
             if got:
                 vals = [json.loads((got[s] / "metrics.json").read_text())["test"][METRIC] if s in got else None
                         for s in seeds]
@@ -308,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = args.report_seeds if args.report_seeds is not None else args.seeds
 
     def report() -> None:
-        write_report(args.out, command, data, args.runs, seeds, args.remark, args.resamples, args.models)
+        write_report(args.out, command, data, args.runs, seeds, args.remark, args.resamples, args.models,
+                     args.overrides)
         print(f"[protocol] wrote {args.out}", flush=True)
 
     if not args.report_only:

@@ -67,7 +67,12 @@ def test_protocol_benchmark_end_to_end(tmp_path: Path, monkeypatch: pytest.Monke
     assert re.search(r"\| SASRec \| as shipped \| 2 \| 0\.\d{4} ± 0\.\d{4} \|", md)
     assert re.search(r"\| SASRec \| re-sorted by ASIN \| 1 \| 0\.\d{4} \|", md)
     did = md[md.index("## Difference in differences"):]
-    assert re.search(r"\| EAGER \| [+-]0\.\d{4} \| \[[+-]0\.\d{4}, [+-]0\.\d{4}\] \|", did)
+    assert re.search(r"\| EAGER \| 0 \| [+-]0\.\d{4} \| \[[+-]0\.\d{4}, [+-]0\.\d{4}\] \|", did)  # seed 0: all four
+    # pairs use the seeds both sides have: shipped has seeds 0 and 1, ASIN only 0, so the pair is seed 0's runs
+    per_seed = md[md.index("## Per seed"):]
+    shipped0 = re.search(r"\| SASRec \| as shipped \| (0\.\d{4}) \| 0\.\d{4} \|", per_seed).group(1)
+    asin0 = re.search(r"\| SASRec \| re-sorted by ASIN \| (0\.\d{4}) \| — \|", per_seed).group(1)
+    assert f"| SASRec | 0 | {shipped0} | {asin0} |" in md
     assert re.search(r"\| EAGER \| re-sorted by ASIN \| 0\.\d{4} \| — \|", md[md.index("## Per seed"):])
     # the EAGER runs read the SASRec of their own order and seed
     cfg = (tmp_path / "runs" / "Texted" / "asin" / "seed0" / "eager" / "requested.yaml").read_text()

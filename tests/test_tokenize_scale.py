@@ -55,11 +55,10 @@ def test_sampled_training_matches_full_graph_training(planted: Path, full_run: d
     pop = a["ranking"]["test"]["popularity_hr@20"]
     assert hr(full_run) > 2 * pop and hr(a) > 2 * pop  # both learn the planted genres
     assert hr(a) >= 0.97 * hr(full_run), (hr(a), hr(full_run))
-    # codebook usage as high (train.revive_unused: auto = on when sampled), and the repairs are logged
+    # codebook usage as high (train.revive_unused: auto = on when sampled); the repairs are logged per epoch
     for side in ("user_macro", "user_micro", "item_macro", "item_micro"):
         assert a["codebooks"][side]["used_fraction"] >= full_run["codebooks"][side]["used_fraction"], side
-    history = pd.read_csv(tmp_path / "a" / "history.csv")
-    assert "revived" in history.columns and history["revived"].is_monotonic_increasing
+    assert "revived" in pd.read_csv(tmp_path / "a" / "history.csv").columns
 
 
 def test_sampled_training_is_deterministic_under_a_seed(planted: Path, tmp_path: Path) -> None:

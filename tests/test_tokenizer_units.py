@@ -125,6 +125,32 @@ def test_revive_unused_codes_by_hand() -> None:
     assert side.encode(z)[:, 0].tolist() == [0, 1, 2]
 
 
+def test_revive_unused_finds_the_part_among_several_micro_parts() -> None:
+    """Two micro parts per row: the worst-served part is row 1's second micro part (flat position 3)."""
+    side = Side(TokenizerModelConfig(part_dim=2, n_micro=2, code_dim=2, n_codes=3))
+    for proj in (side.proj_macro, side.proj_micro):
+        proj.weight.data = torch.eye(2)
+        proj.bias.data.zero_()
+    side.macro.weight.data = torch.tensor([[0.0, 0.0], [5.0, 5.0], [9.0, 9.0]])
+    side.micro.weight.data = torch.tensor([[0.0, 0.0], [1.0, 0.0], [100.0, 100.0]])
+    # macro parts (0, 0) -> 0 and (5, 5.1) -> 1: code 2 unused, but each used code holds one part: nothing moves.
+    # micro parts: row 0 (0, 0) -> 0, (1, .5) -> 1; row 1 (.1, 0) -> 0, (1, 3) -> 1 (error 9, the worst)
+    z = torch.tensor([[0.0, 0.0, 0.0, 0.0, 1.0, 0.5], [5.0, 5.1, 0.1, 0.0, 1.0, 3.0]])
+    assert side.revive_unused(z) == 1
+    assert side.micro.weight.data[2].tolist() == [1.0, 3.0] and side.macro.weight.data[2].tolist() == [9.0, 9.0]
+    assert side.encode(z).tolist() == [[0, 0, 1], [1, 0, 2]]
+
+
+def test_revive_unused_gives_identical_parts_one_codeword() -> None:
+    side = identity_side([[0.0, 0.0], [7.0, 7.0], [50.0, 50.0], [60.0, 60.0]],
+                         [[0.0, 0.0], [7.0, 7.0], [50.0, 50.0], [60.0, 60.0]])
+    # four rows, two distinct vectors far from code 0: both codes 2 and 3 are dead, but only one new point exists
+    # per side beyond what codes 0/1 serve
+    z = torch.tensor([[0.0, 0.0, 0.0, 0.0], [7.0, 7.0, 7.0, 7.0], [3.0, 3.0, 3.0, 3.0], [3.0, 3.0, 3.0, 3.0]])
+    assert side.revive_unused(z) == 2  # (3, 3) once per codebook, not twice
+    assert side.encode(z)[:, 0].tolist() == side.encode(z)[:, 1].tolist() == [0, 1, 2, 2]
+
+
 def test_revive_unused_uses_every_code_and_lowers_every_error() -> None:
     g = torch.Generator().manual_seed(0)
     far = [[100.0 + k, 100.0] for k in range(4)]  # 4 of the 8 codewords serve nothing

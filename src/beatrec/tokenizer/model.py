@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
+from beatrec.distributed import broadcast_from_main_
 from beatrec.losses import bpr, info_nce
 from beatrec.tokenizer.codebook import VQCodebook
 from beatrec.tokenizer.config import TokenizerModelConfig, TokenizerTrainConfig
@@ -66,15 +68,18 @@ class Side(nn.Module):
 
         With every entity's exact vector z (U, (1+N)·P): the parts are quantised (eq. 4) ``chunk`` rows at a time,
         keeping only codes and squared errors ‖x − c‖²; a codebook's m unused codes take, one each, the m parts of
-        the largest error among those whose code keeps another part (k-means' usual repair of an empty cluster,
-        never emptying one in turn). A re-seeded part's error drops to 0 and no part's error grows (only unused
-        codewords move). Parts that then switch to a new codeword can leave another code unused, so this repeats
-        up to ``rounds`` times. Deterministic. Returns the number of codes re-seeded."""
+        the largest (non-zero) error among those whose code keeps another part (k-means' usual repair of an empty
+        cluster, never emptying one in turn); identical parts share one new codeword. A re-seeded part's error
+        drops to 0 and no part's error grows (only unused codewords move). Parts that then switch to a new codeword
+        can leave another code unused, so this repeats up to ``rounds`` times. Deterministic. Returns the number
+        of codes re-seeded."""
         n = 0
         for _ in range(rounds):
             moved = self._revive_round(z, chunk)
             n += moved
-            if moved == 0:
+            # rank 0's count decides (under DDP the processes' vectors may differ in the last bit): every process
+            # runs the same rounds, so all reach the same broadcasts
+            if int(broadcast_from_main_(torch.tensor([moved])).item()) == 0:
                 break
         return n
 
@@ -98,15 +103,21 @@ class Side(nn.Module):
             # worst-served first; a part is skipped only when its code has no other part left (at most once per
             # code), so the first d + K candidates always hold enough
             for pos in e.topk(min(len(dead) + book.n_codes, len(e))).indices.tolist():
-                if len(take) == len(dead):
+                if len(take) == len(dead) or e[pos] <= 0:  # a part served exactly gains nothing from a new code
                     break
                 if left[c[pos]] > 1:
                     left[c[pos]] -= 1
                     take.append(pos)
             pos = torch.tensor(take, dtype=torch.long)
             rows, parts = pos // (cols.stop - cols.start), pos % (cols.stop - cols.start) + cols.start
-            book.reseed(dead[: len(take)], self.project(z[rows])[torch.arange(len(take)), parts])
-            n += len(take)
+            vec = self.project(z[rows])[torch.arange(len(take)), parts]  # (m, C)
+            if len(vec):  # identical parts (e.g. entities with the same vector) get one codeword between them
+                first = torch.unique(vec, dim=0, return_inverse=True)[1]
+                keep = torch.zeros(len(vec), dtype=torch.bool)
+                keep[torch.from_numpy(np.unique(first.numpy(), return_index=True)[1])] = True
+                vec = vec[keep]
+            book.reseed(dead[: len(vec)], vec)
+            n += len(vec)
         return n
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
