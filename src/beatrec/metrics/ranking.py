@@ -38,8 +38,9 @@ def rank_metrics_from_topk(topk: np.ndarray, heldout: sp.csr_matrix, users: np.n
         users: (n,) user ids.
     """
     k = topk.shape[1]
-    hits = hit_matrix(topk, heldout, users)  # (n, K)
-    n_true = np.asarray(heldout[users].sum(1)).ravel().astype(np.int64)
+    truth = heldout[users]  # (n, I)
+    hits = hit_matrix(topk, truth)  # (n, K)
+    n_true = np.asarray(truth.sum(1)).ravel().astype(np.int64)
     disc = 1.0 / np.log2(np.arange(2, k + 2))
     dcg = (hits * disc).sum(1)
     idcg = np.cumsum(disc)[np.minimum(n_true, k) - 1]
@@ -109,10 +110,9 @@ def rank_topk(
 def per_user_hits(topk: np.ndarray, heldout: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
     """(n,) float: HR@K of each user, 1 when any of ``users[j]``'s held-out items is in ``topk[j]`` (n, K), else 0
     (the per-user values whose mean is :attr:`RankingMetrics.hr`)."""
-    return hit_matrix(topk, heldout, users).any(1).astype(np.float64)
+    return hit_matrix(topk, heldout[users]).any(1).astype(np.float64)
 
 
-def hit_matrix(topk: np.ndarray, heldout: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
-    """(n, K) bool: whether ``topk[j, r]`` is a held-out item of ``users[j]``."""
-    truth = heldout[users]  # (n, I)
-    return np.asarray(truth[np.arange(len(users))[:, None], topk].todense()) > 0
+def hit_matrix(topk: np.ndarray, truth: sp.csr_matrix) -> np.ndarray:
+    """(n, K) bool: whether ``topk[j, r]`` is a held-out item of row j of ``truth`` (n, I)."""
+    return np.asarray(truth[np.arange(truth.shape[0])[:, None], topk].todense()) > 0

@@ -112,10 +112,7 @@ class Side(nn.Module):
             rows, parts = pos // (cols.stop - cols.start), pos % (cols.stop - cols.start) + cols.start
             vec = self.project(z[rows])[torch.arange(len(take)), parts]  # (m, C)
             if len(vec):  # identical parts (e.g. entities with the same vector) get one codeword between them
-                first = torch.unique(vec, dim=0, return_inverse=True)[1]
-                keep = torch.zeros(len(vec), dtype=torch.bool)
-                keep[torch.from_numpy(np.unique(first.numpy(), return_index=True)[1])] = True
-                vec = vec[keep]
+                vec = vec[torch.from_numpy(np.sort(np.unique(vec.numpy(), axis=0, return_index=True)[1]))]
             book.reseed(dead[: len(vec)], vec)
             n += len(vec)
         return n
