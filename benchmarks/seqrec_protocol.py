@@ -2,7 +2,7 @@
 
     python benchmarks/seqrec_protocol.py --seeds 0 1 2
     python benchmarks/seqrec_protocol.py --orders asin --seeds 0      # one chain; run chains as parallel processes
-    python benchmarks/seqrec_protocol.py --report-only                # the report from the finished runs
+    python benchmarks/seqrec_protocol.py --report-only                # the report from the recorded runs
 
 Two copies of one dataset (default Beauty), the same users and items: the file **as shipped**, and each user's
 items **re-sorted by ASIN** (stable, from ``item_text.tsv``; the order of the authors' preprocessing of EAGER,
@@ -10,6 +10,12 @@ which sets every timestamp to 0 and keeps the 5-core file's ASIN order). The re-
 ``--runs`` (derived data, never committed). On both: the next-ASIN heuristic and popularity (no training), then
 per seed SASRec and the generative models, each EAGER on the behavior codes of the SASRec of its own order and
 seed, every model with the same config (budget) on both orders.
+
+Every finished run is recorded in ``benchmarks/seqrec_protocol.json`` (committed): its config, test metrics and
+each test user's rank of the held-out item (one character per user), so the report and its paired tests are
+rebuilt from the records alone and the seeds accumulate across machines and sessions whose ``runs/`` folders are
+gone. A recorded row is not trained again; an EAGER record counts while the SASRec record it was trained on is
+the recorded one.
 
 The report (``benchmarks/seqrec_protocol.md``) gives per model and order the test metrics, mean ± std over
 seeds, and paired per-user tests on the same users (per-user metrics averaged over seeds first):
@@ -23,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import fcntl
+import hashlib
 import json
 import os
 import platform
@@ -30,7 +38,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -49,6 +57,8 @@ MODELS = (
     ("EAGER (official settings)", "eager-official", "eager-official", ("train.val_users=0", "train.patience=10")),
 )
 METRIC = "ndcg@10"
+RESULTS = ROOT / "benchmarks" / "seqrec_protocol.json"
+MISS = "-"  # rank string: "0".."9" = the held-out item at rank 1..10, MISS = not in the top 10
 
 
 class UserScores(NamedTuple):
@@ -85,26 +95,53 @@ def write_asin_order(src: Path, dst: Path) -> Path:
     return out
 
 
-def scores_from_topk(top: np.ndarray, targets: np.ndarray) -> UserScores:
-    """(U, k) ranked ids, (U,) held-out ids (same id space) -> per-user NDCG@10 / Recall@10."""
-    from beatrec.seqrec.compare import per_user_metrics, target_ranks
+def scores_from_ranks(ranks: np.ndarray) -> UserScores:
+    """(U,) 1-based ranks of the held-out items (0 = not in the top 10) -> per-user NDCG@10 / Recall@10."""
+    from beatrec.seqrec.compare import per_user_metrics
 
-    m = per_user_metrics(target_ranks(top, targets))
+    m = per_user_metrics(ranks)
     return UserScores(m["ndcg@10"], m["recall@10"])
 
 
-def run_scores(run: Path, ds) -> UserScores:  # noqa: ANN001 - a SeqDataset
-    """A finished run's per-user test metrics from its rankings file, on ``ds``'s users and held-out items."""
-    from beatrec.seqrec.compare import rankings_file, read_rankings
+def scores_from_topk(top: np.ndarray, targets: np.ndarray) -> UserScores:
+    """(U, k) ranked ids, (U,) held-out ids (same id space) -> per-user NDCG@10 / Recall@10."""
+    from beatrec.seqrec.compare import target_ranks
+
+    return scores_from_ranks(target_ranks(top[:, :10], targets))
+
+
+def encode_ranks(ranks: np.ndarray) -> str:
+    """(U,) ranks in 0..10 (0 = missed) -> one character per user ("0".."9" = rank 1..10, MISS = missed)."""
+    ranks = np.asarray(ranks)
+    if ranks.size and (ranks.min() < 0 or ranks.max() > 10):
+        raise ValueError(f"ranks must lie in 0..10, got {ranks.min()}..{ranks.max()}")
+    return "".join(MISS if r == 0 else str(r - 1) for r in ranks.tolist())
+
+
+def decode_ranks(text: str) -> np.ndarray:
+    """The inverse of :func:`encode_ranks`: (U,) int64 ranks, 0 = missed."""
+    bad = set(text) - set("0123456789" + MISS)
+    if bad:
+        raise ValueError(f"a rank string holds {sorted(bad)}: only 0-9 and {MISS!r} are allowed")
+    return np.asarray([0 if c == MISS else int(c) + 1 for c in text], dtype=np.int64)
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def run_ranks(run: Path, ds) -> np.ndarray:  # noqa: ANN001 - a SeqDataset
+    """A finished run's (U,) test ranks of the held-out items (0 = missed), on ``ds``'s users, from its rankings."""
+    from beatrec.seqrec.compare import rankings_file, read_rankings, target_ranks
 
     users, top = read_rankings(rankings_file(run))
     row = {u: i for i, u in enumerate(users.tolist())}
     missing = [u for u in ds.user_raw_ids.tolist() if u not in row]
     if missing:
         raise SystemExit(f"{run}: {len(missing)} test users have no ranking (e.g. user {missing[0]})")
-    top = top[[row[u] for u in ds.user_raw_ids.tolist()]]
+    top = top[[row[u] for u in ds.user_raw_ids.tolist()], :10]
     targets = ds.item_raw_ids[np.asarray([s[-1] for s in ds.sequences])]
-    return scores_from_topk(top, targets)
+    return target_ranks(top, targets)
 
 
 def heuristic_scores(ds) -> dict[str, UserScores]:  # noqa: ANN001
@@ -120,17 +157,28 @@ def heuristic_scores(ds) -> dict[str, UserScores]:  # noqa: ANN001
 
 
 def chain(data: Path, runs: Path, order: str, seed: int, models: list[str], overrides: list[str],
-          report: callable) -> None:  # noqa: ANN001
-    """Train (or read back) the models of one (order, seed), SASRec first."""
+          report: callable, results: Path) -> None:  # noqa: ANN001
+    """Train (or read back) the models of one (order, seed), SASRec first. A recorded row is not trained again;
+    the SASRec run is, when an EAGER row still to train needs it as behavior encoder and its folder is gone."""
     from beatrec.config import save_yaml
+    from beatrec.seqrec.data import load_seq_dataset
     from beatrec.seqrec.train import train_run
 
+    ds = load_seq_dataset(data)
     base = runs / data.name / order / f"seed{seed}"
     sasrec = base / "sasrec"
     for label, slug, model, extra in MODELS:
         if label not in models:
             continue
+        row = (label, slug, model, extra)
         run = base / slug
+        recs = read_records(results)
+        if recorded(recs, ds, order, row, seed, overrides) is not None:
+            needed = model == "sasrec" and any(
+                r[0] in models and recorded(recs, ds, order, r, seed, overrides) is None for r in MODELS[1:])
+            if not needed:
+                print(f"[protocol] {order} seed {seed} / {label}: recorded in {results}", flush=True)
+                continue
         if model != "sasrec" and not (sasrec / "metrics.json").is_file():
             print(f"[protocol] {order} seed {seed} / {label}: needs the SASRec run {sasrec}; skipped", flush=True)
             continue
@@ -181,6 +229,112 @@ def finished(runs: Path, name: str, order: str, row: tuple, seeds: list[int], ov
     return found
 
 
+
+def recorded_experiment(cfg) -> dict[str, Any]:  # noqa: ANN001 - a SeqRecConfig
+    """A row config's experiment as records hold it: JSON types, the behavior run as ``seed<k>/sasrec`` (the rule
+    of :func:`seqrec.same_run`: the same run wherever its runs folder sits)."""
+    from dataclasses import replace
+
+    from beatrec.seqrec.config import experiment
+
+    norm = replace(cfg, behavior_run="/".join(Path(cfg.behavior_run).parts[-2:]))
+    return json.loads(json.dumps(experiment(norm), sort_keys=True))
+
+
+def users_digest(ds) -> str:  # noqa: ANN001 - a SeqDataset
+    """The dataset's users in order: a record's rank string is aligned to them."""
+    return digest(" ".join(map(str, ds.user_raw_ids.tolist())))
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of ``path`` ([] when the file does not exist yet)."""
+    if not path.is_file():
+        return []
+    try:
+        return json.loads(path.read_text())["records"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise SystemExit(f"{path}: not a records file ({e!r}); restore it from git or move it away") from e
+
+
+def record_key(r: dict[str, Any]) -> tuple:
+    return r["dataset"], r["order"], r["seed"], r["slug"], json.dumps(r["experiment"], sort_keys=True)
+
+
+def update_records(path: Path, new: list[dict[str, Any]]) -> None:
+    """Insert ``new`` into the records file, replacing a record of the same run (dataset, order, seed, row,
+    experiment); written atomically under a lock, as parallel chains update it."""
+    if not new:
+        return
+    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        recs = {record_key(r): r for r in read_records(path)}
+        before = dict(recs)
+        recs.update({record_key(r): r for r in new})
+        if recs == before:
+            return
+        out = sorted(recs.values(), key=lambda r: (r["dataset"], r["order"], r["seed"], r["slug"], r["finished"]))
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"about": "benchmarks/seqrec_protocol.py: one record per finished run; ranks: "
+                                            "each test user's rank of the held-out item (0-9 = rank 1-10, "
+                                            f"{MISS} = missed), users in the dataset's order",
+                                   "records": out}, indent=1) + "\n")
+        tmp.replace(path)
+
+
+def make_record(run: Path, ds, order: str, seed: int, row: tuple, cfg, behavior: str | None  # noqa: ANN001
+                ) -> dict[str, Any]:
+    """The record of a finished run (``behavior``: the ranks digest of the SASRec record an EAGER row read)."""
+    m = json.loads((run / "metrics.json").read_text())
+    ranks = encode_ranks(run_ranks(run, ds))
+    return {"dataset": ds.name, "order": order, "seed": seed, "row": row[0], "slug": row[1],
+            "experiment": recorded_experiment(cfg),
+            "finished": datetime.datetime.fromtimestamp((run / "metrics.json").stat().st_mtime).isoformat(
+                timespec="seconds"),
+            "test": m["test"], "epochs_run": m["training"]["epochs_run"], "best_epoch": m["training"]["best_epoch"],
+            "training_s": m["timings"]["training_s"], "machine": m.get("machine"),
+            "users": users_digest(ds), "behavior": behavior, "ranks_digest": digest(ranks), "ranks": ranks}
+
+
+def export_runs(runs: Path, dss: dict, overrides: list[str], results: Path) -> None:  # noqa: ANN001
+    """Record every finished run of this budget under ``runs`` (every seed folder on disk), SASRec first."""
+    new = []
+    for order, ds in dss.items():
+        for folder in sorted((runs / ds.name / order).glob("seed*")):
+            if not folder.name[4:].isdigit():
+                continue
+            seed = int(folder.name[4:])
+            sasrec_digest = None
+            for row in MODELS:
+                got = finished(runs, ds.name, order, row, [seed], overrides)
+                if seed not in got or (row[2] != "sasrec" and sasrec_digest is None):
+                    continue
+                cfg = row_config(row[2], row[3], overrides, seed, folder / "sasrec")
+                rec = make_record(got[seed], ds, order, seed, row, cfg, None if row[2] == "sasrec" else sasrec_digest)
+                if row[2] == "sasrec":
+                    sasrec_digest = rec["ranks_digest"]
+                new.append(rec)
+    update_records(results, new)
+
+
+def recorded(records: list[dict[str, Any]], ds, order: str, row: tuple, seed: int,  # noqa: ANN001
+             overrides: list[str]) -> dict[str, Any] | None:
+    """The record of one row, order and seed with this budget on ``ds``'s users, or None. An EAGER record counts
+    only while the SASRec record of its order and seed is the one it was trained on."""
+    _, slug, model, extra = row
+    exp = recorded_experiment(row_config(model, extra, overrides, seed, Path(f"seed{seed}") / "sasrec"))
+    users = users_digest(ds)
+    hit = [r for r in records if (r["dataset"], r["order"], r["seed"], r["slug"]) == (ds.name, order, seed, slug)
+           and r["experiment"] == exp and r["users"] == users]
+    if not hit:
+        return None
+    rec = hit[-1]
+    if model != "sasrec":
+        base = recorded(records, ds, order, MODELS[0], seed, overrides)
+        if base is None or rec["behavior"] != base["ranks_digest"]:
+            return None
+    return rec
+
+
 def fmt_ms(values: list[float]) -> str:
     """mean ± std (sample std; n = 1: the value alone)."""
     if len(values) == 1:
@@ -189,8 +343,9 @@ def fmt_ms(values: list[float]) -> str:
 
 
 def write_report(path: Path, command: str, data: dict[str, Path], runs: Path, seeds: list[int], remarks: list[str],
-                 n_resamples: int, asked: list[str], overrides: list[str]) -> None:
-    """The markdown report from every finished run on disk (asked rows not run yet are listed as such)."""
+                 n_resamples: int, asked: list[str], overrides: list[str], results: Path) -> None:
+    """The markdown report from the records of ``results``, after recording every finished run under ``runs``
+    (asked rows not run yet are listed as such)."""
     import torch
 
     from beatrec.seqrec.compare import format_p
@@ -202,15 +357,24 @@ def write_report(path: Path, command: str, data: dict[str, Path], runs: Path, se
     users = {o: ds.user_raw_ids.tolist() for o, ds in dss.items()}
     if len({tuple(u) for u in users.values()}) != 1:
         raise SystemExit("the two orders hold different users: the copies do not match")
+    export_runs(runs, dss, overrides, results)
+    records = read_records(results)
+    held: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}  # (row, order) -> {seed: record}
+    for o, ds in dss.items():
+        for row in MODELS:
+            for seed in seeds:
+                rec = recorded(records, ds, o, row, seed, overrides)
+                if rec is not None:
+                    held.setdefault((row[0], o), {})[seed] = rec
     per: dict[tuple[str, str], dict[int | None, UserScores]] = {}  # (row, order) -> {seed (None: no training)}
     meta: dict[tuple[str, str], list[dict]] = {}
     for o, ds in dss.items():
         for label, sc in heuristic_scores(ds).items():
             per[(label, o)] = {None: sc}
         for row in MODELS:
-            for seed, run in sorted(finished(runs, name, o, row, seeds, overrides).items()):
-                per.setdefault((row[0], o), {})[seed] = run_scores(run, ds)
-                meta.setdefault((row[0], o), []).append(json.loads((run / "metrics.json").read_text()))
+            for seed, rec in held.get((row[0], o), {}).items():
+                per.setdefault((row[0], o), {})[seed] = scores_from_ranks(decode_ranks(rec["ranks"]))
+                meta.setdefault((row[0], o), []).append(rec)
     rows = ["next-ASIN heuristic", "popularity", *[m[0] for m in MODELS]]
     out = [f"# Seqrec protocol experiment: {name} as shipped against the same users' items re-sorted by ASIN", "",
            f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
@@ -236,8 +400,8 @@ def write_report(path: Path, command: str, data: dict[str, Path], runs: Path, se
                     pending.append(f"{label} ({ORDER_LABELS[o]})")
                 continue
             ms = meta.get((label, o), [])
-            ep = ", ".join(f"{m['training']['epochs_run']} ({m['training']['best_epoch']})" for m in ms) or "—"
-            secs = [m["timings"]["training_s"] for m in ms]
+            ep = ", ".join(f"{m['epochs_run']} ({m['best_epoch']})" for m in ms) or "—"
+            secs = [m["training_s"] for m in ms]
             ts = "—" if not ms else f"{np.mean(secs):.0f}" + (f" ± {np.std(secs, ddof=1):.0f}" if len(ms) > 1 else "")
             out.append(f"| {label} | {ORDER_LABELS[o]} | {len(ms) or '—'} | "
                        f"{fmt_ms([float(s.ndcg10.mean()) for s in scs])} | "
@@ -310,10 +474,9 @@ def write_report(path: Path, command: str, data: dict[str, Path], runs: Path, se
     for row in MODELS:
         label = row[0]
         for o in data:
-            got = finished(runs, name, o, row, seeds, overrides)
-            if got:
-                vals = [json.loads((got[s] / "metrics.json").read_text())["test"][METRIC] if s in got else None
-                        for s in seeds]
+            recs = held.get((label, o))
+            if recs:
+                vals = [recs[s]["test"][METRIC] if s in recs else None for s in seeds]
                 out.append(f"| {label} | {ORDER_LABELS[o]} | " +
                            " | ".join("—" if v is None else f"{v:.4f}" for v in vals) + " |")
     path.write_text("\n".join(out) + "\n")
@@ -329,11 +492,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="applied to every model")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "seqrec_protocol")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "seqrec_protocol.md")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="the records file (committed)")
     ap.add_argument("--report-seeds", nargs="*", type=int, default=None,
                     help="seeds the report lists (default: --seeds)")
     ap.add_argument("--remark", action="append", default=[], help="a sentence for the report's header; repeatable")
     ap.add_argument("--resamples", type=int, default=2000)
-    ap.add_argument("--report-only", action="store_true", help="train nothing: the report from the finished runs")
+    ap.add_argument("--report-only", action="store_true",
+                    help="train nothing: record the finished runs, then the report from the records")
     args = ap.parse_args(argv)
     src = args.data_root / args.dataset
     if not src.is_dir():
@@ -350,13 +515,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def report() -> None:
         write_report(args.out, command, data, args.runs, seeds, args.remark, args.resamples, args.models,
-                     args.overrides)
+                     args.overrides, args.results)
         print(f"[protocol] wrote {args.out}", flush=True)
 
     if not args.report_only:
         for seed in args.seeds:
             for o in args.orders:
-                chain(data[o], args.runs, o, seed, args.models, args.overrides, report)
+                chain(data[o], args.runs, o, seed, args.models, args.overrides, report, args.results)
     report()
     return 0
 

@@ -54,8 +54,9 @@ def test_protocol_benchmark_end_to_end(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("BEATREC_CACHE", os.environ.get("BEATREC_CACHE", str(tmp_path / "cache")))
     write_seq_dataset(SyntheticSeqConfig(n_users=40), tmp_path / "data", name="Texted")
     out = tmp_path / "protocol.md"
+    results = tmp_path / "records.json"
     base = ["--data-root", str(tmp_path / "data"), "--dataset", "Texted", "--runs", str(tmp_path / "runs"),
-            "--out", str(out), *[a for s in TINY for a in ("--set", s)]]
+            "--out", str(out), "--results", str(results), *[a for s in TINY for a in ("--set", s)]]
     bench = load_benchmark("seqrec_protocol")
     # one chain per process, as the benchmark is run: seed 0 in ASIN order, then both seeds of the shipped order
     assert bench.main([*base, "--orders", "asin", "--seeds", "0", "--report-seeds", "0", "1"]) == 0
@@ -84,3 +85,53 @@ def test_protocol_benchmark_end_to_end(tmp_path: Path, monkeypatch: pytest.Monke
     assert bench.main([*base, "--seeds", "0", "1", "--report-only"]) == 0
     strip = lambda t: t[t.index("## Test metrics"):]  # noqa: E731
     assert strip(out.read_text()) == strip(md)
+    # every finished run is recorded: 2 orders x SASRec and EAGER, shipped with seeds 0 and 1, ASIN with seed 0
+    recs = bench.read_records(results)
+    assert sorted((r["order"], r["seed"], r["slug"]) for r in recs) == [
+        ("asin", 0, "eager"), ("asin", 0, "sasrec"), ("shipped", 0, "eager"), ("shipped", 0, "sasrec"),
+        ("shipped", 1, "eager"), ("shipped", 1, "sasrec")]
+    assert all(r["behavior"] is None if r["slug"] == "sasrec" else len(r["behavior"]) == 16 for r in recs)
+    # the runs folder gone (a new machine or session): the report comes from the records alone, and a chain
+    # whose rows are recorded trains nothing
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs" / "Texted")
+    assert bench.main([*base, "--seeds", "0", "1", "--report-seeds", "0", "1", "--orders", "shipped"]) == 0
+    assert strip(out.read_text()) == strip(md)
+    # an EAGER record counts only with the SASRec record it was trained on: a re-trained SASRec whose ranks
+    # differ drops it from the report
+    changed = [dict(r, ranks_digest="0" * 16) if (r["order"], r["seed"], r["slug"]) == ("asin", 0, "sasrec")
+               else r for r in recs]
+    results.write_text(__import__("json").dumps({"records": changed}))
+    assert bench.main([*base, "--seeds", "0", "1", "--report-only"]) == 0
+    assert "**Not run yet:** EAGER (re-sorted by ASIN)." in out.read_text()
+
+
+def test_rank_strings_round_trip_and_give_the_metrics() -> None:
+    bench = load_benchmark("seqrec_protocol")
+    ranks = np.array([0, 1, 2, 10, 0, 5])
+    text = bench.encode_ranks(ranks)
+    assert text == "-019-4"
+    assert np.array_equal(bench.decode_ranks(text), ranks)
+    sc = bench.scores_from_ranks(bench.decode_ranks(text))
+    assert sc.recall10.tolist() == [0, 1, 1, 1, 0, 1]
+    assert np.allclose(sc.ndcg10, [0, 1, 1 / np.log2(3), 1 / np.log2(11), 0, 1 / np.log2(6)])
+    with pytest.raises(ValueError, match="0..10"):
+        bench.encode_ranks(np.array([11]))
+    with pytest.raises(ValueError, match="only 0-9"):
+        bench.decode_ranks("01x")
+
+
+def test_records_update_replaces_the_same_run_and_keeps_others(tmp_path: Path) -> None:
+    bench = load_benchmark("seqrec_protocol")
+    path = tmp_path / "r.json"
+    rec = {"dataset": "D", "order": "asin", "seed": 0, "slug": "sasrec", "experiment": {"a": 1},
+           "finished": "2026-01-01T00:00:00", "ranks": "01"}
+    bench.update_records(path, [rec])
+    bench.update_records(path, [dict(rec, seed=1), dict(rec, ranks="--")])  # seed 1 added, seed 0 replaced
+    assert sorted((r["seed"], r["ranks"]) for r in bench.read_records(path)) == [(0, "--"), (1, "01")]
+    bench.update_records(path, [dict(rec, experiment={"a": 2})])  # another budget: a record of its own
+    assert len(bench.read_records(path)) == 3
+    path.write_text("{not json")
+    with pytest.raises(SystemExit, match="not a records file"):
+        bench.read_records(path)
