@@ -56,15 +56,24 @@ def test_protocol_benchmark_end_to_end(tmp_path: Path, monkeypatch: pytest.Monke
     out = tmp_path / "protocol.md"
     results = tmp_path / "records.json"
     base = ["--data-root", str(tmp_path / "data"), "--dataset", "Texted", "--runs", str(tmp_path / "runs"),
-            "--out", str(out), "--results", str(results), *[a for s in TINY for a in ("--set", s)]]
+            "--out", str(out), "--results", str(results),
+            *[a for s in [*TINY, "train.patience=2"] for a in ("--set", s)]]
     bench = load_benchmark("seqrec_protocol")
     # one chain per process, as the benchmark is run: seed 0 in ASIN order, then both seeds of the shipped order
     assert bench.main([*base, "--orders", "asin", "--seeds", "0", "--report-seeds", "0", "1"]) == 0
     md = out.read_text()
     assert "**Not run yet:** SASRec (as shipped), EAGER (as shipped)." in md
-    assert bench.main([*base, "--orders", "shipped", "--seeds", "0", "1", "--report-seeds", "0", "1"]) == 0
+    # the shipped chain also trains the authors' losses (part 3), on the shipped order only
+    three = ["--models", "SASRec", "EAGER", "EAGER (official losses)"]
+    assert bench.main([*base, *three, "--orders", "shipped", "--seeds", "0", "1", "--report-seeds", "0", "1"]) == 0
     md = out.read_text()
-    assert "Not run yet" not in md
+    assert "**Not run yet:** EAGER (official losses) (re-sorted by ASIN)." in md
+    variants = md[md.index("## Paired: the authors' settings - EAGER"):]
+    assert re.search(r"\| EAGER \(official losses\) \| as shipped \| 0, 1 \| [+-]0\.\d{4} \|", variants)
+    from beatrec.seqrec.config import read_run_config
+
+    cfg = read_run_config(tmp_path / "runs" / "Texted" / "shipped" / "seed1" / "eager-official-losses" / "requested.yaml")
+    assert cfg.eager.contrastive_negatives == 2048 and cfg.train.patience == 2  # the preset, the common budget
     assert re.search(r"\| SASRec \| as shipped \| 2 \| 0\.\d{4} ± 0\.\d{4} \|", md)
     assert re.search(r"\| SASRec \| re-sorted by ASIN \| 1 \| 0\.\d{4} \|", md)
     did = md[md.index("## Difference in differences"):]
@@ -82,21 +91,22 @@ def test_protocol_benchmark_end_to_end(tmp_path: Path, monkeypatch: pytest.Monke
     import beatrec.seqrec.train as tr
 
     monkeypatch.setattr(tr, "train_run", lambda *a, **k: pytest.fail("--report-only trained a row"))
-    assert bench.main([*base, "--seeds", "0", "1", "--report-only"]) == 0
+    assert bench.main([*base, *three, "--seeds", "0", "1", "--report-only"]) == 0
     strip = lambda t: t[t.index("## Test metrics"):]  # noqa: E731
     assert strip(out.read_text()) == strip(md)
     # every finished run is recorded: 2 orders x SASRec and EAGER, shipped with seeds 0 and 1, ASIN with seed 0
     recs = bench.read_records(results)
     assert sorted((r["order"], r["seed"], r["slug"]) for r in recs) == [
-        ("asin", 0, "eager"), ("asin", 0, "sasrec"), ("shipped", 0, "eager"), ("shipped", 0, "sasrec"),
-        ("shipped", 1, "eager"), ("shipped", 1, "sasrec")]
+        ("asin", 0, "eager"), ("asin", 0, "sasrec"), ("shipped", 0, "eager"), ("shipped", 0, "eager-official-losses"),
+        ("shipped", 0, "sasrec"), ("shipped", 1, "eager"), ("shipped", 1, "eager-official-losses"),
+        ("shipped", 1, "sasrec")]
     assert all(r["behavior"] is None if r["slug"] == "sasrec" else len(r["behavior"]) == 16 for r in recs)
     # the runs folder gone (a new machine or session): the report comes from the records alone, and a chain
     # whose rows are recorded trains nothing
     import shutil
 
     shutil.rmtree(tmp_path / "runs" / "Texted")
-    assert bench.main([*base, "--seeds", "0", "1", "--report-seeds", "0", "1", "--orders", "shipped"]) == 0
+    assert bench.main([*base, *three, "--seeds", "0", "1", "--report-seeds", "0", "1", "--orders", "shipped"]) == 0
     assert strip(out.read_text()) == strip(md)
     # an EAGER record counts only with the SASRec record it was trained on: a re-trained SASRec whose ranks
     # differ drops it from the report
