@@ -261,61 +261,85 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 
 def record_key(r: dict[str, Any]) -> tuple:
-    return r["dataset"], r["order"], r["seed"], r["slug"], json.dumps(r["experiment"], sort_keys=True)
+    return (r["dataset"], r["users"], r["order"], r["seed"], r["slug"],
+            json.dumps(r["experiment"], sort_keys=True))
 
 
 def update_records(path: Path, new: list[dict[str, Any]]) -> None:
-    """Insert ``new`` into the records file, replacing a record of the same run (dataset, order, seed, row,
-    experiment); written atomically under a lock, as parallel chains update it."""
+    """Insert ``new`` into the records file. A record of the same run (dataset, users, order, seed, row,
+    experiment) is replaced only by a newer one (``finished``): a leftover older run folder never overwrites a
+    newer record; a replaced model is reported. Written atomically under a lock, as parallel chains update it."""
     if not new:
         return
     with open(path.with_name(f".{path.name}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         recs = {record_key(r): r for r in read_records(path)}
         before = dict(recs)
-        recs.update({record_key(r): r for r in new})
+        for r in new:
+            old = recs.get(record_key(r))
+            if old is not None and old["finished"] > r["finished"]:
+                continue
+            if old is not None and old["model"] != r["model"]:
+                print(f"[protocol] {r['order']} seed {r['seed']} / {r['row']}: the recorded run ({old['finished']}) "
+                      f"is replaced by a newer run with other weights ({r['finished']})"
+                      + ("; EAGER records trained on the old SASRec no longer count" if r["slug"] == "sasrec"
+                         else ""), flush=True)
+            recs[record_key(r)] = r
         if recs == before:
             return
         out = sorted(recs.values(), key=lambda r: (r["dataset"], r["order"], r["seed"], r["slug"], r["finished"]))
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"about": "benchmarks/seqrec_protocol.py: one record per finished run; ranks: "
-                                            "each test user's rank of the held-out item (0-9 = rank 1-10, "
-                                            f"{MISS} = missed), users in the dataset's order",
-                                   "records": out}, indent=1) + "\n")
-        tmp.replace(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps({"about": "benchmarks/seqrec_protocol.py: one record per finished run; ranks: "
+                                                "each test user's rank of the held-out item (0-9 = rank 1-10, "
+                                                f"{MISS} = missed), users in the dataset's order; model: digest of "
+                                                "its weights; behavior: the model digest of the SASRec an EAGER "
+                                                "row read", "records": out}, indent=1) + "\n")
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def make_record(run: Path, ds, order: str, seed: int, row: tuple, cfg, behavior: str | None  # noqa: ANN001
                 ) -> dict[str, Any]:
-    """The record of a finished run (``behavior``: the ranks digest of the SASRec record an EAGER row read)."""
+    """The record of a finished run (``behavior``: the model digest of the SASRec record an EAGER row read)."""
     m = json.loads((run / "metrics.json").read_text())
     ranks = encode_ranks(run_ranks(run, ds))
+    done = (run / "metrics.json").stat().st_mtime
     return {"dataset": ds.name, "order": order, "seed": seed, "row": row[0], "slug": row[1],
             "experiment": recorded_experiment(cfg),
-            "finished": datetime.datetime.fromtimestamp((run / "metrics.json").stat().st_mtime).isoformat(
-                timespec="seconds"),
+            "finished": datetime.datetime.fromtimestamp(done, datetime.UTC).isoformat(timespec="seconds"),
+            "model": hashlib.sha256((run / "model.safetensors").read_bytes()).hexdigest()[:16],
             "test": m["test"], "epochs_run": m["training"]["epochs_run"], "best_epoch": m["training"]["best_epoch"],
             "training_s": m["timings"]["training_s"], "machine": m.get("machine"),
-            "users": users_digest(ds), "behavior": behavior, "ranks_digest": digest(ranks), "ranks": ranks}
+            "users": users_digest(ds), "behavior": behavior, "ranks": ranks}
 
 
 def export_runs(runs: Path, dss: dict, overrides: list[str], results: Path) -> None:  # noqa: ANN001
-    """Record every finished run of this budget under ``runs`` (every seed folder on disk), SASRec first."""
+    """Record every finished run of this budget under ``runs`` (every seed folder on disk), SASRec first; a run
+    that cannot be read is skipped with a warning."""
+    from beatrec.errors import BeatrecError
+
     new = []
     for order, ds in dss.items():
         for folder in sorted((runs / ds.name / order).glob("seed*")):
             if not folder.name[4:].isdigit():
                 continue
             seed = int(folder.name[4:])
-            sasrec_digest = None
+            sasrec_model = None
             for row in MODELS:
                 got = finished(runs, ds.name, order, row, [seed], overrides)
-                if seed not in got or (row[2] != "sasrec" and sasrec_digest is None):
+                if seed not in got or (row[2] != "sasrec" and sasrec_model is None):
                     continue
                 cfg = row_config(row[2], row[3], overrides, seed, folder / "sasrec")
-                rec = make_record(got[seed], ds, order, seed, row, cfg, None if row[2] == "sasrec" else sasrec_digest)
+                try:
+                    rec = make_record(got[seed], ds, order, seed, row, cfg,
+                                      None if row[2] == "sasrec" else sasrec_model)
+                except (BeatrecError, OSError, KeyError, ValueError) as e:
+                    print(f"[protocol] {got[seed]}: not recorded ({e})", flush=True)
+                    continue
                 if row[2] == "sasrec":
-                    sasrec_digest = rec["ranks_digest"]
+                    sasrec_model = rec["model"]
                 new.append(rec)
     update_records(results, new)
 
@@ -334,7 +358,7 @@ def recorded(records: list[dict[str, Any]], ds, order: str, row: tuple, seed: in
     rec = hit[-1]
     if model != "sasrec":
         base = recorded(records, ds, order, MODELS[0], seed, overrides)
-        if base is None or rec["behavior"] != base["ranks_digest"]:
+        if base is None or rec["behavior"] != base["model"]:
             return None
     return rec
 
@@ -366,7 +390,7 @@ def write_report(path: Path, command: str, data: dict[str, Path], runs: Path, se
     held: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}  # (row, order) -> {seed: record}
     for o, ds in dss.items():
         for row in MODELS:
-            for seed in seeds:
+            for seed in sorted(seeds):
                 rec = recorded(records, ds, o, row, seed, overrides)
                 if rec is not None:
                     held.setdefault((row[0], o), {})[seed] = rec

@@ -110,7 +110,7 @@ def test_protocol_benchmark_end_to_end(tmp_path: Path, monkeypatch: pytest.Monke
     assert strip(out.read_text()) == strip(md)
     # an EAGER record counts only with the SASRec record it was trained on: a re-trained SASRec whose ranks
     # differ drops it from the report
-    changed = [dict(r, ranks_digest="0" * 16) if (r["order"], r["seed"], r["slug"]) == ("asin", 0, "sasrec")
+    changed = [dict(r, model="0" * 16) if (r["order"], r["seed"], r["slug"]) == ("asin", 0, "sasrec")
                else r for r in recs]
     results.write_text(__import__("json").dumps({"records": changed}))
     assert bench.main([*base, "--seeds", "0", "1", "--report-only"]) == 0
@@ -132,16 +132,24 @@ def test_rank_strings_round_trip_and_give_the_metrics() -> None:
         bench.decode_ranks("01x")
 
 
-def test_records_update_replaces_the_same_run_and_keeps_others(tmp_path: Path) -> None:
+def test_records_update_replaces_the_same_run_only_by_a_newer_one(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
     bench = load_benchmark("seqrec_protocol")
     path = tmp_path / "r.json"
-    rec = {"dataset": "D", "order": "asin", "seed": 0, "slug": "sasrec", "experiment": {"a": 1},
-           "finished": "2026-01-01T00:00:00", "ranks": "01"}
+    rec = {"dataset": "D", "users": "u", "order": "asin", "seed": 0, "row": "SASRec", "slug": "sasrec",
+           "experiment": {"a": 1}, "finished": "2026-01-02T00:00:00+00:00", "model": "m1", "ranks": "01"}
     bench.update_records(path, [rec])
-    bench.update_records(path, [dict(rec, seed=1), dict(rec, ranks="--")])  # seed 1 added, seed 0 replaced
+    # seed 1 is added; an older run of seed 0 (a leftover folder) does not replace the newer record
+    bench.update_records(path, [dict(rec, seed=1), dict(rec, ranks="--", model="m0", finished="2026-01-01T00:00:00+00:00")])
+    assert sorted((r["seed"], r["ranks"]) for r in bench.read_records(path)) == [(0, "01"), (1, "01")]
+    # a newer run with other weights replaces it, and says so
+    bench.update_records(path, [dict(rec, ranks="--", model="m2", finished="2026-01-03T00:00:00+00:00")])
     assert sorted((r["seed"], r["ranks"]) for r in bench.read_records(path)) == [(0, "--"), (1, "01")]
-    bench.update_records(path, [dict(rec, experiment={"a": 2})])  # another budget: a record of its own
-    assert len(bench.read_records(path)) == 3
+    assert "EAGER records trained on the old SASRec no longer count" in capsys.readouterr().out
+    # another budget or other users: records of their own
+    bench.update_records(path, [dict(rec, experiment={"a": 2}), dict(rec, users="v")])
+    assert len(bench.read_records(path)) == 4
+    assert not list(tmp_path.glob(".*.tmp"))
     path.write_text("{not json")
     with pytest.raises(SystemExit, match="not a records file"):
         bench.read_records(path)
