@@ -2,6 +2,7 @@
 
     python benchmarks/seqrec_protocol.py --seeds 0 1 2
     python benchmarks/seqrec_protocol.py --orders asin --seeds 0      # one chain; run chains as parallel processes
+    python benchmarks/seqrec_protocol.py --orders shipped --models SASRec "EAGER (official losses)"  # part 3
     python benchmarks/seqrec_protocol.py --report-only                # the report from the recorded runs
 
 Two copies of one dataset (default Beauty), the same users and items: the file **as shipped**, and each user's
