@@ -28,7 +28,11 @@ def test_serve_benchmark_on_the_tiny_run(served: tuple[Path, Path], tmp_path: Pa
     status = {f["fault"].split(" (")[0]: f["status"] for f in res["faults"]}
     assert status["malformed JSON"] == 400 and status["unknown user"] == 404 and status["unknown item"] == 404
     assert status["oversized batch"] == 413 and status["wrong types"] == 422
-    assert "429" in status["burst above the queue bound"] and "200" in status["burst above the queue bound"]
+    # whether the burst overflows the queue depends on how fast the server drains it against how fast the client
+    # sends (it did not on a CI machine loaded by other jobs); tests/test_serve.py checks the 429 deterministically.
+    # Here: every burst request is answered or refused with 429, at least one is answered, the server stays up.
+    burst = dict(part.split("x") for part in status["burst above the queue bound"].split(", "))
+    assert set(burst) <= {"200", "429"} and int(burst.get("200", 0)) > 0
     assert all(f["healthy"] for f in res["faults"])
     text = out.read_text()
     assert "batched vs one-at-a-time at concurrency 4" in text and "FAILED" not in text
