@@ -485,33 +485,23 @@ def write_report(path: Path, command: str, data: dict[str, Path], runs: Path, se
                 "Positive: the model profits more than SASRec from the ASIN order.", "",
                 "| model | seeds | N@10 gain - SASRec's | 95% interval | p | R@10 gain - SASRec's | 95% interval | p |",
                 "|---|---|---|---|---|---|---|---|", *did]
-    within = []
-    for label in gen:
-        for o in data:
-            got = avg([("SASRec", o), (label, o)], "ndcg10")
-            if got is None:
-                continue
-            (a, b), used = got
-            t = paired_test(a, b, n_resamples, 4)
-            within.append(f"| {label} | {ORDER_LABELS[o]} | {used} | {t.diff:+.4f} | [{t.low:+.4f}, {t.high:+.4f}] | "
-                          f"{format_p(t.p_value)} |")
-    if within:
-        out += ["", "## Paired: each generative model - SASRec, within one order", "",
-                "| model | order | seeds | N@10 - SASRec | 95% interval | p |", "|---|---|---|---|---|---|", *within]
-    variants = []
-    for label in gen[1:]:
-        for o in data:
-            got = avg([(gen[0], o), (label, o)], "ndcg10")
-            if got is None:
-                continue
-            (a, b), used = got
-            t = paired_test(a, b, n_resamples, 5)
-            variants.append(f"| {label} | {ORDER_LABELS[o]} | {used} | {t.diff:+.4f} | [{t.low:+.4f}, {t.high:+.4f}] "
-                            f"| {format_p(t.p_value)} |")
-    if variants:
-        out += ["", f"## Paired: the authors' settings - {gen[0]} (our defaults), within one order", "",
-                f"| model | order | seeds | N@10 - {gen[0]} | 95% interval | p |", "|---|---|---|---|---|---|",
-                *variants]
+    def against(ref: str, labels: list[str], title: str, stream: int) -> list[str]:
+        """A section of paired N@10 differences label - ref within each order (empty when no pair exists)."""
+        lines = []
+        for label in labels:
+            for o in data:
+                got = avg([(ref, o), (label, o)], "ndcg10")
+                if got is None:
+                    continue
+                (a, b), used = got
+                t = paired_test(a, b, n_resamples, stream)
+                lines.append(f"| {label} | {ORDER_LABELS[o]} | {used} | {t.diff:+.4f} | [{t.low:+.4f}, {t.high:+.4f}] "
+                             f"| {format_p(t.p_value)} |")
+        return ["", f"## Paired: {title}, within one order", "", f"| model | order | seeds | N@10 - {ref} | "
+                "95% interval | p |", "|---|---|---|---|---|---|", *lines] if lines else []
+
+    out += against("SASRec", gen, "each generative model - SASRec", 4)
+    out += against(gen[0], gen[1:], f"the authors' settings - {gen[0]} (our defaults)", 5)
     out += ["", "## Per seed (test N@10)", "", "| model | order | " + " | ".join(f"seed {s}" for s in seeds) + " |",
             "|---|---|" + "---|" * len(seeds)]
     for row in MODELS:
