@@ -364,11 +364,17 @@ def recorded(records: list[dict[str, Any]], ds, order: str, row: tuple, seed: in
     return rec
 
 
-def fmt_ms(values: list[float]) -> str:
-    """mean ± std (sample std; n = 1: the value alone)."""
+def fmt_ms(values: list[float] | np.ndarray, signed: bool = False) -> str:
+    """mean ± std over seeds (sample std; one seed: the value alone); ``signed`` for differences."""
+    sign = "+" if signed else ""
     if len(values) == 1:
-        return f"{values[0]:.4f}"
-    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+        return f"{values[0]:{sign}.4f}"
+    return f"{np.mean(values):{sign}.4f} ± {np.std(values, ddof=1):.4f}"
+
+
+SEED_SPREAD = ("Column *per seed*: the same N@10 difference computed within each seed, mean ± std over the "
+               "seeds (with one seed, its value): a difference is beyond seed-to-seed spread when the paired "
+               "interval and the per-seed mean ± std both exclude 0.")
 
 
 def write_report(path: Path, command: str, data: dict[str, Path], runs: Path, seeds: list[int], remarks: list[str],
@@ -438,33 +444,36 @@ def write_report(path: Path, command: str, data: dict[str, Path], runs: Path, se
     if pending:
         out += ["", f"**Not run yet:** {', '.join(pending)}."]
 
-    def avg(cells: list[tuple[str, str]], which: str) -> tuple[list[np.ndarray], str] | None:
+    def avg(cells: list[tuple[str, str]], which: str) -> tuple[list[np.ndarray], str, np.ndarray] | None:
         """Per-user ``which`` of each (row, order) cell, averaged over the seeds every trained cell has (a
-        no-training row has one value); with a label of those seeds. None when a cell is missing or no seed is
-        shared."""
+        no-training row has one value); with a label of those seeds and the (S, C) matrix of each cell's mean
+        per shared seed. None when a cell is missing or no seed is shared."""
         if any(not per.get(c) for c in cells):
             return None
         sets = [set(per[c]) for c in cells if None not in per[c]]
         common = sorted(set.intersection(*sets)) if sets else [None]
         if not common:
             return None
-        vals = [np.mean([getattr(per[c][k if None not in per[c] else None], which) for k in common], axis=0)
-                for c in cells]
-        return vals, ("—" if common == [None] else ", ".join(map(str, common)))
+        each = [[getattr(per[c][k if None not in per[c] else None], which) for k in common] for c in cells]
+        vals = [np.mean(e, axis=0) for e in each]  # C x (U,)
+        by_seed = np.array([[float(x.mean()) for x in e] for e in each]).T  # (S, C)
+        return vals, ("—" if common == [None] else ", ".join(map(str, common))), by_seed
 
     out += ["", "## Paired: ASIN order - as shipped, per model (same users)", "",
-            "| model | seeds | N@10 shipped | N@10 ASIN | ASIN - shipped | 95% interval | p | R@10 ASIN - shipped | "
-            "95% interval | p |", "|---|---|---|---|---|---|---|---|---|---|"]
+            SEED_SPREAD, "",
+            "| model | seeds | N@10 shipped | N@10 ASIN | ASIN - shipped | 95% interval | p | per seed | "
+            "R@10 ASIN - shipped | 95% interval | p |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for label in rows:
         got = {w: avg([(label, "shipped"), (label, "asin")], w) for w in ("ndcg10", "recall10")}
         if got["ndcg10"] is None:
             continue
-        (an, bn), used = got["ndcg10"]
+        (an, bn), used, sn = got["ndcg10"]
         ar, br = got["recall10"][0]
         tn, tr = paired_test(an, bn, n_resamples, 0), paired_test(ar, br, n_resamples, 1)
         out.append(f"| {label} | {used} | {an.mean():.4f} | {bn.mean():.4f} | {tn.diff:+.4f} | "
-                   f"[{tn.low:+.4f}, {tn.high:+.4f}] | {format_p(tn.p_value)} | {tr.diff:+.4f} | "
-                   f"[{tr.low:+.4f}, {tr.high:+.4f}] | {format_p(tr.p_value)} |")
+                   f"[{tn.low:+.4f}, {tn.high:+.4f}] | {format_p(tn.p_value)} | "
+                   f"{fmt_ms(sn[:, 1] - sn[:, 0], signed=True)} | "
+                   f"{tr.diff:+.4f} | [{tr.low:+.4f}, {tr.high:+.4f}] | {format_p(tr.p_value)} |")
     gen = [m[0] for m in MODELS[1:]]
     did = []
     for label in gen:
@@ -477,14 +486,18 @@ def write_report(path: Path, command: str, data: dict[str, Path], runs: Path, se
             gs, ga, ss, sa = got[w][0]
             d = (ga - gs) - (sa - ss)  # (U,) per-user difference in differences
             tests.append(paired_test(np.zeros_like(d), d, n_resamples, 2 + i))
+        sn = got["ndcg10"][2]  # (S, 4) seed means: G shipped, G asin, SASRec shipped, SASRec asin
+        spread = fmt_ms((sn[:, 1] - sn[:, 0]) - (sn[:, 3] - sn[:, 2]), signed=True)
         did.append(f"| {label} | {got['ndcg10'][1]} | " + " | ".join(
-            f"{t.diff:+.4f} | [{t.low:+.4f}, {t.high:+.4f}] | {format_p(t.p_value)}" for t in tests) + " |")
+            f"{t.diff:+.4f} | [{t.low:+.4f}, {t.high:+.4f}] | {format_p(t.p_value)}" for t in tests[:1]) +
+            f" | {spread} | " + " | ".join(
+            f"{t.diff:+.4f} | [{t.low:+.4f}, {t.high:+.4f}] | {format_p(t.p_value)}" for t in tests[1:]) + " |")
     if did:
         out += ["", "## Difference in differences: a generative model's ASIN gain - SASRec's ASIN gain", "",
                 "Per user (G_asin - G_shipped) - (SASRec_asin - SASRec_shipped), on the seeds all four runs have. "
-                "Positive: the model profits more than SASRec from the ASIN order.", "",
-                "| model | seeds | N@10 gain - SASRec's | 95% interval | p | R@10 gain - SASRec's | 95% interval | p |",
-                "|---|---|---|---|---|---|---|---|", *did]
+                "Positive: the model profits more than SASRec from the ASIN order. " + SEED_SPREAD, "",
+                "| model | seeds | N@10 gain - SASRec's | 95% interval | p | per seed | R@10 gain - SASRec's | "
+                "95% interval | p |", "|---|---|---|---|---|---|---|---|---|", *did]
     def against(ref: str, labels: list[str], title: str, stream: int) -> list[str]:
         """A section of paired N@10 differences label - ref within each order (empty when no pair exists)."""
         lines = []
@@ -493,12 +506,13 @@ def write_report(path: Path, command: str, data: dict[str, Path], runs: Path, se
                 got = avg([(ref, o), (label, o)], "ndcg10")
                 if got is None:
                     continue
-                (a, b), used = got
+                (a, b), used, sn = got
                 t = paired_test(a, b, n_resamples, stream)
                 lines.append(f"| {label} | {ORDER_LABELS[o]} | {used} | {t.diff:+.4f} | [{t.low:+.4f}, {t.high:+.4f}] "
-                             f"| {format_p(t.p_value)} |")
-        return ["", f"## Paired: {title}, within one order", "", f"| model | order | seeds | N@10 - {ref} | "
-                "95% interval | p |", "|---|---|---|---|---|---|", *lines] if lines else []
+                             f"| {format_p(t.p_value)} | {fmt_ms(sn[:, 1] - sn[:, 0], signed=True)} |")
+        return ["", f"## Paired: {title}, within one order", "", SEED_SPREAD, "",
+                f"| model | order | seeds | N@10 - {ref} | 95% interval | p | per seed |",
+                "|---|---|---|---|---|---|---|", *lines] if lines else []
 
     out += against("SASRec", gen, "each generative model - SASRec", 4)
     out += against(gen[0], gen[1:], f"the authors' settings - {gen[0]} (our defaults)", 5)

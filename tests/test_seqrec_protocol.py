@@ -69,7 +69,17 @@ def test_protocol_benchmark_end_to_end(tmp_path: Path, monkeypatch: pytest.Monke
     md = out.read_text()
     assert "**Not run yet:** EAGER (official losses) (re-sorted by ASIN)." in md
     variants = md[md.index("## Paired: the authors' settings - EAGER"):]
-    assert re.search(r"\| EAGER \(official losses\) \| as shipped \| 0, 1 \| [+-]0\.\d{4} \|", variants)
+    got = re.search(r"\| EAGER \(official losses\) \| as shipped \| 0, 1 \| ([+-]0\.\d{4}) \| .*? \| "
+                    r"([+-]0\.\d{4}) ± (0\.\d{4}) \|", variants)
+    # the per-seed column: the difference within each seed (from the per-seed table), mean ± sample std
+    per_seed = md[md.index("## Per seed"):]
+    by_seed = {label: [float(v) for v in re.search(rf"\| {re.escape(label)} \| as shipped \| (0\.\d{{4}}) \| "
+                                                   r"(0\.\d{4}) \|", per_seed).groups()]
+               for label in ("EAGER", "EAGER (official losses)")}
+    diffs = np.subtract(by_seed["EAGER (official losses)"], by_seed["EAGER"])
+    assert float(got.group(2)) == pytest.approx(diffs.mean(), abs=2e-4)
+    assert float(got.group(3)) == pytest.approx(diffs.std(ddof=1), abs=3e-4)  # 4-digit rounding
+    assert float(got.group(1)) == pytest.approx(float(got.group(2)), abs=1e-4)  # mean over users and seeds
     from beatrec.seqrec.config import read_run_config
 
     cfg = read_run_config(tmp_path / "runs" / "Texted" / "shipped" / "seed1" / "eager-official-losses" / "requested.yaml")
