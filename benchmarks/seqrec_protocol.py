@@ -372,7 +372,7 @@ def fmt_ms(values: list[float] | np.ndarray, signed: bool = False) -> str:
     return f"{np.mean(values):{sign}.4f} ± {np.std(values, ddof=1):.4f}"
 
 
-SEED_SPREAD = ("Column *per seed*: the same N@10 difference computed within each seed, mean ± std over the "
+SEED_SPREAD = ("column *per seed* of the paired tables: the same N@10 difference computed within each seed, mean ± std over the "
                "seeds (with one seed, its value): a difference is beyond seed-to-seed spread when the paired "
                "interval and the per-seed mean ± std both exclude 0.")
 
@@ -423,6 +423,7 @@ def write_report(path: Path, command: str, data: dict[str, Path], runs: Path, se
            "- intervals: 95% percentile bootstrap over the test users and the p-value of a paired sign-flip test "
            f"({n_resamples} resamples), on per-user metrics averaged over the seeds every compared run has (column "
            "*seeds*).",
+           f"- {SEED_SPREAD}",
            *[f"- {r}" for r in remarks], "",
            f"## Test metrics (mean ± std over seeds; seeds asked: {', '.join(map(str, seeds))})", "",
            "| model | order | seeds | N@10 | R@10 | epochs (best) | train s |", "|---|---|---|---|---|---|---|"]
@@ -460,7 +461,6 @@ def write_report(path: Path, command: str, data: dict[str, Path], runs: Path, se
         return vals, ("—" if common == [None] else ", ".join(map(str, common))), by_seed
 
     out += ["", "## Paired: ASIN order - as shipped, per model (same users)", "",
-            SEED_SPREAD, "",
             "| model | seeds | N@10 shipped | N@10 ASIN | ASIN - shipped | 95% interval | p | per seed | "
             "R@10 ASIN - shipped | 95% interval | p |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for label in rows:
@@ -495,7 +495,7 @@ def write_report(path: Path, command: str, data: dict[str, Path], runs: Path, se
     if did:
         out += ["", "## Difference in differences: a generative model's ASIN gain - SASRec's ASIN gain", "",
                 "Per user (G_asin - G_shipped) - (SASRec_asin - SASRec_shipped), on the seeds all four runs have. "
-                "Positive: the model profits more than SASRec from the ASIN order. " + SEED_SPREAD, "",
+                "Positive: the model profits more than SASRec from the ASIN order.", "",
                 "| model | seeds | N@10 gain - SASRec's | 95% interval | p | per seed | R@10 gain - SASRec's | "
                 "95% interval | p |", "|---|---|---|---|---|---|---|---|---|", *did]
     def against(ref: str, labels: list[str], title: str, stream: int) -> list[str]:
@@ -510,7 +510,7 @@ def write_report(path: Path, command: str, data: dict[str, Path], runs: Path, se
                 t = paired_test(a, b, n_resamples, stream)
                 lines.append(f"| {label} | {ORDER_LABELS[o]} | {used} | {t.diff:+.4f} | [{t.low:+.4f}, {t.high:+.4f}] "
                              f"| {format_p(t.p_value)} | {fmt_ms(sn[:, 1] - sn[:, 0], signed=True)} |")
-        return ["", f"## Paired: {title}, within one order", "", SEED_SPREAD, "",
+        return ["", f"## Paired: {title}, within one order", "",
                 f"| model | order | seeds | N@10 - {ref} | 95% interval | p | per seed |",
                 "|---|---|---|---|---|---|---|", *lines] if lines else []
 
