@@ -10,6 +10,7 @@
     beatrec attention --run RUN --user U --item I [--out DIR]
     beatrec vocab --run RUN [--out DIR]
     beatrec evaluate --data DIR --run RUN [--predictions FILE] [--out DIR]   # explanation metrics + floor
+    beatrec signal --data DIR [--out FILE.json]   # do the references depend on the user? (before any model)
     beatrec baseline --data DIR --run RUN --method floor|retrieval|idgen|itemtext|continuous|history|beat_history|xrec --out FILE
     beatrec serve --run RUN [--host 127.0.0.1] [--port 8000] [--api-key-env NAME]   # HTTP API + web page
     beatrec seqrec train --data DIR --model eager|sasrec|tiger|llmbs --out RUN [--config FILE] [--set ...]
@@ -120,6 +121,25 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"\nshuffled-{c.side}-token control, paired on {c.report.scores.n} pairs (diff = control - model):")
         print("\n".join(format_paired(c.paired, cfg.alpha)))
     print(f"wrote {res.out_dir / 'metrics.json'} and {res.out_dir / 'metrics.md'}")
+
+
+def cmd_signal(args: argparse.Namespace) -> None:
+    import json
+
+    from beatrec.data.dataset import load_dataset
+    from beatrec.data.reference_signal import reference_signal, signal_dict, signal_table, verdict
+    from beatrec.text_encoder import TextEncoder, TextEncoderConfig
+
+    ds = load_dataset(args.data)
+    sig = reference_signal(ds, TextEncoder(TextEncoderConfig(name=args.encoder)), progress=not args.quiet)
+    print(f"reference signal of {ds.root} ({sig.explanations.n_pairs} text pairs; cosine of {args.encoder} "
+          "embeddings):\n")
+    print(signal_table(sig) + "\n")
+    print("\n".join(f"- {line}" for line in verdict(sig)))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(signal_dict(sig), indent=2) + "\n")
+        print(f"wrote {args.out}")
 
 
 def cmd_baseline(args: argparse.Namespace) -> None:
@@ -298,6 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "pair by pair: bootstrap interval and permutation p-value per metric")
     _add_config_args(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("signal", help="do a dataset's reference explanations and profiles depend on the user? "
+                                      "(the check to run before reading a shuffled-user control)")
+    p.add_argument("--data", type=Path, required=True, help="dataset directory (interactions.csv, explanations.jsonl)")
+    p.add_argument("--out", type=Path, help="also write the measurements and the verdict as JSON")
+    p.add_argument("--encoder", default="minilm", help="sentence encoder: minilm (packaged) or a local path")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_signal)
 
     from beatrec.baselines.registry import METHODS
 
