@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from beatrec.align.tasks import EXPLAIN, TASK_NAMES
 from beatrec.config import check
 from beatrec.lm import LMConfig
 
@@ -94,6 +95,12 @@ class AlignTrainConfig:
         like a zero-shot user's; max_steps: stop after this many optimizer steps (0 = no limit);
         max_train_pairs: a seeded subset of the training pairs (0 = all); val_pairs: validation pairs scored
         at each evaluation (0 = all); seed; threads: torch threads (0 = default); log_every: steps per log line.
+        tasks: what stage 2 learns (:mod:`beatrec.align.tasks`): ``explain`` (pair -> explanation),
+        ``user_profile`` (user tokens -> ``user_summary``), ``item_profile`` (item tokens, no title ->
+        ``item_summary``); every example from training users' texts only, each batch one task.
+        profile_ratio: each profile task draws at most this many examples per explanation training pair
+        (seeded; one per user / item at most). title_dropout: share of the explanation training pairs whose
+        title is withheld (an untitled item: its tokens are all the LM has).
     """
 
     lr: float = 5e-4
@@ -112,8 +119,15 @@ class AlignTrainConfig:
     threads: int = 0
     log_every: int = 20
     rank_weights: bool = False  # also write every process's weights (align/weights.rank{K}.safetensors)
+    tasks: tuple[str, ...] = (EXPLAIN,)
+    profile_ratio: float = 1.0
+    title_dropout: float = 0.0
 
     def validate(self) -> None:
+        check(len(self.tasks) >= 1 and len(set(self.tasks)) == len(self.tasks) and set(self.tasks) <= set(TASK_NAMES),
+              f"train.tasks must be distinct names from {TASK_NAMES}, got {list(self.tasks)}")
+        check(self.profile_ratio > 0, f"train.profile_ratio must be > 0, got {self.profile_ratio}")
+        check(0.0 <= self.title_dropout < 1.0, f"train.title_dropout must be in [0, 1), got {self.title_dropout}")
         check(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
         check(self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}")
         check(self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}")

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from beatrec.align.batch import collate_prompt
+from beatrec.align.batch import Builders, collate_prompt
 from beatrec.align.config import GenerateConfig
 from beatrec.align.model import BehaviorLM
-from beatrec.align.prompt import PromptBuilder, cap_words
+from beatrec.align.prompt import cap_words, pad_id
 
 
 def _chunks(rows: list[dict], n: int) -> Iterator[list[dict]]:
@@ -23,14 +23,15 @@ def _chunks(rows: list[dict], n: int) -> Iterator[list[dict]]:
 def generate_explanations(
     model: BehaviorLM,
     tok: PreTrainedTokenizerBase,
-    builder: PromptBuilder,
+    builder: Builders,
     rows: list[dict],
     cfg: GenerateConfig,
     max_words: int = 50,
     progress: bool = False,
 ) -> list[str]:
     """Explanations for ``rows`` (dicts with uid, iid, title), ``cfg.batch_size`` prompts per ``generate`` call,
-    each capped at ``max_words`` words."""
+    each capped at ``max_words`` words. Rows of another task (``row["task"]``, all the same) are written with
+    that task's prompt: ``builder`` is then a mapping task -> builder."""
     from tqdm.auto import tqdm
 
     model.eval()
@@ -39,7 +40,7 @@ def generate_explanations(
     for part in _chunks(rows, cfg.batch_size):
         batch = collate_prompt(builder, part)
         embeds, _, _ = model.embed(batch)
-        gen = generate_from_embeds(model, tok, embeds, batch.attention_mask, cfg, builder.pad)
+        gen = generate_from_embeds(model, tok, embeds, batch.attention_mask, cfg, pad_id(tok))
         out += [cap_words(t, max_words) for t in tok.batch_decode(gen, skip_special_tokens=True)]
         bar.update(len(part))
     bar.close()

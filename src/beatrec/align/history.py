@@ -39,12 +39,13 @@ class HistoryPrompts(NamedTuple):
         return cls(ds, split, load_graph_embeddings(run, ds.root), n)
 
     def attach(self, rows: list[dict]) -> HistoryCoverage:
-        """Set ``row["history"]`` (formatted titles, target item excluded) on every row (dicts with uid, iid),
-        in place; returns the coverage of these rows."""
+        """Set ``row["history"]`` (formatted titles, target item excluded) on every row about a user (dicts with
+        uid and, for a pair, iid), in place; returns the coverage of these rows."""
+        rows = [r for r in rows if "uid" in r]  # an item's profile has no user
         if not rows:
             return HistoryCoverage(0, 0.0, 0.0)
         users = np.array([int(r["uid"]) for r in rows], dtype=np.int64)
-        items = np.array([int(r["iid"]) for r in rows], dtype=np.int64)
+        items = np.array([int(r.get("iid", -1)) for r in rows], dtype=np.int64)  # -1: no target item
         h = history_titles(self.ds, self.split, users, self.n, self.vectors, exclude=items)
         for r, titles in zip(rows, h.titles, strict=True):
             r["history"] = format_history(titles)

@@ -14,6 +14,7 @@ from beatrec.align.config import AlignModelConfig
 from beatrec.align.projector import Projector
 from beatrec.align.prompt import PromptBuilder
 from beatrec.align.sar import sample_pairs, sar_loss
+from beatrec.align.tasks import EXPLAIN, TASK_NAMES, TASKS
 from beatrec.align.vocab import BehaviorVocab
 
 
@@ -114,10 +115,18 @@ class BehaviorLM(nn.Module):
 
     n_side_slots = n_item_slots  # the name earlier callers use
 
-    def prompt_builder(self, tok: PreTrainedTokenizerBase) -> PromptBuilder:
-        """The prompt layout this model reads (slots, soft prompt, history field, task sentence)."""
-        return PromptBuilder(tok, self.n_user_slots, self.n_item_slots, task=self.cfg.task,
-                             n_soft=self.cfg.prompt_tokens, history=self.cfg.history_titles > 0)
+    def sides(self, task: str = EXPLAIN) -> tuple[str, ...]:
+        """The entities whose behavior tokens fill the slots of ``task``'s prompt (user slots first)."""
+        return tuple(s for s in TASKS[task].sides if s != "user" or self.n_user_slots)
+
+    def prompt_builder(self, tok: PreTrainedTokenizerBase, task: str = EXPLAIN) -> PromptBuilder:
+        """The prompt layout this model reads for ``task`` (slots, soft prompt, history field, title, instruction;
+        the history field goes into the prompts that are about the user)."""
+        spec, sides = TASKS[task], self.sides(task)
+        return PromptBuilder(tok, self.n_user_slots if "user" in sides else 0,
+                             self.n_item_slots if "item" in sides else 0, task=spec.instruction or self.cfg.task,
+                             n_soft=self.cfg.prompt_tokens, history=self.cfg.history_titles > 0 and "user" in spec.sides,
+                             title=spec.title, cue=spec.cue)
 
     def train(self, mode: bool = True) -> BehaviorLM:
         super().train(mode)
@@ -139,18 +148,26 @@ class BehaviorLM(nn.Module):
             for k, v in state.items():
                 own[k].copy_(v)
 
-    def behavior_embeds(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """(B,), (B,) -> (B, S, d) projected behavior tokens, user slots (when used) then item slots."""
-        vi = self.vocab.vectors("item", items)[:, self.parts]  # (B, S_i, C)
-        if self.n_user_slots:
-            vu = self.vocab.vectors("user", users)[:, self.parts]  # (B, S_u, C)
-            vi = torch.cat([vu, vi], dim=1)
-        return self.projector(vi)
+    def behavior_embeds(self, users: torch.Tensor, items: torch.Tensor,
+                        sides: tuple[str, ...] | None = None) -> torch.Tensor:
+        """(B,), (B,) -> (B, S, d) projected behavior tokens of ``sides`` (default: the explanation's), user slots
+        (when used) then item slots; each side keeps its own slot embeddings whichever sides a prompt holds."""
+        sides = self.sides() if sides is None else sides
+        parts, slot_ids = [], []
+        for side, ids in (("user", users), ("item", items)):
+            if side in sides:
+                parts.append(self.vocab.vectors(side, ids)[:, self.parts])  # (B, S_side, C)
+                first = 0 if side == "user" else self.n_user_slots
+                slot_ids.append(torch.arange(first, first + len(self.parts)))
+        if not parts:  # a prompt without behavior tokens (history prompting's profile)
+            return users.new_zeros((len(users), 0, self.projector.mlp[-1].out_features), dtype=torch.float)
+        return self.projector(torch.cat(parts, dim=1), torch.cat(slot_ids).to(users.device))
 
     def embed(self, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Input embeddings with the slots replaced. -> (inputs_embeds (B, L, d), token embeds (B, L, d), beh (B, S, d))."""
         tokens = self.lm.get_input_embeddings()(batch.input_ids)  # (B, L, d), frozen
-        beh = self.behavior_embeds(batch.users, batch.items).to(tokens.dtype)  # (B, S, d)
+        task = EXPLAIN if batch.task is None else TASK_NAMES[int(batch.task[0])]
+        beh = self.behavior_embeds(batch.users, batch.items, self.sides(task)).to(tokens.dtype)  # (B, S, d)
         idx = batch.slot_pos[..., None].expand(-1, -1, tokens.shape[-1])  # (B, S, d)
         embeds = tokens.scatter(1, idx, beh)
         if self.soft_prompt is not None:
@@ -181,7 +198,7 @@ class BehaviorLM(nn.Module):
         embeds, tokens, beh = self.embed(batch)
         nll = self.target_nll(embeds, batch.attention_mask, batch.labels)
         sar = torch.zeros((), device=nll.device)
-        if self.cfg.use_sar and self.cfg.gamma > 0:
+        if self.cfg.use_sar and self.cfg.gamma > 0 and beh.shape[1]:
             target = batch.labels != IGNORE  # (B, L) explanation tokens
             text = tokens[target].float()  # (M, d)
             owner = target.nonzero()[:, 0]  # (M,)

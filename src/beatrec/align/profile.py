@@ -1,8 +1,10 @@
-"""User profiles from behavior tokens alone (``beatrec profile``; BEAT paper Fig. 5a).
+"""User (and item) profiles from behavior tokens alone (``beatrec profile``; BEAT paper Fig. 5a).
 
-The frozen LM is asked, with no task-specific training, to describe a user from the user's behavior tokens
-only: the prompt carries the user's projected tokens (the stage-2 projector, trained for explanations) and an
-instruction; no item, no title, no text about the user.
+A run whose stage 2 learnt the ``user_profile`` task (``train.tasks``, :mod:`beatrec.align.tasks`) writes a
+profile in the dataset's style from the user's tokens with that task's prompt; an ``item_profile`` run likewise
+describes an item from its tokens, no title. A run trained on explanations only is asked, with no
+task-specific training, with :data:`PROFILE_INSTRUCTION`: the user's projected tokens and an instruction; no
+item, no title, no text about the user.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from typing import NamedTuple
 import torch
 
 from beatrec.align.explain import Aligned
-from beatrec.align.generate import generate_from_embeds
+from beatrec.align.generate import generate_explanations, generate_from_embeds
 from beatrec.align.prompt import cap_words, render_chat
+from beatrec.align.tasks import TASKS
 
 PROFILE_INSTRUCTION = (
     "Behavior tokens of a user: {USER}. Based only on these tokens, describe this user's interests and "
@@ -36,13 +39,43 @@ def profile_prompt(a: Aligned, template: str = PROFILE_INSTRUCTION) -> ProfilePr
     return ProfilePrompt(head + [a.builder.pad] * n + enc(post), list(range(len(head), len(head) + n)))
 
 
+def trained_tasks(a: Aligned) -> tuple[str, ...]:
+    """The tasks the run's stage 2 learnt (``train.tasks``)."""
+    return tuple(a.cfg.train.tasks)
+
+
 @torch.no_grad()
-def user_profiles(a: Aligned, users: list[int], max_words: int = 60) -> list[str]:
-    """One generated profile per user id (the run's decoding settings, batched; the LM and projector unchanged).
+def learnt_profiles(a: Aligned, task: str, ids: list[int], max_words: int = 60, progress: bool = False,
+                    history: list[str] | None = None) -> list[str]:
+    """Profiles written with the prompt of a profile task the run learnt (``user_profile`` / ``item_profile``).
+
+    Args:
+        ids: user (item) ids in the run's vocabulary; history: the users' history texts, for a run whose
+            prompt holds a history field (``model.history_titles`` > 0).
+    """
+    if task not in trained_tasks(a):
+        raise ValueError(f"this run's stage 2 did not learn {task!r} (train.tasks = {list(trained_tasks(a))})")
+    key = TASKS[task].key
+    rows = [{key: int(i), "task": task} for i in ids]
+    if history is not None:
+        for r, h in zip(rows, history, strict=True):
+            r["history"] = h
+    elif a.history is not None and key == "uid":
+        a.history.attach(rows)
+    return generate_explanations(a.model, a.tok, {task: a.model.prompt_builder(a.tok, task)}, rows, a.cfg.generate,
+                                 max_words, progress)
+
+
+@torch.no_grad()
+def user_profiles(a: Aligned, users: list[int], max_words: int = 60, progress: bool = False) -> list[str]:
+    """One generated profile per user id (the run's decoding settings, batched; the LM and projector unchanged):
+    with the learnt ``user_profile`` prompt when stage 2 learnt it, else the untrained :data:`PROFILE_INSTRUCTION`.
 
     Args:
         users: ids in the run's vocabulary (cold-start users appended with ``vocab.add_entity`` work too).
     """
+    if "user_profile" in trained_tasks(a):
+        return learnt_profiles(a, "user_profile", users, max_words, progress)
     p = profile_prompt(a)
     m = a.model
     out: list[str] = []

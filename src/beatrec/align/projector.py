@@ -15,6 +15,8 @@ class Projector(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(code_dim, hidden), nn.GELU(), nn.Linear(hidden, lm_dim))
         self.slot = nn.Parameter(torch.zeros(n_slots, code_dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, S, code_dim) in slot order -> (B, S, lm_dim)."""
-        return self.mlp(x + self.slot[None, : x.shape[1]])
+    def forward(self, x: torch.Tensor, slot_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, S, code_dim) -> (B, S, lm_dim); slot ``slot_ids[s]`` (S,) for position s, default 0..S-1 (a
+        prompt holding one side's tokens only names which slots they are)."""
+        slot = self.slot[: x.shape[1]] if slot_ids is None else self.slot[slot_ids]  # (S, code_dim)
+        return self.mlp(x + slot[None])

@@ -16,7 +16,9 @@ from beatrec.align.config import DEFAULT_TASK
 
 USER_FIELD = "Behavior tokens of a user: {USER}. "
 HISTORY_FIELD = "Items this user interacted with: {HISTORY}. "
-ITEM_FIELD = "Behavior tokens of an item: {ITEM}. Item title: {TITLE}. "
+ITEM_TOKENS_FIELD = "Behavior tokens of an item: {ITEM}. "
+TITLE_FIELD = "Item title: {TITLE}. "
+ITEM_FIELD = ITEM_TOKENS_FIELD + TITLE_FIELD
 INSTRUCTION = USER_FIELD + ITEM_FIELD + DEFAULT_TASK  # BEAT's prompt with the default task sentence
 _SLOT_MARKERS = {"\x01S\x01": "soft", "\x01U\x01": "user", "\x01I\x01": "item"}
 _TEXT_MARKERS = {"\x01T\x01": "title", "\x01H\x01": "history"}
@@ -27,6 +29,11 @@ _WORD = re.compile(r"\S+")
 def cap_words(text: str, max_words: int) -> str:
     """The first ``max_words`` whitespace-separated words of ``text`` (whitespace normalised)."""
     return " ".join(_WORD.findall(text)[:max_words])
+
+
+def pad_id(tok: PreTrainedTokenizerBase) -> int:
+    """The id that fills slots and left padding: the LM's pad token, else its EOS."""
+    return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
 
 def render_chat(tok: PreTrainedTokenizerBase, text: str, answer_cue: str) -> str:
@@ -46,20 +53,25 @@ class PromptBuilder:
     """Tokenizes prompts with ``n_user`` + ``n_item`` behavior-token slots (chat template when the LM has one).
 
     The user turn reads ``[n_soft soft-prompt slots]`` + :data:`USER_FIELD` (when ``n_user`` > 0) +
-    :data:`HISTORY_FIELD` (when ``history``) + :data:`ITEM_FIELD` + ``task``; with the defaults it is
-    :data:`INSTRUCTION`. Each variable text (title, history) is tokenized together with the constant text that
+    :data:`HISTORY_FIELD` (when ``history``) + :data:`ITEM_TOKENS_FIELD` (when ``n_item`` > 0) +
+    :data:`TITLE_FIELD` (when ``title``) + ``task``; with the defaults it is :data:`INSTRUCTION`. ``cue`` ends
+    the prompt of an LM without a chat template. The profile tasks (:mod:`beatrec.align.tasks`) use the same
+    builder with one side's slots and no title. Each variable text (title, history) is tokenized together with
+    the constant text that
     follows it; constant text after a slot run is tokenized on its own, so slot positions are exact.
     """
 
     def __init__(self, tok: PreTrainedTokenizerBase, n_user: int, n_item: int, task: str = DEFAULT_TASK,
-                 n_soft: int = 0, history: bool = False) -> None:
+                 n_soft: int = 0, history: bool = False, title: bool = True, cue: str = "Explanation:") -> None:
         self.tok, self.n_user, self.n_item, self.n_soft, self.history = tok, n_user, n_item, n_soft, history
-        self.pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        self.title = title
+        self.pad = pad_id(tok)
         text = ("\x01S\x01" if n_soft else "") + (USER_FIELD if n_user else "") + \
-            (HISTORY_FIELD if history else "") + ITEM_FIELD + task
+            (HISTORY_FIELD if history else "") + (ITEM_TOKENS_FIELD if n_item else "") + \
+            (TITLE_FIELD if title else "") + task
         text = text.replace("{USER}", "\x01U\x01").replace("{ITEM}", "\x01I\x01").replace("{TITLE}", "\x01T\x01")
         text = text.replace("{HISTORY}", "\x01H\x01")
-        rendered = render_chat(tok, text, "Explanation:")
+        rendered = render_chat(tok, text, cue)
         self._enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
         parts = _MARKER.split(rendered)  # const, marker, const, marker, ..., const
         self._head = self._enc(parts[0])
@@ -72,7 +84,7 @@ class PromptBuilder:
     def n_slots(self) -> int:
         return self.n_user + self.n_item
 
-    def prompt(self, title: str, history: str | None = None) -> PromptIds:
+    def prompt(self, title: str = "", history: str | None = None) -> PromptIds:
         """Token ids and slot positions of the prompt for an item titled ``title`` (and the user's history
         text, required when the builder was made with ``history=True``)."""
         if self.history and history is None:

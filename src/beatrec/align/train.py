@@ -23,6 +23,8 @@ from beatrec.align.config import AlignConfig
 from beatrec.align.history import HistoryPrompts
 from beatrec.align.model import BehaviorLM, lora_config_dict
 from beatrec.align.sources import load_source
+from beatrec.align.task_data import TaskBatches, task_rows
+from beatrec.align.tasks import EXPLAIN
 from beatrec.align.vocab import BehaviorVocab
 from beatrec.config import save_yaml
 from beatrec.data.dataset import XRecDataset, load_dataset
@@ -143,7 +145,11 @@ def _train(run: Path, data: Path, cfg: AlignConfig, progress: bool, subdir: str 
         val_frame = val_frame.iloc[np.sort(rng.choice(len(val_frame), t_tr.val_pairs, False))]
     if not len(train_frame):
         raise RunError(f"{data}: no training pairs (no text rows of training users)")
-    train_rows, val_rows = pair_records(train_frame), pair_records(val_frame)
+    if t_tr.tasks == (EXPLAIN,) and not t_tr.title_dropout:
+        train_rows, val_rows = pair_records(train_frame), pair_records(val_frame)
+    else:  # multitask: profiles of the same (training / validation) users' rows only
+        train_rows = task_rows(train_frame, t_tr.tasks, t_tr.profile_ratio, t_tr.title_dropout, t_tr.seed)
+        val_rows = task_rows(val_frame, t_tr.tasks, t_tr.profile_ratio, 0.0, t_tr.seed)
     if cfg.model.history_titles:
         hist = HistoryPrompts.build(ds, split, run, cfg.model.history_titles)
         hist.attach(train_rows)
@@ -151,11 +157,16 @@ def _train(run: Path, data: Path, cfg: AlignConfig, progress: bool, subdir: str 
 
     lm, tok = load_causal_lm(cfg.lm)
     model = BehaviorLM(lm, vocab, cfg.model, seed=t_tr.seed)
-    builder = model.prompt_builder(tok)
-    collate = partial(collate_train, builder, max_words=cfg.model.max_words, max_tokens=cfg.model.max_target_tokens)
+    builders = {t: model.prompt_builder(tok, t) for t in t_tr.tasks}
+    collate = partial(collate_train, builders, max_words=cfg.model.max_words, max_tokens=cfg.model.max_target_tokens)
     gen = torch.Generator().manual_seed(t_tr.seed)
-    loader = DataLoader(train_rows, batch_size=t_tr.batch_size, shuffle=True, collate_fn=collate, generator=gen)
-    val_loader = DataLoader(val_rows, batch_size=t_tr.batch_size, collate_fn=collate)
+    if t_tr.tasks == (EXPLAIN,):  # the single-task loader (the same batches as before multitask training)
+        loader = DataLoader(train_rows, batch_size=t_tr.batch_size, shuffle=True, collate_fn=collate, generator=gen)
+        val_loader = DataLoader(val_rows, batch_size=t_tr.batch_size, collate_fn=collate)
+    else:  # every batch one task, tasks interleaved
+        loader = DataLoader(train_rows, batch_sampler=TaskBatches(train_rows, t_tr.batch_size, gen), collate_fn=collate)
+        val_loader = DataLoader(val_rows, batch_sampler=TaskBatches(val_rows, t_tr.batch_size), collate_fn=collate)
+    counts = {t: sum(r.get("task", EXPLAIN) == t for r in train_rows) for t in t_tr.tasks}
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=t_tr.lr, weight_decay=t_tr.weight_decay)
     model, opt, loader, val_loader = accelerator.prepare(model, opt, loader, val_loader)
@@ -163,7 +174,8 @@ def _train(run: Path, data: Path, cfg: AlignConfig, progress: bool, subdir: str 
     if t_tr.max_steps:
         total = min(total, t_tr.max_steps)
     sched = make_scheduler(opt, t_tr.schedule, total, round(t_tr.warmup_frac * total))
-    log(f"[align] {len(train_rows)} training pairs ({t_tr.pairs}), {len(val_rows)} validation pairs, "
+    log(f"[align] {len(train_rows)} training examples ({t_tr.pairs}; "
+        f"{', '.join(f'{t} {n}' for t, n in counts.items())}), {len(val_rows)} validation examples, "
         f"{sum(p.numel() for p in params):,} trainable parameters ({cfg.model.finetune}), "
         f"{accelerator.num_processes} process(es), {total} steps, lr {t_tr.lr:g} {t_tr.schedule}")
 
@@ -233,7 +245,7 @@ def _train(run: Path, data: Path, cfg: AlignConfig, progress: bool, subdir: str 
         (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
         hist.to_csv(out_dir / "history.csv", index=False)
         val_nll = [e["val_nll"] for e in evals]
-        metrics = {"train_pairs": len(train_rows), "pairs": t_tr.pairs, "val_pairs": len(val_rows), "steps": step,
+        metrics = {"train_pairs": counts.get(EXPLAIN, 0), "train_examples": counts, "pairs": t_tr.pairs, "val_pairs": len(val_rows), "steps": step,
                    "processes": accelerator.num_processes, "train_seconds": train_s,
                    "samples_per_s": n_seen / train_s if train_s > 0 else float("nan"), "val_nll": val_nll,
                    "evaluations": evals, "kept": chosen}
