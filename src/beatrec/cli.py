@@ -36,10 +36,10 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_demo_data(args: argparse.Namespace) -> None:
-    from beatrec.config import from_dict
-    from beatrec.data.synthetic import SyntheticConfig, write_dataset
+    from beatrec.data.synthetic import write_dataset
+    from beatrec.demo import demo_data_config
 
-    cfg = from_dict(SyntheticConfig, {"n_users": args.users, "n_items": args.items, "seed": args.seed})
+    cfg = demo_data_config(args.seed, n_users=args.users, n_items=args.items)  # the demo's dataset
     out = write_dataset(cfg, args.out)
     print(f"wrote synthetic dataset to {out} ({cfg.n_users} users, {cfg.n_items} items, seed {cfg.seed})")
 

@@ -19,18 +19,62 @@ from typing import NamedTuple
 
 import numpy as np
 
-from beatrec.data.planted_signal import SignalRates
+from beatrec.data.planted_signal import ProfileRates, SignalRates
+from beatrec.data.synthetic import SyntheticConfig
 
 # The demo's departures from the stage-1 defaults (each can be overridden with --set): a 600-user dataset needs
 # far fewer than 512 codes per codebook, and the rule-based splitter reads the templated synthetic texts in a
 # second, where the packaged SmolLM2 extractor needs ~10 minutes on 2 cores (--set extractor.kind=smollm2).
-DEMO_OVERRIDES = ("model.n_codes=64", "extractor.kind=splitter", "train.beta=5")
+DEMO_OVERRIDES = ("model.n_codes=64", "extractor.kind=splitter", "train.beta=5", "train.lr=1e-2")
 # Stage 2 of the demo (``--set align.KEY=VALUE`` overrides): a seeded 240 of the 720 training pairs at lr 1e-3
 # (30 steps: the default 5e-4 is tuned for thousands of pairs), greedy decoding (the default 4-beam search costs
 # ~3x the decoding time), which fits the 5-minute budget on 2 cores (``--set align.train.max_train_pairs=0`` for
 # all pairs).
-DEMO_ALIGN_OVERRIDES = ("train.max_train_pairs=240", "train.val_pairs=40", "train.lr=1e-3", "generate.num_beams=1")
+DEMO_ALIGN_OVERRIDES = ("train.max_train_pairs=240", "train.val_pairs=40", "train.lr=1e-3", "generate.num_beams=1",
+                        "train.tasks=[explain,user_profile]")
+# The demo's dataset: a user's intents choose its items in and out of its genre (weight 30 per shared intent, 60%
+# in genre), so the interaction graph itself holds the intents (the oracle graph probe finds them; with the
+# generator's defaults, 80% in genre and weight 4, a spectral embedding of the graph finds them at chance).
+DEMO_DATA = {"in_genre": 0.6, "intent_weight": 30.0, "intent_across_genres": True}
 N_EXAMPLES = 5
+
+
+class ProfileRow(NamedTuple):
+    label: str
+    rates: ProfileRates
+
+
+class ProbeRow(NamedTuple):
+    label: str
+    precision: float  # top-k intent precision of zero-shot test users
+    chance: float
+    genre_accuracy: float
+
+
+def demo_data_config(seed: int = 0, **extra: object) -> SyntheticConfig:
+    """The demo's synthetic dataset config (:data:`DEMO_DATA` on top of the generator's defaults)."""
+    from beatrec.config import from_dict
+
+    return from_dict(SyntheticConfig, {**DEMO_DATA, "seed": seed, **extra})
+
+
+def profile_table(rows: list[ProfileRow]) -> str:
+    """The printed table of zero-shot profiles: how often they name the user's planted intents and genre."""
+    lines = [f"planted intents in zero-shot users' profiles ({rows[0].rates.n} test users, written from their "
+             "behavior tokens alone):",
+             f"  {'':34s} {'intent recall':>14s} {'intent precision':>17s} {'names user genre':>17s}"]
+    lines += [f"  {r.label:34s} {r.rates.intent_recall:14.2f} {r.rates.intent_precision:17.2f} {r.rates.genre:17.2f}"
+              for r in rows]
+    lines.append("  (intent recall: share of the user's planted intents the profile names; precision: share of the "
+                 "named intents that are the user's)")
+    return "\n".join(lines)
+
+
+def probe_table(rows: list[ProbeRow]) -> str:
+    lines = ["intent probe (logistic, fitted on other users, scored on the zero-shot test users):",
+             f"  {'':44s} {'top-3 intent precision':>23s} {'chance':>7s} {'genre accuracy':>15s}"]
+    lines += [f"  {r.label:44s} {r.precision:23.2f} {r.chance:7.2f} {r.genre_accuracy:15.2f}" for r in rows]
+    return "\n".join(lines)
 
 
 class SignalRow(NamedTuple):
@@ -54,19 +98,22 @@ def run_demo(out: Path, seed: int = 0, config: Path | None = None, overrides: li
     """Write the synthetic dataset to ``out/data``, run stages 1 and 2 into ``out/run``, print five zero-shot
     explanations and the planted-signal table; returns the table's rows."""
     from beatrec.align.config import AlignConfig
-    from beatrec.align.controls import shuffled_pairs
+    from beatrec.align.controls import derangement, shuffled_pairs
     from beatrec.align.explain import check_pairs, explain, load_aligned
+    from beatrec.align.profile import user_profiles
     from beatrec.align.train import train_align
+    from beatrec.align.vocab import read_token_table
     from beatrec.config import load_yaml
     from beatrec.data.dataset import load_dataset
-    from beatrec.data.planted_signal import chance_rates, load_planted, signal_rates
+    from beatrec.data.intent_probe import intent_probe, one_hot_tokens, spectral_embedding
+    from beatrec.data.planted_signal import chance_rates, load_planted, profile_rates, signal_rates
     from beatrec.data.split import ZeroShotSplit, eval_pairs
-    from beatrec.data.synthetic import SyntheticConfig, write_dataset
+    from beatrec.data.synthetic import write_dataset
     from beatrec.tokenizer.pipeline import TokenizeConfig, run_tokenize
 
     t0 = time.perf_counter()
     overrides = overrides or []
-    data_dir = write_dataset(SyntheticConfig(seed=seed), out / "data")
+    data_dir = write_dataset(demo_data_config(seed), out / "data")
     print(f"synthetic dataset: {data_dir}")
     tok_sets = [o for o in overrides if not o.startswith("align.")]
     align_sets = [o[len("align."):] for o in overrides if o.startswith("align.")]
@@ -87,11 +134,17 @@ def run_demo(out: Path, seed: int = 0, config: Path | None = None, overrides: li
     a = load_aligned(run)
     pairs = check_pairs(a, test[["uid", "iid", "title"]].to_dict("records"), "demo test pairs")
     texts = explain(a, pairs, progress=not quiet)
+    planted = load_planted(data_dir)
+    split = ZeroShotSplit.load(run / "split.json")
+    users = np.unique(test["uid"].to_numpy())  # the zero-shot test users
+    learnt = "user_profile" in a.cfg.train.tasks
+    profiles = dict(zip(users.tolist(), user_profiles(a, users.tolist(), progress=not quiet), strict=True))
     show = np.sort(np.random.default_rng(seed).choice(len(test), min(N_EXAMPLES, len(test)), replace=False))
     for k in show:
         r = test.iloc[k]
-        print(f"\nuser {r.uid}, item {r.iid} ({r.title})\n  beatrec:   {texts[k]}\n  reference: {r.explanation}")
-    planted = load_planted(data_dir)
+        print(f"\nuser {r.uid}, item {r.iid} ({r.title})\n  beatrec:   {texts[k]}\n  reference: {r.explanation}"
+              f"\n  profile of user {r.uid} from its tokens alone: {profiles[int(r.uid)]}"
+              f"\n  its reference profile:                     {r.user_summary}")
     u, i = test["uid"].to_numpy(), test["iid"].to_numpy()
     rows = [SignalRow("BEAT (own tokens)", signal_rates(planted, u, i, texts))]
     for side in ("user", "item"):
@@ -100,8 +153,32 @@ def run_demo(out: Path, seed: int = 0, config: Path | None = None, overrides: li
     rows.append(SignalRow("chance (explanations shuffled)", chance_rates(planted, u, i, texts, seed=seed)))
     rows.append(SignalRow("reference explanations", signal_rates(planted, u, i, test["explanation"].tolist())))
     print("\n" + signal_table(rows))
+
+    # profiles of the zero-shot users: own tokens against another test user's (a seeded derangement)
+    stand_in = users[derangement(len(users), np.random.default_rng(seed))]
+    own = [profiles[int(x)] for x in users]
+    prows = [ProfileRow("BEAT (own tokens)" + ("" if learnt else ", untrained prompt"),
+                        profile_rates(planted, users, own)),
+             ProfileRow("shuffled user tokens (control)",
+                        profile_rates(planted, users, user_profiles(a, stand_in.tolist(), progress=not quiet))),
+             ProfileRow("reference profiles", profile_rates(planted, users, [
+                 test.loc[test["uid"] == x, "user_summary"].iloc[0] for x in users]))]
+    print("\n" + profile_table(prows))
+
+    # what the graph holds, and what the zero-shot users' tokens hold (fitted on every other user)
+    others = np.setdiff1d(np.arange(ds.n_users), split.test_users)
+    graph = intent_probe(spectral_embedding(ds.interactions, ds.n_users, ds.n_items, seed=seed), planted, others,
+                         users)
+    tok = intent_probe(one_hot_tokens(read_token_table(run / "user_tokens.parquet")), planted,
+                       np.intersect1d(others, split.train_users), users)
+    probes = [ProbeRow("oracle: spectral embedding of the training graph", graph.mean, graph.chance,
+                       graph.genre_accuracy),
+              ProbeRow("the users' behavior tokens (fitted on text users)", tok.mean, tok.chance, tok.genre_accuracy)]
+    print("\n" + probe_table(probes))
     (run / "demo_signal.json").write_text(json.dumps(
         {"pairs": len(test), "distinct_explanations": len(set(texts)),
-         "rows": {r.label: r.rates._asdict() for r in rows}}, indent=2) + "\n")
+         "rows": {r.label: r.rates._asdict() for r in rows},
+         "profiles": {r.label: r.rates._asdict() for r in prows},
+         "probes": {r.label: r._asdict() for r in probes}}, indent=2) + "\n")
     print(f"\ndone in {time.perf_counter() - t0:.0f}s; run directory: {run}")
     return rows

@@ -13,14 +13,15 @@ from beatrec.align.tasks import EXPLAIN, TASKS
 
 
 def task_rows(frame: pd.DataFrame, tasks: Sequence[str], profile_ratio: float = 1.0, title_dropout: float = 0.0,
-              seed: int = 0) -> list[dict]:
+              seed: int = 0, profile_frame: pd.DataFrame | None = None) -> list[dict]:
     """Examples of ``tasks`` from the text rows ``frame`` (columns of ``explanations.jsonl``).
 
     ``explain``: one per row (uid, iid, title, explanation; ``title_dropout`` of them, seeded, with the title
-    withheld). A profile task: one per distinct entity with a non-empty profile in ``frame`` (its first row),
-    at most ``profile_ratio`` × len(frame) of them (a seeded subset). Each example carries ``task`` and
-    ``target``. Only the rows of ``frame`` are read: pass training users' rows for training.
+    withheld). A profile task: one per distinct entity with a non-empty profile in ``profile_frame`` (default
+    ``frame``; its first row), at most ``profile_ratio`` × len(frame) of them (a seeded subset). Each example
+    carries ``task`` and ``target``. Only the rows given are read: pass training users' rows for training.
     """
+    profile_frame = frame if profile_frame is None else profile_frame
     rng = np.random.default_rng([seed, 37])
     out: list[dict] = []
     for task in tasks:
@@ -30,7 +31,8 @@ def task_rows(frame: pd.DataFrame, tasks: Sequence[str], profile_ratio: float = 
             for r, d in zip(frame[["uid", "iid", "title", "explanation"]].to_dict("records"), drop, strict=True):
                 out.append({**r, "title": "" if d else r["title"], "task": task, "target": r["explanation"]})
             continue
-        rows = frame.loc[frame[spec.target].astype(str).str.strip() != ""].drop_duplicates(spec.key)
+        pf = profile_frame
+        rows = pf.loc[pf[spec.target].astype(str).str.strip() != ""].drop_duplicates(spec.key)
         cap = max(1, int(profile_ratio * len(frame)))
         if len(rows) > cap:
             rows = rows.iloc[np.sort(rng.choice(len(rows), cap, replace=False))]

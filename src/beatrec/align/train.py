@@ -137,6 +137,7 @@ def _train(run: Path, data: Path, cfg: AlignConfig, progress: bool, subdir: str 
     check_vocab_matches(vocab, ds, run)
     split = ZeroShotSplit.load(run / "split.json")
     train_frame = training_pairs(ds, split, t_tr.pairs, run)  # never a val/test user's text
+    profile_frame = train_frame  # profiles: one per training user / item, whatever subset of pairs is kept
     val_frame = eval_pairs(ds, split, "val")
     rng = np.random.default_rng(t_tr.seed)
     if t_tr.max_train_pairs and len(train_frame) > t_tr.max_train_pairs:
@@ -148,7 +149,8 @@ def _train(run: Path, data: Path, cfg: AlignConfig, progress: bool, subdir: str 
     if t_tr.tasks == (EXPLAIN,) and not t_tr.title_dropout:
         train_rows, val_rows = pair_records(train_frame), pair_records(val_frame)
     else:  # multitask: profiles of the same (training / validation) users' rows only
-        train_rows = task_rows(train_frame, t_tr.tasks, t_tr.profile_ratio, t_tr.title_dropout, t_tr.seed)
+        train_rows = task_rows(train_frame, t_tr.tasks, t_tr.profile_ratio, t_tr.title_dropout, t_tr.seed,
+                               profile_frame)
         val_rows = task_rows(val_frame, t_tr.tasks, t_tr.profile_ratio, 0.0, t_tr.seed)
     if cfg.model.history_titles:
         hist = HistoryPrompts.build(ds, split, run, cfg.model.history_titles)

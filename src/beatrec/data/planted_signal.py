@@ -232,3 +232,46 @@ def chance_rates(planted: Planted, uids: np.ndarray, iids: np.ndarray, texts: li
         n_with_shared=runs[0].n_with_shared,
         any_intent=float(np.mean([r.any_intent for r in runs])),
     )
+
+
+class ProfileRates(NamedTuple):
+    """How often profiles of users name their own planted structure.
+
+    Attributes:
+        n: profiles scored.
+        intent_recall: mean over users of the share of the user's planted intents its profile names.
+        intent_precision: among profiles naming any intent, the mean share of named intents that are the user's.
+        genre: share of profiles naming the user's genre.
+    """
+
+    n: int
+    intent_recall: float
+    intent_precision: float
+    genre: float
+
+
+def profile_rates(planted: Planted, uids: np.ndarray, texts: list[str]) -> ProfileRates:
+    """How often ``texts[j]`` (a profile of user ``uids[j]``) names that user's planted intents and genre.
+
+    Raises:
+        ValueError: lengths differ, or an id is outside the ground truth.
+    """
+    uids = np.asarray(uids, dtype=np.int64).reshape(-1)
+    if len(uids) != len(texts):
+        raise ValueError(f"uids and texts differ in length ({len(uids)}, {len(texts)})")
+    if len(uids) and (uids.min() < 0 or uids.max() >= len(planted.user_genre)):
+        raise ValueError(f"ids outside the planted ground truth ({len(planted.user_genre)} users)")
+    own = np.zeros((len(uids), len(planted.intent_phrases)), dtype=bool)  # (n, K)
+    np.put_along_axis(own, planted.user_intents[uids], True, axis=1)
+    hit = mentions([str(t) for t in texts], planted.intent_phrases)  # (n, K)
+    named = hit.sum(1)
+    right = (hit & own).sum(1)
+    nan = float("nan")
+    return ProfileRates(
+        n=len(uids),
+        intent_recall=float((right / own.sum(1)).mean()) if len(uids) else nan,
+        intent_precision=float((right[named > 0] / named[named > 0]).mean()) if (named > 0).any() else nan,
+        genre=float(mentions([str(t) for t in texts], planted.genre_names)[np.arange(len(uids)),
+                                                                           planted.user_genre[uids]].mean())
+        if len(uids) else nan,
+    )

@@ -126,6 +126,9 @@ class SyntheticConfig:
     text_user_frac: float = 0.5
     pairs_per_text_user: int = 3
     seed: int = 0
+    in_genre: float = 0.8
+    intent_weight: float = 4.0
+    intent_across_genres: bool = False
 
     def validate(self) -> None:
         for name in ("n_users", "n_items", "n_genres", "n_intents", "intents_per_user", "intents_per_item",
@@ -228,20 +231,26 @@ def generate(cfg: SyntheticConfig) -> SyntheticData:
     k = cfg.interactions_per_user
     lo, hi = max(1, round(0.6 * k)), min(cfg.n_items, max(1, round(1.4 * k)))
     degree = rng.integers(lo, hi + 1, size=cfg.n_users)
-    n_in = rng.binomial(degree, 0.8)
+    n_in = rng.binomial(degree, cfg.in_genre)
     edges_u: list[np.ndarray] = []
     edges_i: list[np.ndarray] = []
     for u in range(cfg.n_users):
         g = user_genre[u]
         cand = genre_items[g]
         shared = item_onehot[cand][:, user_intents[u]].sum(axis=1)  # (|cand|,)
-        keys = shared * np.log(4.0) + rng.gumbel(size=len(cand))  # Gumbel top-k = weighted, no replacement
+        keys = shared * np.log(cfg.intent_weight) + rng.gumbel(size=len(cand))  # Gumbel top-k = weighted, no replacement
         take_in = min(int(n_in[u]), len(cand))
         take_out = min(int(degree[u]) - take_in, len(other_items[g]))
         if take_in == 0 and take_out == 0:
             take_in = 1
         chosen_in = cand[np.argsort(-keys, kind="stable")[:take_in]]
-        chosen_out = rng.choice(other_items[g], size=take_out, replace=False) if take_out else chosen_in[:0]
+        if cfg.intent_across_genres and take_out:  # out of genre, the intents choose too
+            out = other_items[g]
+            out_keys = item_onehot[out][:, user_intents[u]].sum(axis=1) * np.log(cfg.intent_weight) + \
+                rng.gumbel(size=len(out))
+            chosen_out = out[np.argsort(-out_keys, kind="stable")[:take_out]]
+        else:
+            chosen_out = rng.choice(other_items[g], size=take_out, replace=False) if take_out else chosen_in[:0]
         items_u = np.concatenate([chosen_in, chosen_out])
         edges_u.append(np.full(len(items_u), u, dtype=np.int64))
         edges_i.append(items_u.astype(np.int64))

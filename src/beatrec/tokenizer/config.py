@@ -9,6 +9,8 @@ from beatrec.data.split import SplitConfig
 from beatrec.extract.base import ExtractorConfig
 from beatrec.text_encoder import TextEncoderConfig
 
+E0_INITS = ("normal", "spectral")  # model.init: how LightGCN's E⁰ starts
+
 
 @dataclass
 class TokenizerModelConfig:
@@ -19,6 +21,7 @@ class TokenizerModelConfig:
     code_dim: int = 32  # codeword width (after the per-part linear projection)
     n_codes: int = 512  # codebook size, for each of the four codebooks
     n_layers: int = 3  # LightGCN depth
+    init: str = "normal"  # E⁰: "normal" (noise, std 0.1) | "spectral" (the graph's truncated SVD, LightGCN.init_spectral)
     # Free user ID embeddings (the paper). False = inductive users: a user's vector is built from its items only,
     # so zero-shot users' tokens come from the same function as those of the users whose text supervised stage 1.
     user_ids: bool = True
@@ -39,6 +42,7 @@ class TokenizerModelConfig:
               f"model.micro_objective must be 'masked' or 'set', got {self.micro_objective!r}")
         check(self.attn_dim % self.attn_heads == 0, "model.attn_dim must be divisible by attn_heads")
         check(self.eta >= 0 and self.temperature > 0, "model.eta >= 0 and model.temperature > 0 required")
+        check(self.init in E0_INITS, f"model.init must be one of {E0_INITS}, got {self.init!r}")
 
 
 GRAPH_MODES = ("full", "sampled")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -42,6 +43,31 @@ class LightGCN(nn.Module):
             with torch.no_grad():
                 self.embedding[:n_users] = 0.0  # saved as zeros: loaders that propagate E⁰ as-is agree
         self.register_buffer("keep", keep, persistent=False)  # (U+I, 1) 1 = a free row, 0 = held at zero
+
+    @torch.no_grad()
+    def init_spectral(self, adj: torch.Tensor, seed: int = 0, std: float = 0.1) -> int:
+        """E⁰ from the graph's spectrum instead of noise: the truncated SVD R ≈ U_k S_k V_kᵀ of the user-item
+        block R of Â gives user rows U_k S_k^½ and item rows V_k S_k^½ in the first k columns (largest singular
+        values first), rescaled to standard deviation ``std`` (the noise init's); columns beyond k keep the noise.
+        A smooth start that already holds the graph's leading structure. Returns k."""
+        from scipy.sparse.linalg import svds
+
+        from beatrec.tokenizer.graph import csr_to_scipy
+
+        r = csr_to_scipy(adj)[: self.n_users, self.n_users :]  # (U, I)
+        k = min(self.embedding.shape[1], min(r.shape) - 1)
+        if k < 1:
+            return 0
+        v0 = np.random.default_rng(seed).standard_normal(min(r.shape))
+        u, sv, vt = svds(r.astype(np.float64), k=k, random_state=seed, v0=v0)
+        order = np.argsort(-sv)
+        root = np.sqrt(sv[order])
+        e = np.concatenate([u[:, order] * root, vt[order].T * root])  # (U+I, k)
+        e *= std / max(e.std(), 1e-12)
+        self.embedding[:, :k] = torch.from_numpy(e).to(self.embedding.dtype)
+        if not self.user_ids:
+            self.embedding[: self.n_users] = 0.0
+        return k
 
     @property
     def embedding(self) -> nn.Parameter:

@@ -201,6 +201,8 @@ def _train(model: BehaviorTokenizer, data: TokenizerData, cfg: TokenizerTrainCon
     local_rng = rng if world == 1 else np.random.default_rng([cfg.seed, rank])  # negatives, neighbour samples
     torch.manual_seed(cfg.seed)
     model.gcn.table.sparse = cfg.graph == "sampled"
+    if model.cfg.init == "spectral":  # the same in every process (a seeded, deterministic SVD)
+        model.gcn.init_spectral(data.adj, cfg.seed)
     opts = make_optimizers(model, cfg)
     wrapped = model
     if world > 1:  # plain PyTorch DDP (Accelerate formed the process group)
