@@ -5,9 +5,11 @@
 
 On the synthetic dataset (planted genres and intents), a one-vs-rest logistic probe is fitted on the *text* training
 users' tokens (one-hot per slot) or LightGCN vectors and scored on graph-only users (like every zero-shot user):
-top-3 precision of the predicted intents (chance = 3 / n_intents) and genre accuracy. The oracle counts the planted
-intents of each user's training-graph items: what the graph itself holds. Items: the same probe, fitted on half of
-the items and scored on the other half.
+top-3 precision of the predicted intents (chance = 3 / n_intents) and genre accuracy
+(:mod:`beatrec.data.intent_probe`). Two oracles: the planted intents of each user's training-graph items, counted,
+and the *oracle graph probe* — the same logistic probe on a spectral embedding of the training graph (fitted on
+every unscored user): what the interactions alone hold. Items: the same probe, fitted on half of the items and
+scored on the other half. The dataset is the demo's (``beatrec demo-data``: a user's intents choose its items).
 
 ``--demo`` probes one demo run (validation + test users) and writes ``benchmarks/intent_probe.md``. ``--sweep``
 trains stage 1 on the demo's dataset for each variant of :data:`VARIANTS` and seed (the demo's stage-1 settings plus
@@ -31,12 +33,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = (  # (name, stage-1 --set lines on top of the demo's)
-    ("no step floor (min_steps 0, the earlier default)", ("train.min_steps=0",)),
-    ("default (min_steps 300)", ()),
-    ("long training (select_tolerance 0.05, 100 epochs)", ("train.select_tolerance=0.05", "train.max_epochs=100")),
+    ("stage-1 default lr 1e-3", ("train.lr=1e-3",)),
+    ("demo (lr 1e-2)", ()),
+    ("spectral init", ("model.init=spectral",)),
     ("inductive users", ("model.user_ids=false",)),
-    ("inductive users + long training", ("model.user_ids=false", "train.select_tolerance=0.05",
-                                         "train.max_epochs=100")),
+    ("inductive users + spectral init", ("model.user_ids=false", "model.init=spectral")),
+    ("256 codes", ("model.n_codes=256",)),
 )
 
 
@@ -48,56 +50,47 @@ class Probe(NamedTuple):
     user_genre: tuple[float, float]  # genre accuracy (tokens, vectors)
     item_genre: tuple[float, float]
     oracle: np.ndarray  # (U_scored,) intents of the user's training items, counted
+    spectral: np.ndarray  # (U_scored,) the oracle graph probe: a spectral embedding of the training graph
     val_hr: float  # stage 1's quantised validation HR@k of the kept epoch
 
 
 def probe_run(data: Path, run: Path, users: str) -> Probe:
-    """Probe the run's tokens and vectors. ``users``: ``"val"`` or ``"val+test"`` (the scored users)."""
+    """Probe the run's tokens and vectors (:func:`beatrec.data.intent_probe.intent_probe`). ``users``: ``"val"``
+    or ``"val+test"`` (the scored users); fitted on the text training users."""
     import pandas as pd
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.multiclass import OneVsRestClassifier
 
+    from beatrec.align.vocab import read_token_table
+    from beatrec.data.intent_probe import intent_probe, one_hot_tokens, spectral_embedding
     from beatrec.data.planted_signal import load_planted
     from beatrec.tokenizer.embeddings import load_graph_embeddings
 
     pl = load_planted(data)
     sp = json.loads((run / "split.json").read_text())
     k = len(pl.intent_phrases)
-
-    def onehot(path: Path) -> np.ndarray:
-        t = pd.read_parquet(path)
-        return np.hstack([np.eye(int(t[c].max()) + 1)[t[c].to_numpy()] for c in t.columns if c != "id"])
-
-    def multihot(idx: np.ndarray) -> np.ndarray:
-        y = np.zeros((len(idx), k))
-        np.put_along_axis(y, idx, 1, axis=1)
-        return y
-
-    def probe(x: np.ndarray, y: np.ndarray, genre: np.ndarray, fit: np.ndarray, score: np.ndarray
-              ) -> tuple[np.ndarray, float]:
-        clf = OneVsRestClassifier(LogisticRegression(max_iter=3000)).fit(x[fit], y[fit])
-        top = np.argsort(-clf.predict_proba(x[score]), axis=1)[:, :3]
-        acc = LogisticRegression(max_iter=3000).fit(x[fit], genre[fit]).score(x[score], genre[score])
-        return np.take_along_axis(y[score], top, 1).mean(1), float(acc)
-
     emb = load_graph_embeddings(run)
-    yu, yi = multihot(pl.user_intents), multihot(pl.item_intents)
     fit = np.array(sp["train_users"])
     score = np.array(sp["val_users"] + (sp["test_users"] if users == "val+test" else []))
-    ut, ug = probe(onehot(run / "user_tokens.parquet"), yu, pl.user_genre, fit, score)
-    uv, ugv = probe(emb.user.numpy(), yu, pl.user_genre, fit, score)
+    ut = intent_probe(one_hot_tokens(read_token_table(run / "user_tokens.parquet")), pl, fit, score)
+    uv = intent_probe(emb.user.numpy(), pl, fit, score)
     inter = pd.read_csv(data / "interactions.csv")
     tr = inter[inter["split"] == "train"]
+    yu, yi = np.zeros((len(pl.user_genre), k)), np.zeros((len(pl.item_genre), k))
+    np.put_along_axis(yu, pl.user_intents, 1, axis=1)
+    np.put_along_axis(yi, pl.item_intents, 1, axis=1)
     counts = np.zeros_like(yu)
     np.add.at(counts, tr["user"].to_numpy(), yi[tr["item"].to_numpy()])
     oracle = np.take_along_axis(yu[score], np.argsort(-counts[score], axis=1)[:, :3], 1).mean(1)
+    others = np.setdiff1d(np.arange(len(pl.user_genre)), score)  # every user not scored: graph only, no text
+    spectral = intent_probe(spectral_embedding(inter, len(pl.user_genre), len(pl.item_genre)), pl, others, score)
     perm = np.random.default_rng(0).permutation(len(yi))
     half = len(yi) // 2
-    it, ig = probe(onehot(run / "item_tokens.parquet"), yi, pl.item_genre, perm[:half], perm[half:])
-    iv, igv = probe(emb.item.numpy(), yi, pl.item_genre, perm[:half], perm[half:])
+    it = intent_probe(one_hot_tokens(read_token_table(run / "item_tokens.parquet")), pl, perm[:half], perm[half:],
+                      "item")
+    iv = intent_probe(emb.item.numpy(), pl, perm[:half], perm[half:], "item")
     stage1 = json.loads((run / "metrics.json").read_text())
     val_hr = float(stage1.get("training", {}).get("best_val_hr", float("nan")))
-    return Probe(ut, uv, it, iv, (ug, ugv), (ig, igv), oracle, val_hr)
+    return Probe(ut.precision, uv.precision, it.precision, iv.precision, (ut.genre_accuracy, uv.genre_accuracy),
+                 (it.genre_accuracy, iv.genre_accuracy), oracle, spectral.precision, val_hr)
 
 
 def header(title: str, command: str) -> list[str]:
@@ -121,6 +114,7 @@ def demo_report(args: argparse.Namespace) -> list[str]:
               f"| user tokens | {p.user_tokens.mean():.2f} | {p.user_genre[0]:.2f} |",
               f"| user LightGCN vectors | {p.user_vectors.mean():.2f} | {p.user_genre[1]:.2f} |",
               f"| oracle: intents of the user's items, counted | {p.oracle.mean():.2f} | – |",
+              f"| oracle graph probe: spectral embedding of the training graph | {p.spectral.mean():.2f} | – |",
               f"| item tokens | {p.item_tokens.mean():.2f} | {p.item_genre[0]:.2f} |",
               f"| item LightGCN vectors | {p.item_vectors.mean():.2f} | {p.item_genre[1]:.2f} |"]
     return lines
@@ -129,12 +123,12 @@ def demo_report(args: argparse.Namespace) -> list[str]:
 def sweep_report(args: argparse.Namespace) -> list[str]:
     from beatrec.config import load_yaml
     from beatrec.data.planted_signal import load_planted
-    from beatrec.data.synthetic import SyntheticConfig, write_dataset
-    from beatrec.demo import DEMO_OVERRIDES
+    from beatrec.data.synthetic import write_dataset
+    from beatrec.demo import DEMO_OVERRIDES, demo_data_config
     from beatrec.stats import format_p, paired_test
     from beatrec.tokenizer.pipeline import TokenizeConfig, run_tokenize
 
-    data = write_dataset(SyntheticConfig(seed=0), args.work / "data")
+    data = write_dataset(demo_data_config(0), args.work / "data")
     got: dict[str, list[Probe]] = {}
     secs: dict[str, list[float]] = {}
     for name, sets in VARIANTS:
@@ -156,7 +150,8 @@ def sweep_report(args: argparse.Namespace) -> list[str]:
               f"- probe fitted on the text training users, scored on the {len(got[base][0].user_tokens)} validation "
               "users (graph only); items fitted on half, scored on the other half; chance top-3 precision "
               f"{3 / len(load_planted(data).intent_phrases):.2f}; oracle (intents of the user's training items, counted) "
-              f"{got[base][0].oracle.mean():.2f}",
+              f"{got[base][0].oracle.mean():.2f}; oracle graph probe (spectral embedding of the training graph, "
+              f"fitted on every unscored user) {got[base][0].spectral.mean():.2f}",
               "- mean ± std over seeds; Δ = paired difference against the first row (per-user precision averaged over "
               "seeds), 95% bootstrap interval, permutation p", "",
               "| variant | `--set` | user tokens | Δ user tokens [95% CI], p | user vectors | item tokens | "
