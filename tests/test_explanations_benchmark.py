@@ -10,13 +10,12 @@ import os
 from pathlib import Path
 
 import pytest
-from bench_script import load_benchmark
+from bench_script import load_benchmark, tiny_xrec
 from tiny_lm import save_tiny_lm
 
 from beatrec.cli import main as cli
 from beatrec.data.dataset import load_dataset
 from beatrec.data.split import ZeroShotSplit
-from beatrec.data.synthetic import SyntheticConfig, write_dataset
 from beatrec.evaluate import evaluation_pairs
 from beatrec.predictions import write_predictions
 
@@ -24,12 +23,7 @@ from beatrec.predictions import write_predictions
 @pytest.mark.slow
 def test_benchmark_end_to_end_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BEATREC_CACHE", os.environ.get("BEATREC_CACHE", str(tmp_path / "cache")))
-    root = tmp_path / "xrec"
-    data = write_dataset(SyntheticConfig(n_users=100, n_items=60, seed=4), root / "amazon")
-    stage1 = tmp_path / "stage1"
-    assert cli(["tokenize", "--data", str(data), "--out", str(stage1), "--quiet", "--set", "model.n_codes=8",
-                "--set", "model.part_dim=8", "--set", "model.code_dim=8", "--set", "train.max_epochs=1",
-                "--set", "extractor.kind=splitter"]) == 0
+    root, data, stage1 = tiny_xrec(tmp_path)
     ds = load_dataset(data)
     test = evaluation_pairs(ds, ZeroShotSplit.load(stage1 / "split.json"), 6, seed=0)  # the script's subset
     write_predictions(data / "xrec_predictions.jsonl", test.uid.tolist()[:3], test.iid.tolist()[:3], ["xrec"] * 3)

@@ -9,22 +9,14 @@ import os
 from pathlib import Path
 
 import pytest
-from bench_script import load_benchmark
+from bench_script import load_benchmark, tiny_xrec
 from tiny_lm import save_tiny_lm
-
-from beatrec.cli import main as cli
-from beatrec.data.synthetic import SyntheticConfig, write_dataset
 
 
 def test_profile_table_records_skip_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("BEATREC_CACHE", os.environ.get("BEATREC_CACHE", str(tmp_path / "cache")))
-    root = tmp_path / "xrec"
-    data = write_dataset(SyntheticConfig(n_users=100, n_items=60, seed=4), root / "amazon")
-    stage1 = tmp_path / "stage1"
-    assert cli(["tokenize", "--data", str(data), "--out", str(stage1), "--quiet", "--set", "model.n_codes=8",
-                "--set", "model.part_dim=8", "--set", "model.code_dim=8", "--set", "train.max_epochs=1",
-                "--set", "extractor.kind=splitter"]) == 0
+    root, data, stage1 = tiny_xrec(tmp_path)
     lm = save_tiny_lm(tmp_path / "lm")
     records, report = tmp_path / "profiles.json", tmp_path / "profiles.md"
     argv = ["--data-root", str(root), "--datasets", "amazon", "--stage1", f"amazon={stage1}", "--lm", str(lm),

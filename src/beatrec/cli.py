@@ -53,9 +53,9 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from beatrec.demo import run_demo
+    from beatrec.demo import DEMO_SIGNAL_PAIRS, run_demo
 
-    run_demo(Path(args.out), args.seed, args.config, args.overrides, args.quiet)
+    run_demo(Path(args.out), args.seed, args.config, args.overrides, args.quiet, signal_pairs=DEMO_SIGNAL_PAIRS)
 
 
 def cmd_align(args: argparse.Namespace) -> None:
