@@ -26,13 +26,14 @@ from beatrec.data.synthetic import SyntheticConfig
 # far fewer than 512 codes per codebook, and the rule-based splitter reads the templated synthetic texts in a
 # second, where the packaged SmolLM2 extractor needs ~10 minutes on 2 cores (--set extractor.kind=smollm2).
 DEMO_OVERRIDES = ("model.n_codes=64", "extractor.kind=splitter", "train.beta=5", "train.lr=1e-2")
-# Stage 2 of the demo (``--set align.KEY=VALUE`` overrides): a seeded 160 of the 720 training pairs and 120 training
-# users' profiles (multitask: user tokens -> user_summary) at lr 1e-3 (35 steps: the default 5e-4 is tuned for
-# thousands of pairs), greedy decoding (the default 4-beam search costs ~3x the decoding time), which fits the
-# 5-minute budget on 2 cores (``--set align.train.max_train_pairs=0`` for all pairs; ``--set align.train.epochs=2``
-# for a second pass, which the profiles need to read the user's genre from the tokens, at ~11 minutes).
-DEMO_ALIGN_OVERRIDES = ("train.max_train_pairs=160", "train.val_pairs=40", "train.lr=1e-3", "generate.num_beams=1",
-                        "train.tasks=[explain,user_profile]", "train.profile_ratio=0.75")
+# Stage 2 of the demo (``--set align.KEY=VALUE`` overrides): a seeded 240 of the 720 training pairs at lr 1e-3
+# (30 steps: the default 5e-4 is tuned for thousands of pairs), greedy decoding (the default 4-beam search costs
+# ~3x the decoding time), which fits the 5-minute budget on 2 cores (``--set align.train.max_train_pairs=0`` for
+# all pairs). Profiles are written with the untrained profile prompt, unless stage 2 learns them:
+DEMO_ALIGN_OVERRIDES = ("train.max_train_pairs=240", "train.val_pairs=40", "train.lr=1e-3", "generate.num_beams=1")
+# ``beatrec demo --set align.train.tasks=[explain,user_profile] --set align.train.epochs=2``: stage 2 also learns
+# user tokens -> user_summary (240 profiles), two passes (~11 minutes on 2 cores; one pass does not teach the LM to
+# read the profile tokens).
 DEMO_SIGNAL_PAIRS = 45  # test pairs explained three ways for the signal table (a seeded subset; 0 = all 90)
 # The demo's dataset: a user's intents choose its items in and out of its genre (weight 30 per shared intent, 60%
 # in genre), so the interaction graph itself holds the intents (the oracle graph probe finds them; with the
