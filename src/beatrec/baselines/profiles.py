@@ -57,6 +57,6 @@ def retrieval_profiles(ds: XRecDataset, split: ZeroShotSplit, users: np.ndarray,
     lowest id)."""
     pool = training_profiles(ds, split)
     keys = F.normalize(emb.user[torch.from_numpy(pool.index.to_numpy(np.int64, copy=True))], dim=1)  # (T, D)
-    q = F.normalize(emb.user[torch.from_numpy(np.asarray(users, dtype=np.int64))], dim=1)  # (U, D)
+    q = F.normalize(emb.user[torch.from_numpy(np.array(users, dtype=np.int64))], dim=1)  # (U, D)
     best = torch.argmax(q @ keys.T, dim=1).numpy()
     return [pool.iloc[int(j)] for j in best]
