@@ -52,6 +52,7 @@ class Probe(NamedTuple):
     oracle: np.ndarray  # (U_scored,) intents of the user's training items, counted
     spectral: np.ndarray  # (U_scored,) the oracle graph probe: a spectral embedding of the training graph
     val_hr: float  # stage 1's quantised validation HR@k of the kept epoch
+    user_codewords: np.ndarray  # (U_scored,) the same from the user's codeword vectors (what the projector reads)
 
 
 def probe_run(data: Path, run: Path, users: str) -> Probe:
@@ -60,7 +61,7 @@ def probe_run(data: Path, run: Path, users: str) -> Probe:
     import pandas as pd
 
     from beatrec.align.vocab import read_token_table
-    from beatrec.data.intent_probe import intent_probe, one_hot_tokens, spectral_embedding
+    from beatrec.data.intent_probe import codeword_features, intent_probe, one_hot_tokens, spectral_embedding
     from beatrec.data.planted_signal import load_planted
     from beatrec.tokenizer.embeddings import load_graph_embeddings
 
@@ -72,6 +73,7 @@ def probe_run(data: Path, run: Path, users: str) -> Probe:
     score = np.array(sp["val_users"] + (sp["test_users"] if users == "val+test" else []))
     ut = intent_probe(one_hot_tokens(read_token_table(run / "user_tokens.parquet")), pl, fit, score)
     uv = intent_probe(emb.user.numpy(), pl, fit, score)
+    uc = intent_probe(codeword_features(run), pl, fit, score)
     inter = pd.read_csv(data / "interactions.csv")
     tr = inter[inter["split"] == "train"]
     yu, yi = np.zeros((len(pl.user_genre), k)), np.zeros((len(pl.item_genre), k))
@@ -90,7 +92,7 @@ def probe_run(data: Path, run: Path, users: str) -> Probe:
     stage1 = json.loads((run / "metrics.json").read_text())
     val_hr = float(stage1.get("training", {}).get("best_val_hr", float("nan")))
     return Probe(ut.precision, uv.precision, it.precision, iv.precision, (ut.genre_accuracy, uv.genre_accuracy),
-                 (it.genre_accuracy, iv.genre_accuracy), oracle, spectral.precision, val_hr)
+                 (it.genre_accuracy, iv.genre_accuracy), oracle, spectral.precision, val_hr, uc.precision)
 
 
 def header(title: str, command: str) -> list[str]:
@@ -111,7 +113,8 @@ def demo_report(args: argparse.Namespace) -> list[str]:
               f"users (graph only); items: fitted on half, scored on {len(p.item_tokens)}; chance top-3 precision "
               f"{3 / k:.2f}, chance genre accuracy {1 / n_genres:.2f}", "",
               "| representation | intent top-3 precision | genre accuracy |", "|---|---|---|",
-              f"| user tokens | {p.user_tokens.mean():.2f} | {p.user_genre[0]:.2f} |",
+              f"| user tokens (one-hot ids) | {p.user_tokens.mean():.2f} | {p.user_genre[0]:.2f} |",
+              f"| user codeword vectors (what the projector reads) | {p.user_codewords.mean():.2f} | – |",
               f"| user LightGCN vectors | {p.user_vectors.mean():.2f} | {p.user_genre[1]:.2f} |",
               f"| oracle: intents of the user's items, counted | {p.oracle.mean():.2f} | – |",
               f"| oracle graph probe: spectral embedding of the training graph | {p.spectral.mean():.2f} | – |",
@@ -152,10 +155,12 @@ def sweep_report(args: argparse.Namespace) -> list[str]:
               f"{3 / len(load_planted(data).intent_phrases):.2f}; oracle (intents of the user's training items, counted) "
               f"{got[base][0].oracle.mean():.2f}; oracle graph probe (spectral embedding of the training graph, "
               f"fitted on every unscored user) {got[base][0].spectral.mean():.2f}",
+              "- user tokens: the probe on one-hot token ids; user codewords: on the concatenated codeword vectors "
+              "(what stage 2's projector reads); user vectors: on the continuous LightGCN vectors",
               "- mean ± std over seeds; Δ = paired difference against the first row (per-user precision averaged over "
               "seeds), 95% bootstrap interval, permutation p", "",
-              "| variant | `--set` | user tokens | Δ user tokens [95% CI], p | user vectors | item tokens | "
-              "item vectors | val HR@20 | stage-1 s |", "|---|---|---|---|---|---|---|---|---|"]
+              "| variant | `--set` | user tokens | Δ user tokens [95% CI], p | user codewords | user vectors | "
+              "item tokens | item vectors | val HR@20 | stage-1 s |", "|---|---|---|---|---|---|---|---|---|---|"]
 
     def ms(xs: list[float]) -> str:
         return f"{np.mean(xs):.3f} ± {np.std(xs):.3f}"
@@ -170,7 +175,8 @@ def sweep_report(args: argparse.Namespace) -> list[str]:
             t = paired_test(base_u, u)
             delta = f"{t.diff:+.3f} [{t.low:+.3f}, {t.high:+.3f}], p {format_p(t.p_value)}"
         lines.append(f"| {name} | {' '.join(sets) or '–'} | {ms([p.user_tokens.mean() for p in ps])} | {delta} | "
-                     f"{ms([p.user_vectors.mean() for p in ps])} | {ms([p.item_tokens.mean() for p in ps])} | "
+                     f"{ms([p.user_codewords.mean() for p in ps])} | {ms([p.user_vectors.mean() for p in ps])} | "
+                     f"{ms([p.item_tokens.mean() for p in ps])} | "
                      f"{ms([p.item_vectors.mean() for p in ps])} | {ms([p.val_hr for p in ps])} | "
                      f"{np.mean(secs[name]):.0f} |")
     return lines

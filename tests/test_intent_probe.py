@@ -99,3 +99,17 @@ def test_unknown_init_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match="model.init"):
         from_dict(TokenizeConfig, {"model": {"init": "zeros"}})
+
+
+def test_codeword_features_are_the_vocab_vectors(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from conftest import tiny_stage1
+
+    from beatrec.align.vocab import BehaviorVocab
+    from beatrec.data.intent_probe import codeword_features
+
+    _, run, _ = tiny_stage1(tmp_path_factory, seed=6)
+    x = codeword_features(run)
+    v = BehaviorVocab.from_run(run)
+    assert x.shape == (v.n_users, (1 + v.n_micro) * v.code_dim)
+    with torch.no_grad():
+        assert np.allclose(x[3], v.vectors("user", torch.tensor([3]))[0].reshape(-1).numpy())

@@ -75,8 +75,8 @@ def profile_table(rows: list[ProfileRow]) -> str:
 
 def probe_table(rows: list[ProbeRow]) -> str:
     lines = ["intent probe (logistic, fitted on other users, scored on the zero-shot test users):",
-             f"  {'':44s} {'top-3 intent precision':>23s} {'chance':>7s} {'genre accuracy':>15s}"]
-    lines += [f"  {r.label:44s} {r.precision:23.2f} {r.chance:7.2f} {r.genre_accuracy:15.2f}" for r in rows]
+             f"  {'':54s} {'top-3 intent precision':>23s} {'chance':>7s} {'genre accuracy':>15s}"]
+    lines += [f"  {r.label:54s} {r.precision:23.2f} {r.chance:7.2f} {r.genre_accuracy:15.2f}" for r in rows]
     return "\n".join(lines)
 
 
@@ -108,7 +108,7 @@ def run_demo(out: Path, seed: int = 0, config: Path | None = None, overrides: li
     from beatrec.align.vocab import read_token_table
     from beatrec.config import load_yaml
     from beatrec.data.dataset import load_dataset
-    from beatrec.data.intent_probe import intent_probe, one_hot_tokens, spectral_embedding
+    from beatrec.data.intent_probe import codeword_features, intent_probe, one_hot_tokens, spectral_embedding
     from beatrec.data.planted_signal import chance_rates, load_planted, profile_rates, signal_rates
     from beatrec.data.split import ZeroShotSplit, eval_pairs
     from beatrec.data.synthetic import write_dataset
@@ -172,11 +172,14 @@ def run_demo(out: Path, seed: int = 0, config: Path | None = None, overrides: li
     others = np.setdiff1d(np.arange(ds.n_users), split.test_users)
     graph = intent_probe(spectral_embedding(ds.interactions, ds.n_users, ds.n_items, seed=seed), planted, others,
                          users)
-    tok = intent_probe(one_hot_tokens(read_token_table(run / "user_tokens.parquet")), planted,
-                       np.intersect1d(others, split.train_users), users)
+    text_users = np.intersect1d(others, split.train_users)
+    tok = intent_probe(one_hot_tokens(read_token_table(run / "user_tokens.parquet")), planted, text_users, users)
+    words = intent_probe(codeword_features(run), planted, text_users, users)
     probes = [ProbeRow("oracle: spectral embedding of the training graph", graph.mean, graph.chance,
                        graph.genre_accuracy),
-              ProbeRow("the users' behavior tokens (fitted on text users)", tok.mean, tok.chance, tok.genre_accuracy)]
+              ProbeRow("the users' token ids, one-hot (fitted on text users)", tok.mean, tok.chance, tok.genre_accuracy),
+              ProbeRow("the users' codeword vectors (the projector's input)", words.mean, words.chance,
+                       words.genre_accuracy)]
     print("\n" + probe_table(probes))
     (run / "demo_signal.json").write_text(json.dumps(
         {"pairs": len(test), "distinct_explanations": len(set(texts)),

@@ -9,6 +9,7 @@ edges alone hold, before any model is trained.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -42,6 +43,19 @@ def spectral_embedding(interactions: pd.DataFrame, n_users: int, n_items: int, d
     u, s, _ = svds(norm, k=k, random_state=seed)  # (U, k), (k,)
     x = u * s
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def codeword_features(run: str | Path, side: str = "user") -> np.ndarray:
+    """(n, (1+N)·C) every entity's codeword vectors, concatenated over its slots: what stage 2's projector reads
+    (the one-hot token ids hide that nearby codes are nearby)."""
+    import torch
+
+    from beatrec.align.vocab import BehaviorVocab
+
+    v = BehaviorVocab.from_run(run)
+    n = v.n_users if side == "user" else v.n_items
+    with torch.no_grad():
+        return v.vectors(side, torch.arange(n)).reshape(n, -1).numpy()
 
 
 def one_hot_tokens(codes: np.ndarray) -> np.ndarray:
