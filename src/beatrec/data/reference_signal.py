@@ -101,15 +101,25 @@ def explanation_signal(uid: np.ndarray, iid: np.ndarray, emb: np.ndarray, level:
     """The explanation decomposition of the module docstring.
 
     Args:
-        uid, iid: (P,) the pair of each reference; emb: (P, d) reference embeddings (normalised here).
+        uid, iid: (P,) the pair of each reference (distinct pairs); emb: (P, d) reference embeddings (normalised
+            here). Memory is O(P·d): cosines are taken per row, never as a (P, P) matrix.
     """
     uid, iid = np.asarray(uid, dtype=np.int64), np.asarray(iid, dtype=np.int64)
-    e = _unit(emb)
-    sim = e @ e.T  # (P, P) cosines; P is a few thousand text pairs
-    same_u = uid[:, None] == uid[None, :]
-    same_i = iid[:, None] == iid[None, :]
-    other = ~same_u & ~same_i
-    random_mean = np.where(other.any(1), (sim * other).sum(1) / np.maximum(other.sum(1), 1), np.nan)  # (P,)
+    e = _unit(emb)  # (P, d); cosines are taken row by row, never as a (P, P) matrix
+    u_codes, u_of = np.unique(uid, return_inverse=True)
+    i_codes, i_of = np.unique(iid, return_inverse=True)
+    user_sum = np.zeros((len(u_codes), e.shape[1]))
+    item_sum = np.zeros((len(i_codes), e.shape[1]))
+    np.add.at(user_sum, u_of, e)
+    np.add.at(item_sum, i_of, e)
+    n_u, n_i = np.bincount(u_of)[u_of], np.bincount(i_of)[i_of]  # (P,) rows of the pair's user / item
+    # every other pair minus the same user's and the same item's (the pair itself is in both: added back once)
+    other_sum = (e * (e.sum(0) - user_sum[u_of] - item_sum[i_of] + e)).sum(1)  # (P,)
+    n_other = len(uid) - n_u - n_i + 1
+    random_mean = np.where(n_other > 0, other_sum / np.maximum(n_other, 1), np.nan)  # (P,)
+
+    def sim(a: int, rows: np.ndarray | list[int]) -> np.ndarray:
+        return e[rows] @ e[a]
 
     user_units, same_vals, ctrl_vals = [], [], []
     item_units, item_vals, rand_vals = [], [], []
@@ -123,7 +133,7 @@ def explanation_signal(uid: np.ndarray, iid: np.ndarray, emb: np.ndarray, level:
                 continue
             others = [c for c in by_item[iid[b]] if uid[c] != u]  # (v, j), v != u
             if others:
-                s, c = sim[a, b], sim[a, others].mean()
+                s, c = float(e[a] @ e[b]), float(sim(a, others).mean())
                 diffs.append(s - c)
                 s_same.append(s)
                 s_ctrl.append(c)
@@ -133,8 +143,9 @@ def explanation_signal(uid: np.ndarray, iid: np.ndarray, emb: np.ndarray, level:
             ctrl_vals.append(np.mean(s_ctrl))
         co = [c for c in by_item[i] if uid[c] != u]  # (v, i), v != u
         if co and np.isfinite(random_mean[a]):
-            item_units.append(sim[a, co].mean() - random_mean[a])
-            item_vals.append(sim[a, co].mean())
+            m = float(sim(a, co).mean())
+            item_units.append(m - random_mean[a])
+            item_vals.append(m)
             rand_vals.append(random_mean[a])
     nanmean = lambda x: float(np.mean(x)) if len(x) else float("nan")  # noqa: E731
     # one unit per user (the mean over its anchors): anchors of one user share their pairs, so they are not
@@ -152,10 +163,9 @@ def profile_signal(entities: np.ndarray, emb: np.ndarray, shared: sp.spmatrix, l
         entities: (E,) ids with a profile; emb: (E, d) their profile embeddings; shared: (E, E) how many graph
             neighbours (items of two users, users of two items) each pair of entities shares (diagonal ignored).
     """
-    e = _unit(emb)
+    e = _unit(emb)  # (E, d)
     n = len(entities)
-    sim = e @ e.T  # (E, E)
-    rand = (sim.sum(1) - np.diag(sim)) / max(n - 1, 1)  # (E,) exact mean over the others
+    rand = (e @ e.sum(0) - (e * e).sum(1)) / max(n - 1, 1)  # (E,) exact mean cosine to the others
     s = sp.csr_matrix(shared, dtype=np.float64)
     s.setdiag(0)
     s.eliminate_zeros()
@@ -165,7 +175,7 @@ def profile_signal(entities: np.ndarray, emb: np.ndarray, shared: sp.spmatrix, l
         if row.nnz == 0:
             continue
         top = row.indices[row.data == row.data.max()]  # every neighbour sharing the most
-        v = sim[a, top].mean()
+        v = float((e[top] @ e[a]).mean())
         units.append(v - rand[a])
         nb.append(v)
     return ProfileSignal(effect(units, level), float(np.mean(nb)) if nb else float("nan"), float(rand.mean()), n)
