@@ -126,7 +126,7 @@ def trained(run: Path, subdir: str, cfg, data: Path, progress: bool) -> None:  #
     train_align(run, data, cfg, progress=progress, subdir=subdir)
 
 
-def run_row(name: str, data: Path, run: Path, split_name: str, refs, common: list[str], lm: str | None,  # noqa: ANN001
+def run_row(name: str, data: Path, run: Path, refs, common: list[str], lm: str | None,  # noqa: ANN001
             seed: int, scorer, progress: bool) -> dict[str, Any]:  # noqa: ANN001
     """Write the row's profiles for the scored users and reduce them to a record (no text kept)."""
     from beatrec.align.controls import derangement
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{ds_name}/{args.split}/{name}: recorded, skipped", flush=True)
                 continue
             print(f"{ds_name}/{args.split}/{name}: {len(users)} users ...", flush=True)
-            res = run_row(name, data, run, args.split, refs, args.align_set, args.lm, args.seed, scorer,
+            res = run_row(name, data, run, refs, args.align_set, args.lm, args.seed, scorer,
                           not args.quiet)
             rec = {"key": key, "dataset": ds_name, "split": args.split, "row": name, "sets": sets,
                    "stage1": s1, "code": code, "users": users, **res,

@@ -45,22 +45,18 @@ def trained_tasks(a: Aligned) -> tuple[str, ...]:
 
 
 @torch.no_grad()
-def learnt_profiles(a: Aligned, task: str, ids: list[int], max_words: int = 60, progress: bool = False,
-                    history: list[str] | None = None) -> list[str]:
+def learnt_profiles(a: Aligned, task: str, ids: list[int], max_words: int = 60, progress: bool = False) -> list[str]:
     """Profiles written with the prompt of a profile task the run learnt (``user_profile`` / ``item_profile``).
 
     Args:
-        ids: user (item) ids in the run's vocabulary; history: the users' history texts, for a run whose
-            prompt holds a history field (``model.history_titles`` > 0).
+        ids: user (item) ids in the run's vocabulary; a run whose prompt holds a history field
+            (``model.history_titles`` > 0) gets each user's history titles from its dataset.
     """
     if task not in trained_tasks(a):
         raise ValueError(f"this run's stage 2 did not learn {task!r} (train.tasks = {list(trained_tasks(a))})")
     key = TASKS[task].key
     rows = [{key: int(i), "task": task} for i in ids]
-    if history is not None:
-        for r, h in zip(rows, history, strict=True):
-            r["history"] = h
-    elif a.history is not None and key == "uid":
+    if a.history is not None and key == "uid":
         a.history.attach(rows)
     return generate_explanations(a.model, a.tok, {task: a.model.prompt_builder(a.tok, task)}, rows, a.cfg.generate,
                                  max_words, progress)
