@@ -43,6 +43,10 @@ ROWS: dict[str, dict[str, Any]] = {  # key -> label, kind, and for trained rows 
     "beat": {"label": "BEAT (behavior tokens; multitask stage 2)", "kind": "lm", "subdir": "align_profiles",
              "sets": [TASKS]},
     "beat_shuffled_user": {"label": "BEAT, another scored user's tokens (control)", "kind": "control", "of": "beat"},
+    "beat_anchor": {"label": "BEAT + word anchoring (model.word_anchor=1)", "kind": "lm",
+                    "subdir": "align_profiles_anchor", "sets": [TASKS, "model.word_anchor=1"]},
+    "beat_anchor_shuffled_user": {"label": "BEAT + word anchoring, another scored user's tokens (control)",
+                                  "kind": "control", "of": "beat_anchor"},
     "floor": {"label": "random training user's profile (floor)", "kind": "floor"},
     "retrieval": {"label": "nearest training user's profile (LightGCN vectors)", "kind": "retrieval"},
     "history": {"label": "history-titles prompting (5 titles, no behavior tokens)", "kind": "lm",
@@ -187,18 +191,21 @@ def write_report(path: Path, records: list[dict[str, Any]], command: str) -> Non
             out.append(f"| {ROWS.get(r['row'], {}).get('label', r['row'])} | {len(r['users'])} | "
                        f"{corpus_bleu1(s):.4f} | {np.mean(s.bertscore):.4f} | {np.mean(s.specificity):.4f} | "
                        f"{r['distinct2']:.4f} | {r['avg_words']:.1f} | {r['seconds']:.0f} |")
-        beat = next((r for r in recs if r["row"] == "beat"), None)
-        if beat is not None:
-            out += ["", "Paired against BEAT on the same users (row - BEAT):", "",
-                    "| row | BLEU-1 diff [95%] (p) | BERTScore-MiniLM diff [95%] (p) | specificity diff [95%] (p) |",
-                    "|---|---|---|---|"]
+        by_row = {r["row"]: r for r in recs}
+        if "beat" in by_row:
+            out += ["", "Paired on the same users (row - reference; the reference is BEAT, or for a control the model "
+                    "whose tokens it shuffles):", "",
+                    "| row | reference | BLEU-1 diff [95%] (p) | BERTScore-MiniLM diff [95%] (p) | "
+                    "specificity diff [95%] (p) |", "|---|---|---|---|---|"]
             for r in recs:
-                if r is beat or r["users"] != beat["users"]:
+                ref = by_row.get(ROWS.get(r["row"], {}).get("of", "beat"))
+                if ref is None or r is ref or r["users"] != ref["users"]:
                     continue
                 cells = {d.metric: f"{d.diff:+.4f} [{d.low:+.4f}, {d.high:+.4f}] ({format_p(d.p_value)})"
-                         for d in paired_comparison(stats_of(beat), stats_of(r))}
-                out.append(f"| {ROWS.get(r['row'], {}).get('label', r['row'])} | {cells.get('bleu1', '–')} | "
-                           f"{cells.get('bertscore_f1', '–')} | {cells.get('specificity', '–')} |")
+                         for d in paired_comparison(stats_of(ref), stats_of(r))}
+                out.append(f"| {ROWS.get(r['row'], {}).get('label', r['row'])} | {ref['row']} | "
+                           f"{cells.get('bleu1', '–')} | {cells.get('bertscore_f1', '–')} | "
+                           f"{cells.get('specificity', '–')} |")
         out.append("")
     path.write_text("\n".join(out))
 

@@ -38,7 +38,10 @@ def test_profile_table_records_skip_and_resume(tmp_path: Path, monkeypatch: pyte
     md = report.read_text()
     for label in ("BEAT (behavior tokens", "another scored user's tokens (control)", "floor", "nearest training"):
         assert label in md
-    assert "Paired against BEAT" in md
+    assert "Paired on the same users" in md
+    paired = md.split("Paired on the same users")[1]
+    assert "| beat_shuffled_user |" not in paired  # a reference column names BEAT for the control's model
+    assert paired.count("| beat |") == 3  # control (its model is BEAT), floor and retrieval
 
     capsys.readouterr()
     assert bench.main(argv) == 0  # everything recorded: nothing runs again

@@ -23,6 +23,8 @@ class AlignModelConfig:
         use_sar: add Semantic Alignment Regularization (eq. 11) to the loss.
         gamma: weight γ of SAR (loss = NLL + γ·SAR, eq. 12).
         sar_pairs: text-token pairs sampled per batch for SAR.
+        word_anchor: weight λ of word anchoring (:mod:`beatrec.align.anchor`; not in the paper): the projected
+            tokens are also trained to read, as words, like their sample's distinctive target words (0 = off).
         projector_hidden: hidden width of the 2-layer MLP projector.
         train_codebooks: also fine-tune the stage-1 codebook vectors (else only the projector trains).
         max_words: explanations are capped at this many words (training targets and generations).
@@ -45,6 +47,7 @@ class AlignModelConfig:
     use_sar: bool = True
     gamma: float = 1.0
     sar_pairs: int = 256
+    word_anchor: float = 0.0
     projector_hidden: int = 512
     train_codebooks: bool = False
     max_words: int = 50
@@ -74,6 +77,7 @@ class AlignModelConfig:
         check(self.use_user or self.history_titles > 0,
               "the prompt needs something about the user: model.use_user=true or model.history_titles > 0")
         check(self.gamma >= 0, f"model.gamma must be >= 0, got {self.gamma}")
+        check(self.word_anchor >= 0, f"model.word_anchor must be >= 0, got {self.word_anchor}")
         check(self.sar_pairs >= 1, f"model.sar_pairs must be >= 1, got {self.sar_pairs}")
         check(self.projector_hidden >= 1, f"model.projector_hidden must be >= 1, got {self.projector_hidden}")
         check(self.max_words >= 1, f"model.max_words must be >= 1, got {self.max_words}")

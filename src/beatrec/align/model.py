@@ -13,15 +13,17 @@ from beatrec.align.batch import IGNORE, PairBatch
 from beatrec.align.config import AlignModelConfig
 from beatrec.align.projector import Projector
 from beatrec.align.prompt import PromptBuilder
+from beatrec.align.anchor import anchor_targets, word_anchor_loss
 from beatrec.align.sar import sample_pairs, sar_loss
 from beatrec.align.tasks import EXPLAIN, TASK_NAMES, TASKS
 from beatrec.align.vocab import BehaviorVocab
 
 
 class AlignOutput(NamedTuple):
-    loss: torch.Tensor  # () NLL + γ·SAR (eq. 12)
+    loss: torch.Tensor  # () NLL + γ·SAR (eq. 12) + λ·word anchor (model.word_anchor; not in the paper)
     nll: torch.Tensor  # () mean token NLL of the explanation
     sar: torch.Tensor  # () eq. 11 (0 when disabled)
+    anchor: torch.Tensor  # () :func:`beatrec.align.anchor.word_anchor_loss` (0 when disabled)
 
 
 def slot_parts(n_micro: int, cfg: AlignModelConfig) -> list[int]:
@@ -205,4 +207,8 @@ class BehaviorLM(nn.Module):
             pairs = sample_pairs(len(text), self.cfg.sar_pairs, self.generator).to(text.device)
             if len(pairs):
                 sar = sar_loss(text, owner, beh.float(), pairs)
-        return AlignOutput(nll + self.cfg.gamma * sar, nll, sar)
+        anchor = torch.zeros((), device=nll.device)
+        if self.cfg.word_anchor > 0 and beh.shape[1]:
+            emb = self.lm.get_input_embeddings().weight  # (V, d), frozen
+            anchor = word_anchor_loss(beh, emb.detach(), anchor_targets(batch.labels, emb.shape[0], IGNORE))
+        return AlignOutput(nll + self.cfg.gamma * sar + self.cfg.word_anchor * anchor, nll, sar, anchor)

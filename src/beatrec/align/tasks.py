@@ -9,7 +9,8 @@ user's tokens. Two more tasks make the tokens themselves the only source of the 
 - ``item_profile``: the item's behavior tokens alone, no title -> the item's ``item_summary``.
 
 Each task has its own instruction; ``train.tasks`` names the tasks stage 2 learns (multitask training on
-training users' texts only) and ``train.task_weights`` how many examples of each are drawn per explanation pair.
+training users' texts only) and ``train.profile_ratio`` how many examples of each profile task are drawn per
+explanation pair.
 """
 
 from __future__ import annotations

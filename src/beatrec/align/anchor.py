@@ -1,0 +1,54 @@
+"""Word anchoring of projected behavior tokens (not in the BEAT paper; ``model.word_anchor``, issue #37).
+
+Stage 2 trains the projector only through the LM's next-token loss. When the target text is largely a template
+(a profile: "This user enjoys ... and values ..."), the LM learns the template first and the few words that
+depend on the user carry too little of the loss for the projector to learn to say them: the LM writes one
+profile for everyone. Word anchoring gives the projector a direct signal. Each projected token is read as a
+distribution over the LM's vocabulary (cosine to the input-embedding rows, temperature τ); a sample's tokens form
+a mixture, and the loss is the negative log-likelihood of the sample's distinctive target words under it:
+
+    p_b(w) = 1/S Σ_s softmax_w(cos(h_{b,s}, E_w) / τ)          (h: projected token, E: the LM's embeddings)
+    L_anchor = − Σ_b Σ_w q_{b,w} log p_b(w) / Σ_b Σ_w q_{b,w}
+
+where q_b is 1 on the distinct target token ids of sample b that occur in at most half of the batch's targets
+(template and function words drop out; what tells samples apart stays). So the tokens of a user who values
+"lyrical prose" start to look, to the LM, like those words, which an instruction-tuned LM copies readily.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+TAU = 0.1  # temperature of the cosine logits
+
+
+def anchor_targets(labels: torch.Tensor, vocab_size: int, ignore: int = -100) -> torch.Tensor:
+    """(B, L) label ids (``ignore`` outside the target) -> (B, V) 0/1 float: each sample's distinct target ids
+    that occur in at most half of the batch's samples (a batch of one keeps none)."""
+    b = len(labels)
+    where = labels != ignore
+    hot = torch.zeros(b, vocab_size, dtype=torch.float32, device=labels.device)  # (B, V)
+    rows = where.nonzero()[:, 0]
+    hot[rows, labels[where]] = 1.0
+    df = hot.sum(0, keepdim=True)  # (1, V) samples holding each id
+    return hot * (df <= b / 2)
+
+
+def word_anchor_loss(behavior: torch.Tensor, embeddings: torch.Tensor, targets: torch.Tensor,
+                     tau: float = TAU) -> torch.Tensor:
+    """L_anchor above.
+
+    Args:
+        behavior: (B, S, d) projected behavior tokens h (S >= 1).
+        embeddings: (V, d) the LM's input-embedding matrix E (no gradient needed).
+        targets: (B, V) q from :func:`anchor_targets`.
+    Returns:
+        () the loss; 0 (with a graph to ``behavior``) when no sample has a distinctive target word.
+    """
+    logits = F.normalize(behavior.float(), dim=-1) @ F.normalize(embeddings.float(), dim=-1).T / tau  # (B, S, V)
+    logp = torch.logsumexp(F.log_softmax(logits, dim=-1), dim=1) - torch.log(torch.tensor(float(behavior.shape[1])))
+    total = targets.sum()
+    if total == 0:
+        return behavior.sum() * 0.0
+    return -(logp * targets).sum() / total  # logp: (B, V)
