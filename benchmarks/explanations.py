@@ -47,11 +47,14 @@ BASELINES = (  # (key, label)
     ("beat_history", "BEAT + history titles"),
     ("xrec", "XRec published predictions (not zero-shot; covered pairs only)"),
 )
-CONTROLS = (  # (key, label, the trained row it re-decodes, its align subdirectory, side shuffled)
-    ("beat_shuffled_user", "BEAT, another test user's tokens (control)", "beat", "align", "user"),
-    ("beat_shuffled_item", "BEAT, another test item's tokens (control)", "beat", "align", "item"),
+CONTROLS = (  # (key, label, the row it is paired against, its align subdirectory, side shuffled, title withheld)
+    ("beat_shuffled_user", "BEAT, another test user's tokens (control)", "beat", "align", "user", False),
+    ("beat_shuffled_item", "BEAT, another test item's tokens (control)", "beat", "align", "item", False),
     ("history_shuffled_user", "history prompting, another test user's history (control)", "history",
-     "align_history", "user"),
+     "align_history", "user", False),
+    ("beat_untitled", "BEAT, title withheld (the item's tokens are all it has)", "beat", "align", None, True),
+    ("beat_untitled_shuffled_item", "BEAT, title withheld, another test item's tokens (control)", "beat_untitled",
+     "align", "item", True),
 )
 PAIRED_METRICS = ("bleu1", "bertscore_f1", "specificity")  # paired against BEAT in the report
 STAGE1_COPY = ("user_tokens.parquet", "item_tokens.parquet", "codebooks.safetensors", "split.json", "config.yaml",
@@ -154,11 +157,14 @@ def run_dataset(name: str, args: argparse.Namespace, stage1: dict[str, Path], lo
     info: dict[str, dict] = {k: prev["info"][k] for k in prev_reports if k in prev.get("info", {})}
     test_rows = pairs[["uid", "iid", "title"]].to_dict("records")
 
-    def decode(key: str, subdir: str, side: str | None = None) -> list[str]:
-        """Explain the test pairs with the stage-2 model in ``subdir`` (a shuffled-``side`` control when given);
-        records the mean prompt length in tokens and the decoding throughput."""
+    def decode(key: str, subdir: str, side: str | None = None, untitled: bool = False) -> list[str]:
+        """Explain the test pairs with the stage-2 model in ``subdir`` (a shuffled-``side`` control when given; with
+        every title withheld when ``untitled``); records the mean prompt length in tokens, the decoding throughput
+        and, untitled, the share of users with 2+ pairs whose explanations all differ."""
         a = load_aligned(run, subdir=subdir)
         todo = check_pairs(a, test_rows, "test pairs")
+        if untitled:
+            todo = [{**r, "title": ""} for r in todo]
         if side is not None:
             todo = shuffled_pairs(todo, side, seed=0)
         t = time.perf_counter()
@@ -170,6 +176,8 @@ def run_dataset(name: str, args: argparse.Namespace, stage1: dict[str, Path], lo
             a.history.attach(shown)
         lengths = [len(a.builder.prompt(r["title"], r.get("history")).ids) for r in shown]
         info.setdefault(key, {}).update(prompt_tokens=float(np.mean(lengths)), pairs_per_s=len(todo) / secs)
+        if untitled:
+            info[key]["distinct_within_user"] = distinct_within_user(pairs.uid.tolist(), texts)
         return texts
 
     stage2_rows = [(key, label, subdir, sets) for key, label, subdir, sets in BEAT_VARIANTS]
@@ -199,10 +207,10 @@ def run_dataset(name: str, args: argparse.Namespace, stage1: dict[str, Path], lo
         predictions[key] = write_predictions(preds_dir / f"{key}.jsonl", pairs.uid.tolist(), pairs.iid.tolist(), texts)
         labels[key] = label
         log(f"[{name}] {label}: train {fmt_s(timings[f'{key}: train'])}, explain {fmt_s(timings[f'{key}: explain'])}")
-    for key, label, base, subdir, side in CONTROLS:
+    for key, label, base, subdir, side, untitled in CONTROLS:
         if key not in wanted or key in prev_reports or not (base in predictions or base in prev_reports):
             continue
-        texts = decode(key, subdir, side)
+        texts = decode(key, subdir, side, untitled)
         predictions[key] = write_predictions(preds_dir / f"{key}.jsonl", pairs.uid.tolist(), pairs.iid.tolist(), texts)
         labels[key] = label
         log(f"[{name}] {label}: explain {fmt_s(timings[f'{key}: explain'])}")
@@ -244,7 +252,16 @@ def all_keys() -> list[str]:
 
 def reference_row(key: str) -> str:
     """The row a row is paired against: a control against the model it shuffles, every other row against BEAT."""
-    return next((base for k, _, base, _, _ in CONTROLS if k == key), "beat")
+    return next((base for k, _, base, *_ in CONTROLS if k == key), "beat")
+
+
+def distinct_within_user(uids: list[int], texts: list[str]) -> float:
+    """Share of the users with 2+ pairs whose explanations are all different (nan when no user has two)."""
+    by: dict[int, list[str]] = {}
+    for u, t in zip(uids, texts, strict=True):
+        by.setdefault(int(u), []).append(t.strip())
+    many = [ts for ts in by.values() if len(ts) > 1]
+    return float(sum(len(set(ts)) == len(ts) for ts in many) / len(many)) if many else float("nan")
 
 
 def paired_against_beat(run: Path, pairs, keys: list[str], scorer) -> dict[str, list[dict]]:  # noqa: ANN001
@@ -347,6 +364,11 @@ def dataset_block(res: dict) -> list[str]:
             if cov:
                 lines.append(f"- {reports[key]['name']}: {cov['share_with_any']:.1%} of the test pairs' users have at "
                              f"least one titled history item; {cov['mean_titles']:.1f} titles per prompt")
+        for key in ("beat_untitled", "beat_untitled_shuffled_item"):
+            share = res.get("info", {}).get(key, {}).get("distinct_within_user")
+            if share is not None and key in reports:
+                lines.append(f"- {reports[key]['name']}: {share:.1%} of the users with 2+ test pairs get a different "
+                             "explanation for each of their items")
     diag = length_diagnostic(res)
     if diag:
         lines += ["", "Length diagnostic (BLEU-1 = brevity penalty × clipped unigram precision; NLTK corpus BLEU):", "",

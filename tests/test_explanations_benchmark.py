@@ -41,7 +41,9 @@ def test_benchmark_end_to_end_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPat
                   "retrieval", "ID-based GRU", "item-text prompting", "continuous injection", "XRec published",
                   "random training explanation (floor)", "floor on the XRec-covered pairs", "history prompting",
                   "BEAT + history titles", "BEAT, another test user's tokens (control)",
-                  "BEAT, another test item's tokens (control)", "another test user's history (control)"):
+                  "BEAT, another test item's tokens (control)", "another test user's history (control)",
+                  "BEAT, title withheld (the item's tokens", "title withheld, another test item's tokens (control)",
+                  "get a different explanation for each of their items"):
         assert label in md, label
     assert "Each row against BEAT on the same test pairs" in md and "prompt tokens" in md
     paired = json.loads((tmp_path / "runs" / "amazon" / "results.json").read_text())["paired"]
@@ -49,6 +51,7 @@ def test_benchmark_end_to_end_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert paired["xrec"][0]["n"] == 3 and paired["history"][0]["n"] == 6  # XRec paired on its covered pairs
     assert paired["history_shuffled_user"][0]["against"] == "history"  # a control against the model it shuffles
     assert paired["beat_shuffled_item"][0]["against"] == "beat"
+    assert paired["beat_untitled_shuffled_item"][0]["against"] == "beat_untitled"
     for rows in paired.values():
         assert [r["metric"] for r in rows] == ["bleu1", "bertscore_f1", "specificity"]
         assert all(r["low"] <= r["diff"] <= r["high"] for r in rows)
@@ -58,6 +61,9 @@ def test_benchmark_end_to_end_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     res = json.loads((tmp_path / "runs" / "amazon" / "results.json").read_text())
     assert res["n_test_pairs"] == 6 and all(r["n_scored"] == 6 for k, r in res["reports"].items() if k != "xrec")
     assert not (stage1 / "align").exists()  # the reused stage-1 run is not modified
+    preds = {k: [json.loads(x) for x in (tmp_path / "runs" / "amazon" / "predictions" / f"{k}.jsonl").open()]
+             for k in ("beat", "beat_untitled")}
+    assert [(p["uid"], p["iid"]) for p in preds["beat"]] == [(p["uid"], p["iid"]) for p in preds["beat_untitled"]]
     # --resume reads finished datasets back from results.json: the same tables without re-running anything
     report2 = tmp_path / "resumed.md"
     assert load_benchmark("explanations").main([*argv[:argv.index("--report")], "--report", str(report2), *argv[argv.index("--report") + 2:],
