@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
-import json
 import os
 import platform
 import sys
@@ -37,6 +35,9 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from records import digest_files, put_record, read_records, record_key, stage1_digest  # noqa: E402
+
 DATASETS = ("amazon", "yelp", "google")
 TASKS = "train.tasks=[explain,user_profile,item_profile]"
 ROWS: dict[str, dict[str, Any]] = {  # key -> label, kind, and for trained rows the subdir and overrides
@@ -59,37 +60,9 @@ CODE = ("src/beatrec/align", "src/beatrec/metrics", "src/beatrec/baselines/profi
 STATS = ("bleu1_match", "hyp_len", "ref_len", "bertscore", "specificity")
 
 
-def digest_files(paths: list[Path]) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        for f in sorted(p.rglob("*.py")) if p.is_dir() else [p]:
-            h.update(str(f.relative_to(p.parent)).encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()[:16]
-
-
 def code_digest() -> str:
     """A digest of the source the rows run (the align package, the metrics, the profile baselines, the LM loader)."""
     return digest_files([ROOT / p for p in CODE])
-
-
-def stage1_digest(run: Path) -> str:
-    return digest_files([run / "user_tokens.parquet", run / "item_tokens.parquet", run / "split.json"])
-
-
-def read_records(path: Path) -> list[dict[str, Any]]:
-    return json.loads(path.read_text())["records"] if path.is_file() else []
-
-
-def write_records(path: Path, records: list[dict[str, Any]]) -> None:
-    """Atomic rewrite (a crash never leaves half a file)."""
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"records": records}, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
-def row_key(dataset: str, split: str, row: str, sets: list[str], stage1: str, code: str, users: list[int]) -> str:
-    blob = json.dumps([dataset, split, row, sets, stage1, code, users])
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
 def pair_stats_record(preds: list[str], refs: list[str], scorer) -> dict[str, Any]:  # noqa: ANN001
@@ -255,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             row = ROWS[name]
             src = ROWS[row["of"]] if row["kind"] == "control" else row
             sets = [*src["sets"], *args.align_set, *([f"lm.name={args.lm}"] if args.lm else [])] if "sets" in src else []
-            key = row_key(ds_name, args.split, name, sets, s1, code, users)
+            key = record_key(ds_name, args.split, name, sets, s1, code, users)
             records = read_records(args.records)
             if any(r["key"] == key for r in records):
                 print(f"{ds_name}/{args.split}/{name}: recorded, skipped", flush=True)
@@ -267,9 +240,8 @@ def main(argv: list[str] | None = None) -> int:
                    "stage1": s1, "code": code, "users": users, **res,
                    "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                    "machine": f"{platform.platform()}, {os.cpu_count()} cores", "command": command}
-            records = [r for r in read_records(args.records) if r["key"] != key] + [rec]
-            write_records(args.records, records)
-            write_report(args.report, records, command)
+            put_record(args.records, rec)
+            write_report(args.report, read_records(args.records), command)
             print(f"  recorded ({res['seconds']:.0f} s)", flush=True)
     write_report(args.report, read_records(args.records), command)
     print(f"wrote {args.report}")
