@@ -2,13 +2,21 @@
 
     python benchmarks/explanations.py --max-train-pairs 600 --max-test-pairs 200 \\
         --stage1 amazon=runs/bench/amazon --stage1 google=runs/bench/google --stage1 yelp=runs/bench/yelp
+    python benchmarks/explanations.py --report-only        # rebuild the report from the records
 
 For each dataset under ``--data-root`` (default ``../shared/data/xrec``): stage 1 (``beatrec tokenize``, or
-the stage-1 artifacts of ``--stage1 NAME=DIR`` copied into ``--out/NAME``), then BEAT stage 2 and its three
-ablations (``model.use_micro=false`` / ``model.use_macro=false`` / ``model.use_sar=false``), every baseline
+the stage-1 artifacts of ``--stage1 NAME=DIR`` copied into ``--out/NAME``), then BEAT stage 2 and its
+ablations, its controls (another user's / item's tokens, the title withheld), every baseline
 (:mod:`beatrec.baselines`), all scored by the same harness (:mod:`beatrec.evaluate`) on the same zero-shot
-test pairs, beside the floor. Writes ``benchmarks/explanations.md`` (rewritten after every dataset, so a
-partial run still leaves its finished blocks) and ``--out/NAME/results.json``.
+test pairs, beside the floor.
+
+**Records.** Every finished row is written to ``--records`` (default ``benchmarks/explanations.json``) as it
+lands: its config, digests of the code it ran and of the stage-1 tokens, its scored pairs (ids), its metrics and
+per pair the statistics the paired tests and the length diagnostic need (BLEU-1 counts, lengths, BERTScore,
+reciprocal rank) — no generated or reference text. ``benchmarks/explanations.md`` is rebuilt from the records
+alone; a row whose key (dataset, row, config, scoring, stage-1 and code digests, test pairs) is recorded is not
+run again, so rows accumulate across processes, days and machines. Within a row the trained stage-2 model
+(``--out/NAME/<subdir>``) is the checkpoint: a rerun with the same config and tokens reuses it.
 
 ``--max-train-pairs`` caps the stage-2 training pairs of BEAT, the ablations and the continuous baseline
 (seeded subset); ``--max-test-pairs`` scores a seeded subset of test pairs. Both keep the run within reach
@@ -20,6 +28,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import re
@@ -28,7 +37,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from records import digest_files, put_record, read_records, record_key, stage1_digest  # noqa: E402
+
 DATASETS = ("amazon", "google", "yelp")
 BEAT_VARIANTS = (  # (key, label, align subdirectory, overrides)
     ("beat", "BEAT (behavior tokens; LoRA, the default recipe)", "align", ()),
@@ -57,6 +71,9 @@ CONTROLS = (  # (key, label, the row it is paired against, its align subdirector
      "align", "item", True),
 )
 PAIRED_METRICS = ("bleu1", "bertscore_f1", "specificity")  # paired against BEAT in the report
+STATS = ("bleu1_match", "hyp_len", "ref_len", "bertscore", "specificity")  # per scored pair, in each record
+CODE = ("src/beatrec/align", "src/beatrec/baselines", "src/beatrec/metrics", "src/beatrec/evaluate.py",
+        "src/beatrec/lm.py", "src/beatrec/predictions.py")  # the source a row's record is keyed on
 STAGE1_COPY = ("user_tokens.parquet", "item_tokens.parquet", "codebooks.safetensors", "split.json", "config.yaml",
                "embeddings.safetensors", "tokenizer.safetensors", "metrics.json")
 
@@ -81,9 +98,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-bertscore", action="store_true")
     ap.add_argument("--no-lm-score", action="store_true")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
-    ap.add_argument("--resume", action="store_true",
-                    help="read --out/NAME/results.json where it exists: a dataset with every method is not re-run, "
-                         "one with some methods keeps its stage 1 and those methods and runs only the rest")
+    ap.add_argument("--records", type=Path, default=ROOT / "benchmarks" / "explanations.json",
+                    help="committed per-row records (no text); a recorded row is skipped")
+    ap.add_argument("--report-only", action="store_true", help="rebuild the report from the records, run nothing")
     ap.add_argument("--lm", default="smollm2", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
@@ -99,11 +116,26 @@ def fmt_s(x: float) -> str:
     return f"{x:.0f} s" if x >= 10 else f"{x:.1f} s"
 
 
-def run_dataset(name: str, args: argparse.Namespace, stage1: dict[str, Path], log,  # noqa: ANN001
-                prev: dict | None = None) -> dict:
-    """One dataset's block. ``prev`` (an earlier ``results.json`` of the same run, ``--resume``) supplies the
-    stage-1 run already in ``--out/NAME`` and every method it scored whose predictions file is still there;
-    only the missing methods are trained and scored."""
+def code_digest() -> str:
+    """A digest of the source the rows run (stage 2, the baselines, the metrics, the evaluation, the LM loader)."""
+    return digest_files([ROOT / p for p in CODE])
+
+
+def trained_here(d: Path, cfg: dict, s1: str) -> bool:
+    """``d`` holds a stage-2 model trained here with config ``cfg`` on the stage-1 tokens ``s1`` (the checkpoint
+    a resumed row reuses instead of training again)."""
+    mark = d / "bench_trained.json"
+    return (d / "weights.safetensors").is_file() and mark.is_file() and \
+        json.loads(mark.read_text()) == {"config": cfg, "stage1": s1}
+
+
+def run_dataset(name: str, args: argparse.Namespace, stage1: dict[str, Path], log, command: str) -> None:  # noqa: ANN001
+    """Run the rows of one dataset that are not recorded yet and record each as it lands (``--records``).
+
+    Stage 1 comes from ``--stage1 NAME=DIR`` (copied), else from ``--out/NAME`` when an earlier invocation
+    trained it there, else it is trained. A row's trained stage 2 (``--out/NAME/<subdir>``) is reused when its
+    config and stage-1 tokens are unchanged, so an interrupted row resumes without training again.
+    """
     import numpy as np
 
     from beatrec.align.config import AlignConfig
@@ -119,49 +151,81 @@ def run_dataset(name: str, args: argparse.Namespace, stage1: dict[str, Path], lo
     from beatrec.evaluate import evaluate_predictions, evaluation_pairs
     from beatrec.lm import LMConfig
     from beatrec.metrics.explanations import ScoreConfig, Scorer
-    from beatrec.predictions import read_predictions, write_predictions
+    from beatrec.metrics.paired import pair_stats
+    from beatrec.predictions import match_predictions, read_predictions, write_predictions
     from beatrec.tokenizer.pipeline import TokenizeConfig, run_tokenize
 
     data = args.data_root / name
     run = args.out / name
     wanted = set(args.methods or all_keys())
-    timings: dict[str, float] = {}
-    prev_reports = {}
+    if not (data / "xrec_predictions.jsonl").is_file():
+        wanted.discard("xrec")
     t = time.perf_counter()
-    if prev is not None and (run / "tokenizer.safetensors").is_file():
-        stage1_note = prev["stage1"]
-        timings["stage 1"] = prev["timings"]["stage 1"]
-        prev_reports = {k: r for k, r in prev["reports"].items() if (run / "predictions" / f"{k}.jsonl").is_file()}
-        for k in prev_reports:
-            timings.update({n: v for n, v in prev["timings"].items() if n == k or n.startswith(f"{k}: ")})
-        log(f"[{name}] stage 1 and {sorted(prev_reports)} read from {run} (--resume)")
-    elif name in stage1:
+    if name in stage1:
         copy_stage1(stage1[name], run)
         stage1_note = f"reused `{stage1[name]}`"
+    elif (run / "tokenizer.safetensors").is_file():
+        stage1_note = f"`{run}` (trained by an earlier invocation)"
     else:
         cfg = load_yaml(TokenizeConfig, None, args.tokenize_set)
         run_tokenize(data, run, cfg, progress=False)
         stage1_note = "trained here" + (f" ({', '.join(args.tokenize_set)})" if args.tokenize_set else "")
-    if "stage 1" not in timings:
-        timings["stage 1"] = time.perf_counter() - t
-        log(f"[{name}] stage 1 {stage1_note}: {fmt_s(timings['stage 1'])}")
+    log(f"[{name}] stage 1 {stage1_note}: {fmt_s(time.perf_counter() - t)}")
+    s1, code = stage1_digest(run), code_digest()
     ds = load_dataset(data)
     split = ZeroShotSplit.load(run / "split.json")
     pairs = evaluation_pairs(ds, split, args.max_test_pairs, seed=0)
+    pair_ids = [[int(u), int(i)] for u, i in zip(pairs.uid, pairs.iid, strict=True)]
     n_all = len(eval_pairs(ds, split, "test"))
     align_sets = [f"lm.name={args.lm}", f"train.max_train_pairs={args.max_train_pairs}",
                   *(f"train.threads={args.threads}",) * bool(args.threads), *args.align_set]
+    bsets = [f"itemtext.lm.name={args.lm}", *(f"continuous.{s}" for s in align_sets),
+             *(f"history.{s}" for s in align_sets),
+             *(f"idgen.threads={args.threads}",) * bool(args.threads), *args.baseline_set]
+    bcfg = load_yaml(BaselineConfig, None, bsets)
     preds_dir = run / "predictions"
-    predictions: dict[str, Path] = {}
-    labels: dict[str, str] = {}
-    info: dict[str, dict] = {k: prev["info"][k] for k in prev_reports if k in prev.get("info", {})}
     test_rows = pairs[["uid", "iid", "title"]].to_dict("records")
+    scoring = {"bertscore": not args.no_bertscore, "lm_score": not args.no_lm_score}
+    scorer_box: list[Scorer] = []
 
-    def decode(key: str, subdir: str, side: str | None = None, untitled: bool = False) -> list[str]:
-        """Explain the test pairs with the stage-2 model in ``subdir`` (a shuffled-``side`` control when given; with
-        every title withheld when ``untitled``); records the mean prompt length in tokens, the decoding throughput
-        and, untitled, the share of users with 2+ pairs whose explanations all differ."""
-        a = load_aligned(run, subdir=subdir)
+    stage2 = {key: (subdir, [*align_sets, *sets]) for key, _, subdir, sets in BEAT_VARIANTS}
+    stage2.update({key: (VARIANTS[key].subdir, bsets) for key, _ in BASELINES if key in VARIANTS})
+    labels = {**{k: lab for k, lab, *_ in BEAT_VARIANTS}, **{k: lab for k, lab, *_ in CONTROLS}, **dict(BASELINES)}
+    controls = {k: (base, subdir, side, untitled) for k, _, base, subdir, side, untitled in CONTROLS}
+
+    def model_of(key: str) -> str:
+        """The trained row whose stage-2 model a row decodes with (a control's chain leads to one)."""
+        while key in controls:
+            key = controls[key][0]
+        return key
+
+    def config_of(key: str) -> list:
+        if key in controls:
+            base, _, side, untitled = controls[key]
+            return [*config_of(model_of(base)), {"control": side, "untitled": untitled}]
+        return stage2[key][1] if key in stage2 else bsets
+
+    def ensure_trained(key: str) -> dict:
+        """Train the stage-2 model of ``key`` unless it is already in its subdirectory; -> its timings."""
+        subdir, sets = stage2[key]
+        d = run / subdir
+        if trained_here(d, sets, s1):
+            log(f"[{name}] reusing the trained {d}")
+            return {}
+        t = time.perf_counter()
+        if key in VARIANTS:  # a stage-2 baseline: the same recipe with another prompt source
+            res = train_variant(key, run, data, bcfg.continuous if key == "continuous" else bcfg.history,
+                                bcfg.history_titles)
+        else:
+            res = train_align(run, data, load_yaml(AlignConfig, None, sets), progress=False, subdir=subdir)
+        (res.out_dir / "bench_trained.json").write_text(json.dumps({"config": sets, "stage1": s1}))
+        return {f"{key}: train": time.perf_counter() - t}
+
+    def decode(key: str) -> tuple[list[str], dict, dict]:
+        """Explain the test pairs with the row's stage-2 model (a control: shuffled side, titles withheld);
+        -> texts, timings, info (mean prompt tokens, pairs/s; untitled: distinct explanations within a user)."""
+        base, _, side, untitled = controls.get(key, (None, None, None, False))
+        a = load_aligned(run, subdir=stage2[model_of(key)][0])
         todo = check_pairs(a, test_rows, "test pairs")
         if untitled:
             todo = [{**r, "title": ""} for r in todo]
@@ -170,79 +234,62 @@ def run_dataset(name: str, args: argparse.Namespace, stage1: dict[str, Path], lo
         t = time.perf_counter()
         texts = explain(a, todo)
         secs = time.perf_counter() - t
-        timings[f"{key}: explain"] = secs
         shown = [dict(r) for r in todo]
         if a.history is not None:
             a.history.attach(shown)
         lengths = [len(a.builder.prompt(r["title"], r.get("history")).ids) for r in shown]
-        info.setdefault(key, {}).update(prompt_tokens=float(np.mean(lengths)), pairs_per_s=len(todo) / secs)
+        info = {"prompt_tokens": float(np.mean(lengths)), "pairs_per_s": len(todo) / secs}
         if untitled:
-            info[key]["distinct_within_user"] = distinct_within_user(pairs.uid.tolist(), texts)
-        return texts
+            info["distinct_within_user"] = distinct_within_user(pairs.uid.tolist(), texts)
+        return texts, {f"{key}: explain": secs}, info
 
-    stage2_rows = [(key, label, subdir, sets) for key, label, subdir, sets in BEAT_VARIANTS]
-    for key, label in BASELINES:
-        if key in VARIANTS:
-            stage2_rows.append((key, label, VARIANTS[key].subdir, None))
-    bsets = [f"itemtext.lm.name={args.lm}", *(f"continuous.{s}" for s in align_sets),
-             *(f"history.{s}" for s in align_sets),
-             *(f"idgen.threads={args.threads}",) * bool(args.threads), *args.baseline_set]
-    bcfg = load_yaml(BaselineConfig, None, bsets)
-    for key, label, subdir, sets in stage2_rows:
-        if key not in wanted or key in prev_reports:
+    for key in all_keys():
+        if key not in wanted:
             continue
+        config = config_of(key)
+        rkey = record_key(name, key, config, scoring, s1, code, pair_ids)
+        if any(r["key"] == rkey for r in read_records(args.records)):
+            log(f"[{name}] {labels[key]}: recorded, skipped")
+            continue
+        timings: dict[str, float] = {}
+        info: dict = {}
+        if key in stage2 or key in controls:
+            timings.update(ensure_trained(model_of(key)))
+            if key in stage2:
+                info = json.loads((run / stage2[key][0] / "metrics.json").read_text())
+            texts, secs, extra = decode(key)
+            timings.update(secs)
+            info.update(extra)
+            if key in VARIANTS and VARIANTS[key].history:
+                cov = HistoryPrompts.build(ds, split, run, bcfg.history_titles).attach([dict(r) for r in test_rows])
+                info["history_coverage"] = cov._asdict()
+            f = write_predictions(preds_dir / f"{key}.jsonl", pairs.uid.tolist(), pairs.iid.tolist(), texts)
+        else:
+            t = time.perf_counter()
+            out = run_baseline(key, data, run, bcfg, pairs=pairs)
+            timings[key] = time.perf_counter() - t
+            p = out.predictions
+            f = write_predictions(preds_dir / f"{key}.jsonl", p.uid.tolist(), p.iid.tolist(), p.prediction.tolist())
+            info = out.info
         t = time.perf_counter()
-        if sets is not None:  # BEAT and its variants
-            cfg = load_yaml(AlignConfig, None, [*align_sets, *sets])
-            res = train_align(run, data, cfg, progress=False, subdir=subdir)
-        else:  # a stage-2 baseline: the same recipe with another prompt source
-            acfg = bcfg.continuous if key == "continuous" else bcfg.history
-            res = train_variant(key, run, data, acfg, bcfg.history_titles)
-        timings[f"{key}: train"] = time.perf_counter() - t
-        info[key] = json.loads((res.out_dir / "metrics.json").read_text())
-        texts = decode(key, subdir)
-        if key in VARIANTS and VARIANTS[key].history:
-            cov = HistoryPrompts.build(ds, split, run, bcfg.history_titles).attach([dict(r) for r in test_rows])
-            info[key]["history_coverage"] = cov._asdict()
-        predictions[key] = write_predictions(preds_dir / f"{key}.jsonl", pairs.uid.tolist(), pairs.iid.tolist(), texts)
-        labels[key] = label
-        log(f"[{name}] {label}: train {fmt_s(timings[f'{key}: train'])}, explain {fmt_s(timings[f'{key}: explain'])}")
-    for key, label, base, subdir, side, untitled in CONTROLS:
-        if key not in wanted or key in prev_reports or not (base in predictions or base in prev_reports):
-            continue
-        texts = decode(key, subdir, side, untitled)
-        predictions[key] = write_predictions(preds_dir / f"{key}.jsonl", pairs.uid.tolist(), pairs.iid.tolist(), texts)
-        labels[key] = label
-        log(f"[{name}] {label}: explain {fmt_s(timings[f'{key}: explain'])}")
-    for key, label in BASELINES:
-        if key in VARIANTS or key not in wanted or key in prev_reports or (
-                key == "xrec" and not (data / "xrec_predictions.jsonl").is_file()):
-            continue
-        t = time.perf_counter()
-        out = run_baseline(key, data, run, bcfg, pairs=pairs)
-        timings[key] = time.perf_counter() - t
-        p = out.predictions
-        predictions[key] = write_predictions(preds_dir / f"{key}.jsonl", p.uid.tolist(), p.iid.tolist(),
-                                             p.prediction.tolist())
-        labels[key] = label
-        info[key] = out.info
-        log(f"[{name}] {label}: {fmt_s(timings[key])}")
-
-    t = time.perf_counter()
-    score_cfg = ScoreConfig(bertscore=not args.no_bertscore, lm_score=not args.no_lm_score, lm=LMConfig(name=args.lm))
-    scorer = Scorer(score_cfg)
-    fresh = {k: evaluate_predictions(ds, split, read_predictions(f), scorer, pairs, labels[k]).to_dict()
-             for k, f in predictions.items()}
-    order = all_keys()
-    reports = {k: fresh.get(k, prev_reports.get(k)) for k in order if k in fresh or k in prev_reports}
-    paired = paired_against_beat(run, pairs, [k for k in reports if (preds_dir / f"{k}.jsonl").is_file()], scorer)
-    timings["scoring"] = time.perf_counter() - t + (prev["timings"].get("scoring", 0.0) if prev_reports else 0.0)
-    log(f"[{name}] scoring: {fmt_s(timings['scoring'])}")
-    result = {"dataset": name, "data": str(data), "run": str(run), "stage1": stage1_note,
-              "n_test_pairs_all": n_all, "n_test_pairs": len(pairs), "n_test_users": int(pairs.uid.nunique()),
-              "reports": reports, "info": info, "timings": timings, "paired": paired}
-    (run / "results.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    return result
+        if not scorer_box:
+            scorer_box.append(Scorer(ScoreConfig(bertscore=scoring["bertscore"], lm_score=scoring["lm_score"],
+                                                 lm=LMConfig(name=args.lm))))
+        preds = read_predictions(f)
+        report = evaluate_predictions(ds, split, preds, scorer_box[0], pairs, labels[key]).to_dict()
+        m = match_predictions(pairs, preds).rows
+        st = pair_stats(m["prediction"].tolist(), m["explanation"].tolist(), scorer_box[0])
+        timings[f"{key}: scoring"] = time.perf_counter() - t
+        put_record(args.records, {
+            "key": rkey, "dataset": name, "row": key, "config": config, "scoring": scoring, "stage1": s1,
+            "stage1_source": stage1_note, "code": code, "pairs_all": n_all, "pairs": pair_ids,
+            "scored": [[int(u), int(i)] for u, i in zip(m["uid"], m["iid"], strict=True)],
+            "report": report, "stats": {k: None if getattr(st, k) is None else
+                                        np.asarray(getattr(st, k)).round(6).tolist() for k in STATS},
+            "info": json.loads(json.dumps(info, default=str)), "timings": timings,
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "machine": f"{platform.platform()}, {os.cpu_count()} cores", "command": command})
+        log(f"[{name}] {labels[key]}: recorded (" + ", ".join(f"{k} {fmt_s(v)}" for k, v in timings.items()) + ")")
 
 
 def all_keys() -> list[str]:
@@ -264,49 +311,67 @@ def distinct_within_user(uids: list[int], texts: list[str]) -> float:
     return float(sum(len(set(ts)) == len(ts) for ts in many) / len(many)) if many else float("nan")
 
 
-def paired_against_beat(run: Path, pairs, keys: list[str], scorer) -> dict[str, list[dict]]:  # noqa: ANN001
+def stats_of(rec: dict, keep: list[int]):  # noqa: ANN201 - PairStats
+    """The record's per-pair statistics at the scored-pair positions ``keep``."""
+    from beatrec.metrics.paired import PairStats
+
+    st = rec["stats"]
+    return PairStats(*(None if st[k] is None else np.asarray(st[k], dtype=np.int64 if k.endswith(("match", "len"))
+                                                                else np.float64)[keep] for k in STATS))
+
+
+def paired_from_records(recs: dict[str, dict]) -> dict[str, list[dict]]:
     """Per row: the paired difference row - its reference row (:func:`reference_row`: BEAT, or the model a control
-    shuffles) on the pairs both predicted (BLEU-1, BERTScore-MiniLM, specificity; 95% percentile bootstrap
-    interval, permutation p), from the predictions files."""
-    from beatrec.metrics.paired import pair_stats, paired_comparison
-    from beatrec.predictions import match_predictions, read_predictions
+    shuffles) on the pairs both scored (BLEU-1, BERTScore-MiniLM, specificity; 95% percentile bootstrap interval,
+    permutation p), from the records' per-pair statistics."""
+    from beatrec.metrics.paired import paired_comparison
 
     out = {}
-    for key in keys:
-        ref_key = reference_row(key)
-        if key == "beat" or ref_key not in keys:
+    for key, rec in recs.items():
+        ref = recs.get(reference_row(key))
+        if key == "beat" or ref is None:
             continue
-        beat = match_predictions(pairs, read_predictions(run / "predictions" / f"{ref_key}.jsonl")).rows
-        other = match_predictions(pairs, read_predictions(run / "predictions" / f"{key}.jsonl")).rows
-        both = beat.merge(other[["uid", "iid", "prediction"]], on=["uid", "iid"], suffixes=("_beat", "_row"))
+        pos = {tuple(p): j for j, p in enumerate(ref["scored"])}
+        both = [(pos[tuple(p)], j) for j, p in enumerate(rec["scored"]) if tuple(p) in pos]
         if len(both) < 2:
             continue
-        refs = both["explanation"].tolist()
-        rows = paired_comparison(pair_stats(both["prediction_beat"].tolist(), refs, scorer),
-                                 pair_stats(both["prediction_row"].tolist(), refs, scorer))
-        out[key] = [{**r._asdict(), "n": len(both), "against": ref_key} for r in rows if r.metric in PAIRED_METRICS]
+        rows = paired_comparison(stats_of(ref, [a for a, _ in both]), stats_of(rec, [b for _, b in both]))
+        out[key] = [{**r._asdict(), "n": len(both), "against": reference_row(key)} for r in rows
+                    if r.metric in PAIRED_METRICS]
     return out
 
 
-def refresh_paired(res: dict, args: argparse.Namespace) -> dict:
-    """The paired rows of a read-back dataset, recomputed from its predictions files (so a report always pairs
-    what the current code pairs); the stored ones when the files or the dataset are gone."""
-    from beatrec.data.dataset import load_dataset
-    from beatrec.data.split import ZeroShotSplit
-    from beatrec.evaluate import evaluation_pairs
-    from beatrec.metrics.explanations import ScoreConfig, Scorer
+def dataset_result(name: str, recs: dict[str, dict]) -> dict:
+    """The form :func:`dataset_block` renders, from one dataset's records (row -> record)."""
+    order = [k for k in all_keys() if k in recs]
+    first = recs["beat"] if "beat" in recs else recs[order[0]]
+    timings: dict[str, float] = {}
+    for k in order:
+        timings.update(recs[k]["timings"])
+    return {"dataset": name, "stage1": first["stage1_source"], "n_test_pairs_all": first["pairs_all"],
+            "n_test_pairs": len(first["pairs"]), "n_test_users": len({u for u, _ in first["pairs"]}),
+            "reports": {k: recs[k]["report"] for k in order}, "info": {k: recs[k]["info"] for k in order},
+            "timings": timings, "paired": paired_from_records({k: recs[k] for k in order}),
+            "lengths": {k: length_ratio(stats_of(recs[k], list(range(len(recs[k]["scored"]))))) for k in order},
+            "dates": sorted({recs[k]["date"] for k in order}), "commands": sorted({recs[k]["command"] for k in order})}
 
-    run, data = Path(res["run"]), Path(res["data"])
-    keys = [k for k in res["reports"] if (run / "predictions" / f"{k}.jsonl").is_file()]
-    if not keys or not (data / "interactions.csv").is_file():
-        return res.get("paired", {})
-    pairs = evaluation_pairs(load_dataset(data), ZeroShotSplit.load(run / "split.json"), res["n_test_pairs"], seed=0)
-    scorer = Scorer(ScoreConfig(bertscore=not args.no_bertscore, lm_score=False))
-    return paired_against_beat(run, pairs, keys, scorer)
+
+def current_records(records: list[dict]) -> dict[str, dict[str, dict]]:
+    """dataset -> row -> its latest record on the latest BEAT record's test pairs and stage 1 (rows recorded
+    on other pairs or tokens are left out of the table; they stay in the file)."""
+    out: dict[str, dict[str, dict]] = {}
+    for r in sorted(records, key=lambda r: r["date"]):
+        out.setdefault(r["dataset"], {})[r["row"]] = r
+    for name, recs in out.items():
+        anchor = recs.get("beat")
+        if anchor is not None:
+            out[name] = {k: r for k, r in recs.items() if r["pairs"] == anchor["pairs"] and
+                         r["stage1"] == anchor["stage1"]}
+    return out
 
 
 def dataset_block(res: dict) -> list[str]:
-    """The markdown block of one dataset, from its ``results.json`` form (fresh or resumed runs alike)."""
+    """The markdown block of one dataset, from :func:`dataset_result` of its current records."""
     from beatrec.metrics.explanations import LABELS as LABEL
     from beatrec.metrics.explanations import ExplanationScores, markdown_table
 
@@ -369,69 +434,46 @@ def dataset_block(res: dict) -> list[str]:
             if share is not None and key in reports:
                 lines.append(f"- {reports[key]['name']}: {share:.1%} of the users with 2+ test pairs get a different "
                              "explanation for each of their items")
-    diag = length_diagnostic(res)
+    diag = res.get("lengths", {})
     if diag:
         lines += ["", "Length diagnostic (BLEU-1 = brevity penalty × clipped unigram precision; NLTK corpus BLEU):", "",
                   "| method | words / reference words | brevity penalty | unigram precision |", "|---|---|---|---|"]
         lines += [f"| {reports[k]['name']} | {r:.2f} | {bp:.3f} | {p1:.4f} |" for k, (r, bp, p1) in diag.items()]
-    lines += ["", "Wall time per stage: " + ", ".join(f"{k} {fmt_s(v)}" for k, v in t.items()), ""]
+    lines += ["", "Wall time per stage (each row's own run): " + ", ".join(f"{k} {fmt_s(v)}" for k, v in t.items()),
+              "", "Recorded " + ", ".join(d[:10] for d in dict.fromkeys(x[:10] for x in res["dates"])) + " by " +
+              "; ".join(f"`{c}`" for c in res["commands"]), ""]
     return lines
 
 
-def length_diagnostic(res: dict) -> dict[str, tuple[float, float, float]]:
-    """Per method: (candidate / reference token ratio, brevity penalty, BLEU-1 / brevity penalty) over the scored
-    pairs, from the run's predictions files; empty when they are not there."""
-    import math
-
-    from beatrec.data.dataset import load_dataset
-    from beatrec.data.split import ZeroShotSplit
-    from beatrec.evaluate import evaluation_pairs
-    from beatrec.metrics.text import bleu, tokenize
-    from beatrec.predictions import read_predictions
-
-    run, data = Path(res["run"]), Path(res["data"])
-    if not (run / "predictions").is_dir() or not (data / "interactions.csv").is_file():
-        return {}
-    pairs = evaluation_pairs(load_dataset(data), ZeroShotSplit.load(run / "split.json"), res["n_test_pairs"], seed=0)
-    refs = {(u, i): e for u, i, e in zip(pairs.uid, pairs.iid, pairs.explanation, strict=True)}
-    out = {}
-    for key in res["reports"]:
-        f = run / "predictions" / f"{key}.jsonl"
-        if not f.is_file():
-            continue
-        pred = read_predictions(f)
-        got = {(u, i): x for u, i, x in zip(pred.uid, pred.iid, pred.prediction, strict=True)}
-        keys = [k for k in refs if k in got]
-        cand, ref = [got[k] for k in keys], [refs[k] for k in keys]
-        c, r = sum(len(tokenize(x)) for x in cand), sum(len(tokenize(x)) for x in ref)
-        bp = 1.0 if c > r else math.exp(1 - r / max(c, 1))
-        out[key] = (c / max(r, 1), bp, bleu(cand, ref, 1) / bp)
-    return out
+def length_ratio(st) -> tuple[float, float, float]:  # noqa: ANN001 - PairStats
+    """(candidate / reference token ratio, brevity penalty, BLEU-1 / brevity penalty = clipped unigram precision)
+    over the scored pairs, from their per-pair counts (NLTK corpus BLEU-1 = brevity penalty × that precision)."""
+    c, r = int(st.hyp_len.sum()), int(st.ref_len.sum())
+    bp = 1.0 if c > r else math.exp(1 - r / max(c, 1))
+    return c / max(r, 1), bp, float(st.bleu1_match.sum()) / max(c, 1)
 
 
-def write_report(path: Path, results: list[dict], args: argparse.Namespace, command: str, started: str,
-                 total_s: float) -> None:
-    import torch
-
+def write_report(path: Path, records: list[dict], command: str) -> None:
+    """The report, rebuilt from the records alone (each dataset's current rows: :func:`current_records`); a
+    dataset with no records keeps its block from the report already at ``path``, stamped as earlier work."""
     head = [
         "# Explanation quality on zero-shot users — BEAT, ablations and baselines (the paper's Table 1, our data)",
         "",
-        f"- date: {started}; total wall time {fmt_s(total_s)}",
-        f"- machine: {platform.platform()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads",
-        f"- command: `{command}`",
-        "- wall times per stage are those of the run that produced each result (with `--resume`, earlier runs); "
-        "the total above is this invocation's",
-        f"- LM: `{args.lm}` (a LoRA adapter on it unless the row says frozen); stage-2 training pairs: {args.max_train_pairs or 'all'}; "
-        "test pairs: " + (f"a seeded {args.max_test_pairs}" if args.max_test_pairs else "all"),
+        f"- report rebuilt {datetime.datetime.now().isoformat(timespec='seconds')} from "
+        f"`{path.with_suffix('.json').name}` by `{command}`; each row's machine, date, command, config and code "
+        "digest are in its record, and each block names the commands that recorded its rows",
+        "- LM: SmolLM2-135M-Instruct unless a row's config says otherwise (a LoRA adapter on it unless the row says "
+        "frozen); a row's stage-2 training pairs and scored test pairs are in its record",
         "- metrics (`beatrec.metrics.explanations`): BLEU (NLTK corpus, method1), ROUGE-L (sentence LCS F1, mean), "
         "BERTScore-MiniLM (all-MiniLM-L6-v2, greedy matching, not rescaled), LM-score (mean log p(reference | "
         "prediction) under the frozen LM; a stand-in for BARTScore), specificity (MRR of the own reference by "
         "MiniLM cosine), distinct-1/2 over all generations, average words.",
         "",
     ]
-    body = [line for r in results for line in dataset_block(r)]
-    kept = earlier_blocks(path, {r["dataset"] for r in results})
+    cur = current_records(records)
+    body = [line for name in sorted(cur, key=lambda n: DATASETS.index(n) if n in DATASETS else 9)
+            for line in dataset_block(dataset_result(name, cur[name]))]
+    kept = earlier_blocks(path, set(cur))
     path.write_text("\n".join(head + body + kept) + "\n")
 
 
@@ -468,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--stage1 wants NAME=DIR, got {item!r}")
         stage1[name] = Path(d)
     missing = [n for n in args.datasets if not (args.data_root / n / "interactions.csv").is_file()]
-    if missing:
+    if missing and not args.report_only:
         raise SystemExit(f"dataset(s) absent under {args.data_root}: {missing} (this benchmark needs ../shared/data/xrec)")
     import torch
 
@@ -476,23 +518,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     command = "python " + " ".join([os.path.relpath(sys.argv[0], ROOT) if argv is None else
                                     "benchmarks/explanations.py", *(sys.argv[1:] if argv is None else argv)])
-    started = datetime.datetime.now().isoformat(timespec="seconds")
-    t0 = time.perf_counter()
-    results = []
-    for name in args.datasets:
-        done = args.out / name / "results.json"
-        prev = json.loads(done.read_text()) if args.resume and done.is_file() else None
-        wanted = set(args.methods or all_keys())
-        if not (args.data_root / name / "xrec_predictions.jsonl").is_file():
-            wanted.discard("xrec")
-        if prev is not None and wanted <= set(prev["reports"]):
-            prev["paired"] = refresh_paired(prev, args)
-            results.append(prev)
-            print(f"[{name}] read from {done} (--resume)", flush=True)
-        else:
-            results.append(run_dataset(name, args, stage1, lambda m: print(m, flush=True), prev))
-        write_report(args.report, results, args, command, started, time.perf_counter() - t0)
-        print(f"wrote {args.report}", flush=True)
+    if not args.report_only:
+        for name in args.datasets:
+            run_dataset(name, args, stage1, lambda m: print(m, flush=True), command)
+            write_report(args.report, read_records(args.records), command)
+    write_report(args.report, read_records(args.records), command)
+    print(f"wrote {args.report}", flush=True)
     return 0
 
 

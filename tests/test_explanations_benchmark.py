@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,19 @@ from beatrec.evaluate import evaluation_pairs
 from beatrec.predictions import write_predictions
 
 
+def untimed(text: str) -> list[str]:
+    """The report's lines with its timings masked (seconds, the pairs/s column, the per-stage wall-time line): a
+    re-run row's timings differ, and a reused model has no training time."""
+    out, speed = [], False
+    for line in text.splitlines():
+        if line.startswith("Wall time per stage"):
+            continue
+        speed = "| pairs/s |" in line or (speed and line.startswith("|"))
+        line = re.sub(r"\d+(\.\d+)? s\b", "_ s", line)
+        out.append(re.sub(r"[\d.]+ \|$", "_ |", line) if speed else line)
+    return out
+
+
 @pytest.mark.slow
 def test_benchmark_end_to_end_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BEATREC_CACHE", os.environ.get("BEATREC_CACHE", str(tmp_path / "cache")))
@@ -28,14 +42,16 @@ def test_benchmark_end_to_end_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     test = evaluation_pairs(ds, ZeroShotSplit.load(stage1 / "split.json"), 6, seed=0)  # the script's subset
     write_predictions(data / "xrec_predictions.jsonl", test.uid.tolist()[:3], test.iid.tolist()[:3], ["xrec"] * 3)
     lm = save_tiny_lm(tmp_path / "lm")
-    report = tmp_path / "explanations.md"
+    report, records = tmp_path / "explanations.md", tmp_path / "explanations.json"
     argv = ["--data-root", str(root), "--datasets", "amazon", "--out", str(tmp_path / "runs"), "--report", str(report),
+            "--records", str(records),
             "--stage1", f"amazon={stage1}", "--lm", str(lm), "--max-train-pairs", "8", "--max-test-pairs", "6",
             "--align-set", "train.batch_size=4", "--align-set", "train.val_pairs=4", "--align-set",
             "model.projector_hidden=16", "--align-set", "generate.max_new_tokens=4",
             "--baseline-set", "idgen.epochs=1", "--baseline-set", "idgen.hidden=16", "--baseline-set",
             "itemtext.max_new_tokens=4"]
-    assert load_benchmark("explanations").main(argv) == 0
+    bench = load_benchmark("explanations")
+    assert bench.main(argv) == 0
     md = report.read_text()
     for label in ("BEAT (behavior tokens", "BEAT, frozen LM", "BEAT w/o micro tokens", "BEAT w/o macro tokens", "BEAT w/o SAR",
                   "retrieval", "ID-based GRU", "item-text prompting", "continuous injection", "XRec published",
@@ -46,7 +62,18 @@ def test_benchmark_end_to_end_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPat
                   "get a different explanation for each of their items"):
         assert label in md, label
     assert "Each row against BEAT on the same test pairs" in md and "prompt tokens" in md
-    paired = json.loads((tmp_path / "runs" / "amazon" / "results.json").read_text())["paired"]
+    recs = {r["row"]: r for r in json.loads(records.read_text())["records"]}
+    assert set(recs) == set(bench.all_keys())
+    text = records.read_text()
+    for e in ds.texts["explanation"].head(20):  # no reference text in the records
+        assert json.dumps(e)[1:-1] not in text
+    run = tmp_path / "runs" / "amazon"
+    for k in ("beat", "beat_untitled"):  # nor generated text
+        for line in (run / "predictions" / f"{k}.jsonl").open():
+            pred = json.loads(line)["prediction"]
+            assert len(pred) < 12 or json.dumps(pred)[1:-1] not in text
+    res = bench.dataset_result("amazon", bench.current_records(list(recs.values()))["amazon"])
+    paired = res["paired"]
     assert set(paired) >= {"beat_shuffled_user", "history", "beat_history", "xrec"}
     assert paired["xrec"][0]["n"] == 3 and paired["history"][0]["n"] == 6  # XRec paired on its covered pairs
     assert paired["history_shuffled_user"][0]["against"] == "history"  # a control against the model it shuffles
@@ -57,34 +84,32 @@ def test_benchmark_end_to_end_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         assert all(r["low"] <= r["diff"] <= r["high"] for r in rows)
     for metric in ("BLEU-1", "BLEU-4", "ROUGE-L", "BERTScore-MiniLM", "LM-score", "specificity", "distinct-2"):
         assert metric in md
-    assert "test pairs scored: 6 of" in md and "3 of 6 test pairs have no prediction" in md and "command:" in md
-    res = json.loads((tmp_path / "runs" / "amazon" / "results.json").read_text())
-    assert res["n_test_pairs"] == 6 and all(r["n_scored"] == 6 for k, r in res["reports"].items() if k != "xrec")
+    assert "test pairs scored: 6 of" in md and "3 of 6 test pairs have no prediction" in md and "Recorded " in md
+    assert recs["beat"]["report"]["n_test_pairs"] == 6
+    assert all(r["report"]["n_scored"] == 6 for k, r in recs.items() if k != "xrec")
     assert not (stage1 / "align").exists()  # the reused stage-1 run is not modified
-    preds = {k: [json.loads(x) for x in (tmp_path / "runs" / "amazon" / "predictions" / f"{k}.jsonl").open()]
-             for k in ("beat", "beat_untitled")}
+    preds = {k: [json.loads(x) for x in (run / "predictions" / f"{k}.jsonl").open()] for k in ("beat", "beat_untitled")}
     assert [(p["uid"], p["iid"]) for p in preds["beat"]] == [(p["uid"], p["iid"]) for p in preds["beat_untitled"]]
-    # --resume reads finished datasets back from results.json: the same tables without re-running anything
-    report2 = tmp_path / "resumed.md"
-    assert load_benchmark("explanations").main([*argv[:argv.index("--report")], "--report", str(report2), *argv[argv.index("--report") + 2:],
-                               "--resume", "--lm", "/nonexistent"]) == 0
+
+    # everything recorded: nothing runs again, and the report comes from the records alone
     body = lambda text: text[text.index("## amazon"):]  # noqa: E731
-    assert body(report2.read_text()) == body(md)
-    run = tmp_path / "runs" / "amazon"
-    # a dataset with some methods missing keeps its stage 1 and the finished methods and runs only the rest
-    res_path = run / "results.json"
-    partial = json.loads(res_path.read_text())
-    del partial["reports"]["retrieval"], partial["timings"]["retrieval"]
-    partial["timings"]["beat: train"] = 12345.0  # a re-trained BEAT would overwrite this
-    res_path.write_text(json.dumps(partial))
-    report3 = tmp_path / "partial.md"
-    assert load_benchmark("explanations").main([*argv[:argv.index("--report")], "--report", str(report3),
-                               *argv[argv.index("--report") + 2:], "--resume"]) == 0
-    rows = lambda text: {r.split("|")[1].strip(): r.split("|")[3:] for r in text.splitlines()  # noqa: E731
-                         if r.startswith("| ") and "method" not in r}
-    assert rows(report3.read_text()) == rows(md)  # same numbers, retrieval re-scored in its place
-    resumed = json.loads(res_path.read_text())
-    assert list(resumed["reports"]) == list(res["reports"]) and resumed["timings"]["beat: train"] == 12345.0
+    assert bench.main(argv) == 0
+    assert json.loads(records.read_text())["records"] == list(recs.values())
+    assert bench.main([*argv, "--report-only", "--lm", "/nonexistent"]) == 0
+    assert body(report.read_text()) == body(md)
+
+    # an interrupted row: its record lost, its trained stage 2 kept -> the same record, no training
+    kept = [r for k, r in recs.items() if k not in ("beat", "retrieval")]
+    records.write_text(json.dumps({"records": kept}))
+    t_train = recs["beat"]["timings"]["beat: train"]
+    assert bench.main(argv) == 0
+    again = {r["row"]: r for r in json.loads(records.read_text())["records"]}
+    assert set(again) == set(recs)
+    for k in ("beat", "retrieval"):
+        assert again[k]["key"] == recs[k]["key"] and again[k]["stats"] == recs[k]["stats"]
+        assert again[k]["report"]["metrics"] == recs[k]["report"]["metrics"]
+    assert "beat: train" not in again["beat"]["timings"] and t_train > 0  # reused, not trained again
+    assert untimed(body(report.read_text())) == untimed(body(md))
     # `beatrec evaluate` with no predictions file generates BEAT's explanations with the run's aligned model
     assert cli(["evaluate", "--data", str(data), "--run", str(run), "--no-bertscore", "--no-lm-score", "--quiet",
                 "--set", "max_test_pairs=4"]) == 0
