@@ -48,6 +48,14 @@ ROWS: dict[str, dict[str, Any]] = {  # key -> label, kind, and for trained rows 
                     "subdir": "align_profiles_anchor", "sets": [TASKS, "model.word_anchor=1"]},
     "beat_anchor_shuffled_user": {"label": "BEAT + word anchoring, another scored user's tokens (control)",
                                   "kind": "control", "of": "beat_anchor"},
+    "beat_g2": {"label": "BEAT, behavior-token guidance 2 (generate.guidance=2)", "kind": "lm",
+                "subdir": "align_profiles", "sets": [TASKS], "generate": ["generate.guidance=2"]},
+    "beat_g2_shuffled_user": {"label": "BEAT, guidance 2, another scored user's tokens (control)", "kind": "control",
+                              "of": "beat_g2"},
+    "beat_g4": {"label": "BEAT, behavior-token guidance 4 (generate.guidance=4)", "kind": "lm",
+                "subdir": "align_profiles", "sets": [TASKS], "generate": ["generate.guidance=4"]},
+    "beat_g4_shuffled_user": {"label": "BEAT, guidance 4, another scored user's tokens (control)", "kind": "control",
+                              "of": "beat_g4"},
     "floor": {"label": "random training user's profile (floor)", "kind": "floor"},
     "retrieval": {"label": "nearest training user's profile (LightGCN vectors)", "kind": "retrieval"},
     "history": {"label": "history-titles prompting (5 titles, no behavior tokens)", "kind": "lm",
@@ -129,7 +137,7 @@ def run_row(name: str, data: Path, run: Path, refs, common: list[str], lm: str |
         if row["kind"] == "lm":
             trained(run, row["subdir"], cfg, data, progress)
             info["train_seconds"] = time.perf_counter() - t0
-        a = load_aligned(run, subdir=src["subdir"])
+        a = load_aligned(run, src.get("generate", []), subdir=src["subdir"])  # decoding options: no retraining
         who = users if row["kind"] == "lm" else users[derangement(len(users), np.random.default_rng(seed))]
         preds = learnt_profiles(a, "user_profile", who.tolist(), progress=progress)
     rec = pair_stats_record(preds, refs.tolist(), scorer)
@@ -148,8 +156,9 @@ def write_report(path: Path, records: list[dict[str, Any]], command: str) -> Non
            "BERTScore-MiniLM (not rescaled), specificity (MRR of the own reference among the scored users'), "
            "distinct-2, words; paired difference to BEAT over users (95% percentile bootstrap, permutation p).",
            "- machine, date, command and timings of each row are in its record", ""]
+    latest = {(r["dataset"], r["split"], r["row"]): r for r in records}  # a row re-run (new code or config) replaces
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in records:
+    for r in latest.values():
         groups.setdefault((r["dataset"], r["split"]), []).append(r)
     if not groups:
         out.append("No rows recorded yet.")
@@ -227,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.rows:
             row = ROWS[name]
             src = ROWS[row["of"]] if row["kind"] == "control" else row
-            sets = [*src["sets"], *args.align_set, *([f"lm.name={args.lm}"] if args.lm else [])] if "sets" in src else []
+            sets = ([*src["sets"], *args.align_set, *([f"lm.name={args.lm}"] if args.lm else []), *src.get("generate", [])]
+                    if "sets" in src else [])
             key = record_key(ds_name, args.split, name, sets, s1, code, users)
             records = read_records(args.records)
             if any(r["key"] == key for r in records):

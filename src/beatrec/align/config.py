@@ -151,6 +151,9 @@ class GenerateConfig:
 
     ``min_new_tokens`` holds EOS back until that many tokens are out; ``repetition_penalty`` (1 = off) and
     ``no_repeat_ngram_size`` (0 = off) discourage loops; ``length_penalty`` applies to beam search only.
+    ``guidance`` is behavior-token guidance (:mod:`beatrec.align.guidance`): 1 = off; g > 1 decodes
+    ``log p(y|neutral) + g * (log p(y|tokens) - log p(y|neutral))``, the neutral prompt holding the population-mean
+    behavior tokens (one more forward pass per step).
     """
 
     batch_size: int = 16
@@ -162,6 +165,7 @@ class GenerateConfig:
     temperature: float = 1.0
     repetition_penalty: float = 1.1
     no_repeat_ngram_size: int = 3
+    guidance: float = 1.0
 
     def validate(self) -> None:
         check(self.batch_size >= 1, f"generate.batch_size must be >= 1, got {self.batch_size}")
@@ -172,6 +176,7 @@ class GenerateConfig:
         check(self.temperature > 0, f"generate.temperature must be > 0, got {self.temperature}")
         check(self.repetition_penalty > 0, "generate.repetition_penalty must be > 0")
         check(self.no_repeat_ngram_size >= 0, "generate.no_repeat_ngram_size must be >= 0")
+        check(self.guidance >= 0, f"generate.guidance must be >= 0 (1 = off), got {self.guidance}")
 
 
 @dataclass

@@ -6,10 +6,11 @@ import warnings
 from collections.abc import Iterator
 
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import LogitsProcessorList, PreTrainedTokenizerBase
 
 from beatrec.align.batch import Builders, collate_prompt
 from beatrec.align.config import GenerateConfig
+from beatrec.align.guidance import BehaviorGuidance
 from beatrec.align.model import BehaviorLM
 from beatrec.align.prompt import cap_words, pad_id
 
@@ -39,8 +40,9 @@ def generate_explanations(
     bar = tqdm(total=len(rows), desc="explain", unit="pair", disable=not progress)
     for part in _chunks(rows, cfg.batch_size):
         batch = collate_prompt(builder, part)
-        embeds, _, _ = model.embed(batch)
-        gen = generate_from_embeds(model, tok, embeds, batch.attention_mask, cfg, pad_id(tok))
+        embeds, _, beh = model.embed(batch)
+        neutral = model.embed(batch, neutral=True)[0] if cfg.guidance != 1 and beh.shape[1] else None
+        gen = generate_from_embeds(model, tok, embeds, batch.attention_mask, cfg, pad_id(tok), neutral)
         out += [cap_words(t, max_words) for t in tok.batch_decode(gen, skip_special_tokens=True)]
         bar.update(len(part))
     bar.close()
@@ -49,11 +51,20 @@ def generate_explanations(
 
 @torch.no_grad()
 def generate_from_embeds(model: BehaviorLM, tok: PreTrainedTokenizerBase, embeds: torch.Tensor,
-                         attention_mask: torch.Tensor, cfg: GenerateConfig, pad: int) -> torch.Tensor:
-    """Decode from left-padded prompt embeddings (B, L, d) with ``cfg``'s settings. -> new token ids (B, T)."""
+                         attention_mask: torch.Tensor, cfg: GenerateConfig, pad: int,
+                         neutral: torch.Tensor | None = None) -> torch.Tensor:
+    """Decode from left-padded prompt embeddings (B, L, d) with ``cfg``'s settings. -> new token ids (B, T).
+
+    ``neutral`` (B, L, d), the same prompts with neutral behavior slots, turns on behavior-token guidance at
+    ``cfg.guidance`` (:class:`~beatrec.align.guidance.BehaviorGuidance`); without it decoding is plain."""
+    guide = None
+    if neutral is not None and cfg.guidance != 1:
+        guide = LogitsProcessorList([BehaviorGuidance(model.lm, neutral, attention_mask, cfg.guidance, cfg.num_beams)])
     with warnings.catch_warnings():  # penalties apply to generated tokens only: intended (the prompt is fixed)
         warnings.filterwarnings("ignore", message=".*inputs_embeds.*without `input_ids`")
+        warnings.filterwarnings("ignore", message=".*past_key_values.*deprecated")  # the guidance cache; pinned < 5.40
         return model.lm.generate(
+            logits_processor=guide,
             inputs_embeds=embeds,
             attention_mask=attention_mask,
             max_new_tokens=cfg.max_new_tokens,

@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from beatrec.align.anchor import anchor_targets, word_anchor_loss
 from beatrec.align.batch import IGNORE, PairBatch
 from beatrec.align.config import AlignModelConfig
 from beatrec.align.projector import Projector
 from beatrec.align.prompt import PromptBuilder
-from beatrec.align.anchor import anchor_targets, word_anchor_loss
 from beatrec.align.sar import sample_pairs, sar_loss
 from beatrec.align.tasks import EXPLAIN, TASK_NAMES, TASKS
 from beatrec.align.vocab import BehaviorVocab
@@ -31,6 +31,7 @@ def slot_parts(n_micro: int, cfg: AlignModelConfig) -> list[int]:
     return ([0] if cfg.use_macro else []) + (list(range(1, n_micro + 1)) if cfg.use_micro else [])
 
 
+NEUTRAL_SAMPLE = 20_000  # entities averaged for the neutral behavior tokens (evenly spaced ids beyond that)
 LORA_MARK = "lora_"  # peft's LoRA parameters carry this in their names
 
 
@@ -165,11 +166,29 @@ class BehaviorLM(nn.Module):
             return users.new_zeros((len(users), 0, self.projector.mlp[-1].out_features), dtype=torch.float)
         return self.projector(torch.cat(parts, dim=1), torch.cat(slot_ids).to(users.device))
 
-    def embed(self, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Input embeddings with the slots replaced. -> (inputs_embeds (B, L, d), token embeds (B, L, d), beh (B, S, d))."""
+    @torch.no_grad()
+    def neutral_behavior(self, sides: tuple[str, ...], max_ids: int = NEUTRAL_SAMPLE) -> torch.Tensor:
+        """-> (S, d) the population mean of each slot's projected behavior token over ``sides`` (user slots first):
+        an average user/item, the neutral context of :mod:`beatrec.align.guidance`. The mean runs over every entity
+        of a side, or ``max_ids`` evenly spaced ones where there are more."""
+        out = []
+        for side in sides:
+            n = self.vocab.n_users if side == "user" else self.vocab.n_items
+            ids = torch.linspace(0, n - 1, min(n, max_ids)).round().long()  # (n',)
+            other = torch.zeros_like(ids)
+            users, items = (ids, other) if side == "user" else (other, ids)
+            out.append(self.behavior_embeds(users, items, (side,)).float().mean(0))  # (S_side, d)
+        return torch.cat(out) if out else torch.zeros((0, self.projector.mlp[-1].out_features))
+
+    def embed(self, batch: PairBatch, neutral: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Input embeddings with the slots replaced -- by each row's behavior tokens, or with ``neutral`` by the
+        population mean (:meth:`neutral_behavior`). -> (inputs_embeds (B, L, d), token embeds (B, L, d), beh (B, S, d))."""
         tokens = self.lm.get_input_embeddings()(batch.input_ids)  # (B, L, d), frozen
         task = EXPLAIN if batch.task is None else TASK_NAMES[int(batch.task[0])]
-        beh = self.behavior_embeds(batch.users, batch.items, self.sides(task)).to(tokens.dtype)  # (B, S, d)
+        if neutral:
+            beh = self.neutral_behavior(self.sides(task)).to(tokens.dtype)[None].expand(len(tokens), -1, -1)
+        else:
+            beh = self.behavior_embeds(batch.users, batch.items, self.sides(task)).to(tokens.dtype)  # (B, S, d)
         idx = batch.slot_pos[..., None].expand(-1, -1, tokens.shape[-1])  # (B, S, d)
         embeds = tokens.scatter(1, idx, beh)
         if self.soft_prompt is not None:
