@@ -116,7 +116,7 @@ def run_row(name: str, data: Path, run: Path, refs, common: list[str], lm: str |
     """Write the row's profiles for the scored users and reduce them to a record (no text kept)."""
     from beatrec.align.controls import derangement
     from beatrec.align.explain import load_aligned
-    from beatrec.align.profile import learnt_profiles
+    from beatrec.align.profile import learnt_profiles, profile_nll
     from beatrec.baselines.profiles import floor_profiles, retrieval_profiles
     from beatrec.data.dataset import load_dataset
     from beatrec.data.split import ZeroShotSplit
@@ -140,6 +140,12 @@ def run_row(name: str, data: Path, run: Path, refs, common: list[str], lm: str |
         a = load_aligned(run, src.get("generate", []), subdir=src["subdir"])  # decoding options: no retraining
         who = users if row["kind"] == "lm" else users[derangement(len(users), np.random.default_rng(seed))]
         preds = learnt_profiles(a, "user_profile", who.tolist(), progress=progress)
+        # how well the prompt predicts each user's own user_summary from these tokens (and, for a model, from
+        # neutral ones): whether the LM reads the tokens at all, whatever the decoding
+        info["nll"] = profile_nll(a, "user_profile", who.tolist(), refs.tolist()).round(5).tolist()
+        if row["kind"] == "lm":
+            info["nll_neutral"] = profile_nll(a, "user_profile", users.tolist(), refs.tolist(),
+                                              neutral=True).round(5).tolist()
     rec = pair_stats_record(preds, refs.tolist(), scorer)
     return {**rec, **info, "seconds": time.perf_counter() - t0}
 
@@ -188,8 +194,39 @@ def write_report(path: Path, records: list[dict[str, Any]], command: str) -> Non
                 out.append(f"| {ROWS.get(r['row'], {}).get('label', r['row'])} | {ref['row']} | "
                            f"{cells.get('bleu1', '–')} | {cells.get('bertscore_f1', '–')} | "
                            f"{cells.get('specificity', '–')} |")
+        out += nll_table(recs, by_row)
         out.append("")
     path.write_text("\n".join(out))
+
+
+def nll_table(recs: list[dict[str, Any]], by_row: dict[str, dict[str, Any]]) -> list[str]:
+    """How much each model reads the user's tokens: mean NLL (nats/token) of the users' own ``user_summary`` after
+    the learnt profile prompt with their own tokens, another scored user's (the control row) and neutral ones (the
+    population mean), paired over users (bootstrap interval, sign-flip p)."""
+    from beatrec.stats import format_p, paired_test
+
+    lines = []
+    for r in recs:
+        if "nll_neutral" not in r:
+            continue
+        own = np.asarray(r["nll"])
+        cells = [f"{own.mean():.4f}"]
+        for other in (next((c for c in recs if ROWS.get(c["row"], {}).get("of") == r["row"] and "nll" in c), None),
+                      {"nll": r["nll_neutral"]}):
+            if other is None or len(other["nll"]) != len(own):
+                cells.append("–")
+                continue
+            t = paired_test(own, np.asarray(other["nll"]))
+            cells.append(f"{np.mean(other['nll']):.4f}: {t.diff:+.4f} [{t.low:+.4f}, {t.high:+.4f}] ({format_p(t.p_value)})")
+        lines.append(f"| {ROWS.get(r['row'], {}).get('label', r['row'])} | " + " | ".join(cells) + " |")
+    if not lines:
+        return []
+    return ["", "Does the LM read the tokens? Mean NLL (nats/token) of each scored user's own `user_summary` after the "
+            "learnt profile prompt, with the user's own tokens, another scored user's (the row's control), and the "
+            "population-mean tokens; difference to own tokens [95%] (p). Positive = the own tokens predict the "
+            "user's profile better.", "",
+            "| model | own tokens | another user's tokens: diff | neutral tokens: diff |", "|---|---|---|---|",
+            *lines]
 
 
 def main(argv: list[str] | None = None) -> int:

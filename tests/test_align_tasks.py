@@ -140,6 +140,23 @@ def test_multitask_training_reads_training_users_only_and_writes_profiles(
     assert main(["profile", "--run", str(run), "--user", str(test[0]), "--quiet"]) == 0
     assert capsys.readouterr().out.strip() == got[0]
 
+    # profile_nll: each row's value is the training loss of that row alone, whatever the batch
+    from beatrec.align.profile import profile_nll
+
+    refs = ["cozy mysteries and strong characters", "fast pacing", "twist endings and clear instructions"]
+    nll = profile_nll(a, "user_profile", test, refs)
+    assert np.allclose(nll, profile_nll(a, "user_profile", test, refs, batch_size=1), atol=1e-5)
+    builders = {"user_profile": a.model.prompt_builder(a.tok, "user_profile")}
+    for j in range(3):
+        one = collate_train(builders, [{"uid": test[j], "task": "user_profile", "target": refs[j]}],
+                            a.cfg.model.max_words, a.cfg.model.max_target_tokens)
+        with torch.no_grad():
+            assert nll[j] == pytest.approx(a.model(one).nll.item(), rel=1e-4)
+    neutral = profile_nll(a, "user_profile", test, refs, neutral=True)
+    assert neutral.shape == (3,) and np.abs(neutral - nll).max() > 1e-6  # other tokens, other values
+    with pytest.raises(ValueError, match="differ in length"):
+        profile_nll(a, "user_profile", test, refs[:2])
+
 
 def test_unknown_task_is_a_config_error(stage1: tuple[Path, Path, Path]) -> None:
     with pytest.raises(ConfigError, match="train.tasks"):

@@ -42,6 +42,12 @@ def test_profile_table_records_skip_and_resume(tmp_path: Path, monkeypatch: pyte
     paired = md.split("Paired on the same users")[1]
     assert "| beat_shuffled_user |" not in paired  # a reference column names BEAT for the control's model
     assert paired.count("| beat |") == 3  # control (its model is BEAT), floor and retrieval
+    rows = {r["row"]: r for r in recs}
+    assert len(rows["beat"]["nll"]) == len(rows["beat"]["nll_neutral"]) == len(rows["beat"]["users"])
+    assert len(rows["beat_shuffled_user"]["nll"]) == len(rows["beat"]["users"]) and "nll" not in rows["floor"]
+    assert all(x > 0 for x in rows["beat"]["nll"])
+    nll_rows = [x for x in md.split("Does the LM read the tokens?")[1].splitlines() if x.startswith("| BEAT")]
+    assert len(nll_rows) == 1 and nll_rows[0].count("[") == 2  # own tokens vs the control's and vs neutral ones
 
     capsys.readouterr()
     assert bench.main(argv) == 0  # everything recorded: nothing runs again

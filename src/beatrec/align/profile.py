@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from beatrec.align.explain import Aligned
@@ -87,3 +88,39 @@ def user_profiles(a: Aligned, users: list[int], max_words: int = 60, progress: b
         gen = generate_from_embeds(m, a.tok, embeds, torch.ones_like(input_ids), a.cfg.generate, a.builder.pad)
         out += [cap_words(t, max_words) for t in a.tok.batch_decode(gen, skip_special_tokens=True)]
     return out
+
+
+@torch.no_grad()
+def profile_nll(a: Aligned, task: str, ids: list[int], texts: list[str], neutral: bool = False,
+                batch_size: int = 16) -> np.ndarray:
+    """How well the run's learnt profile prompt predicts each text from an entity's tokens: the mean token NLL
+    (nats) of ``texts[j]`` (capped as in training) written after the prompt holding the tokens of ``ids[j]`` --
+    or, with ``neutral``, the population-mean tokens (:meth:`~beatrec.align.model.BehaviorLM.neutral_behavior`).
+
+    Scoring a user's own profile with its own tokens, another user's, and neutral ones says how much the LM reads
+    the tokens, whatever the decoding. -> (n,) float64.
+    """
+    import torch.nn.functional as F
+
+    from beatrec.align.batch import IGNORE, collate_train
+
+    if task not in trained_tasks(a):
+        raise ValueError(f"this run's stage 2 did not learn {task!r} (train.tasks = {list(trained_tasks(a))})")
+    if len(ids) != len(texts):
+        raise ValueError(f"ids and texts differ in length ({len(ids)}, {len(texts)})")
+    key, m = TASKS[task].key, a.model
+    rows = [{key: int(i), "task": task, "target": t} for i, t in zip(ids, texts, strict=True)]
+    if a.history is not None and key == "uid":
+        a.history.attach(rows)
+    builders = {task: m.prompt_builder(a.tok, task)}
+    m.eval()
+    out = []
+    for s in range(0, len(rows), batch_size):
+        b = collate_train(builders, rows[s : s + batch_size], a.cfg.model.max_words, a.cfg.model.max_target_tokens)
+        embeds = m.embed(b, neutral=neutral)[0]
+        logits = m.lm(inputs_embeds=embeds, attention_mask=b.attention_mask).logits[:, :-1].float()  # (B, L-1, V)
+        nxt = b.labels[:, 1:]  # (B, L-1): position t predicts token t+1
+        tok = F.cross_entropy(logits.transpose(1, 2), nxt.clamp_min(0), reduction="none")  # (B, L-1)
+        where = (nxt != IGNORE).float()
+        out.append(((tok * where).sum(1) / where.sum(1).clamp_min(1)).double().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
