@@ -15,8 +15,11 @@ _CORPUS = [
 ]
 
 
-def save_tiny_lm(path: Path, pad_token: bool = True, seed: int = 0, hidden: int = 32) -> Path:
-    """Write a 2-layer, width-32 LlamaForCausalLM and a ~300-token BPE tokenizer (with chat template) to ``path``."""
+def save_tiny_lm(path: Path, pad_token: bool = True, seed: int = 0, hidden: int = 32, init_std: float = 0.02) -> Path:
+    """Write a 2-layer, width-32 LlamaForCausalLM and a ~300-token BPE tokenizer (with chat template) to ``path``.
+
+    ``init_std``: the weights' initial spread; at the default the random LM's next word barely depends on its input,
+    a larger one (0.3) gives an LM whose output follows its input embeddings."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -52,6 +55,7 @@ def save_tiny_lm(path: Path, pad_token: bool = True, seed: int = 0, hidden: int 
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
+        initializer_range=init_std,
     )
     model = LlamaForCausalLM(cfg).eval()
     path.mkdir(parents=True, exist_ok=True)

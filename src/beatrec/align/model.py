@@ -12,6 +12,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from beatrec.align.anchor import anchor_targets, word_anchor_loss
 from beatrec.align.batch import IGNORE, PairBatch
 from beatrec.align.config import AlignModelConfig
+from beatrec.align.contrast import row_means, token_contrast_loss
 from beatrec.align.projector import Projector
 from beatrec.align.prompt import PromptBuilder
 from beatrec.align.sar import sample_pairs, sar_loss
@@ -20,10 +21,11 @@ from beatrec.align.vocab import BehaviorVocab
 
 
 class AlignOutput(NamedTuple):
-    loss: torch.Tensor  # () NLL + γ·SAR (eq. 12) + λ·word anchor (model.word_anchor; not in the paper)
+    loss: torch.Tensor  # () NLL + γ·SAR (eq. 12) + λ·word anchor + μ·token contrast (the last two not in the paper)
     nll: torch.Tensor  # () mean token NLL of the explanation
     sar: torch.Tensor  # () eq. 11 (0 when disabled)
     anchor: torch.Tensor  # () :func:`beatrec.align.anchor.word_anchor_loss` (0 when disabled)
+    contrast: torch.Tensor  # () :func:`beatrec.align.contrast.token_contrast_loss` (0 when disabled)
 
 
 def slot_parts(n_micro: int, cfg: AlignModelConfig) -> list[int]:
@@ -180,12 +182,16 @@ class BehaviorLM(nn.Module):
             out.append(self.behavior_embeds(users, items, (side,)).float().mean(0))  # (S_side, d)
         return torch.cat(out) if out else torch.zeros((0, self.projector.mlp[-1].out_features))
 
-    def embed(self, batch: PairBatch, neutral: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Input embeddings with the slots replaced -- by each row's behavior tokens, or with ``neutral`` by the
-        population mean (:meth:`neutral_behavior`). -> (inputs_embeds (B, L, d), token embeds (B, L, d), beh (B, S, d))."""
+    def embed(self, batch: PairBatch, neutral: bool = False,
+              behavior: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Input embeddings with the slots replaced -- by each row's behavior tokens, with ``neutral`` by the
+        population mean (:meth:`neutral_behavior`), or by ``behavior`` (B, S, d) when given.
+        -> (inputs_embeds (B, L, d), token embeds (B, L, d), beh (B, S, d))."""
         tokens = self.lm.get_input_embeddings()(batch.input_ids)  # (B, L, d), frozen
         task = EXPLAIN if batch.task is None else TASK_NAMES[int(batch.task[0])]
-        if neutral:
+        if behavior is not None:
+            beh = behavior.to(tokens.dtype)
+        elif neutral:
             beh = self.neutral_behavior(self.sides(task)).to(tokens.dtype)[None].expand(len(tokens), -1, -1)
         else:
             beh = self.behavior_embeds(batch.users, batch.items, self.sides(task)).to(tokens.dtype)  # (B, S, d)
@@ -196,28 +202,41 @@ class BehaviorLM(nn.Module):
             embeds = embeds.scatter(1, batch.soft_pos[..., None].expand(-1, -1, tokens.shape[-1]), soft)
         return embeds, tokens, beh
 
-    def target_nll(self, embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Mean NLL of the label tokens, with the LM head applied only where a label is predicted.
+    def token_nll(self, embeds: torch.Tensor, attention_mask: torch.Tensor,
+                  labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """NLL of each label token, with the LM head applied only where a label is predicted.
 
         The decoder runs over every position, but the (vocabulary-wide) output layer and the softmax only over
-        the T positions that predict an explanation token — the same value as ``lm(labels=...).loss``.
+        the T positions that predict an explanation token. -> (losses (T,), row of each (T,)).
         """
         try:
             decoder = self.lm.get_decoder()
         except (AttributeError, ValueError, NotImplementedError):
             decoder = None
         head = self.lm.get_output_embeddings()
-        if decoder is None or head is None or decoder is self.lm:
-            return self.lm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels).loss
-        hidden = decoder(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state  # (B, L, d)
         nxt = labels[:, 1:]  # (B, L-1): position t predicts token t+1
         where = nxt != IGNORE
-        logits = head(hidden[:, :-1][where])  # (T, V)
-        return F.cross_entropy(logits.float(), nxt[where])
+        if decoder is None or head is None or decoder is self.lm:
+            logits = self.lm(inputs_embeds=embeds, attention_mask=attention_mask).logits[:, :-1][where]  # (T, V)
+        else:
+            hidden = decoder(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state  # (B, L, d)
+            logits = head(hidden[:, :-1][where])  # (T, V)
+        return F.cross_entropy(logits.float(), nxt[where], reduction="none"), where.nonzero()[:, 0]
+
+    def target_nll(self, embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean NLL of the label tokens (:meth:`token_nll`): the same value as ``lm(labels=...).loss``."""
+        return self.token_nll(embeds, attention_mask, labels)[0].mean()
 
     def forward(self, batch: PairBatch) -> AlignOutput:
         embeds, tokens, beh = self.embed(batch)
-        nll = self.target_nll(embeds, batch.attention_mask, batch.labels)
+        losses, rows = self.token_nll(embeds, batch.attention_mask, batch.labels)  # (T,), (T,)
+        nll = losses.mean()
+        contrast = torch.zeros((), device=nll.device)
+        if self.cfg.token_contrast > 0 and beh.shape[1] and len(beh) > 1:
+            other = self.embed(batch, behavior=beh.roll(1, dims=0))[0]  # each row with the previous row's tokens
+            o_losses, o_rows = self.token_nll(other, batch.attention_mask, batch.labels)
+            contrast = token_contrast_loss(row_means(losses, rows, len(beh)), row_means(o_losses, o_rows, len(beh)),
+                                           self.cfg.contrast_margin)
         sar = torch.zeros((), device=nll.device)
         if self.cfg.use_sar and self.cfg.gamma > 0 and beh.shape[1]:
             target = batch.labels != IGNORE  # (B, L) explanation tokens
@@ -230,4 +249,5 @@ class BehaviorLM(nn.Module):
         if self.cfg.word_anchor > 0 and beh.shape[1]:
             emb = self.lm.get_input_embeddings().weight  # (V, d), frozen
             anchor = word_anchor_loss(beh, emb.detach(), anchor_targets(batch.labels, emb.shape[0], IGNORE))
-        return AlignOutput(nll + self.cfg.gamma * sar + self.cfg.word_anchor * anchor, nll, sar, anchor)
+        loss = nll + self.cfg.gamma * sar + self.cfg.word_anchor * anchor + self.cfg.token_contrast * contrast
+        return AlignOutput(loss, nll, sar, anchor, contrast)

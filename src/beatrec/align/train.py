@@ -190,7 +190,7 @@ def _train(run: Path, data: Path, cfg: AlignConfig, progress: bool, subdir: str 
     model.train()
     done = False
     for epoch in range(1, t_tr.epochs + 1):
-        sums = np.zeros(4)
+        sums = np.zeros(5)
         k = 0
         for j, batch in enumerate(loader, start=1):
             out = model(batch)
@@ -200,12 +200,13 @@ def _train(run: Path, data: Path, cfg: AlignConfig, progress: bool, subdir: str 
             opt.zero_grad(set_to_none=True)
             step += 1
             n_seen += len(batch.users) * accelerator.num_processes
-            sums += [out.loss.item(), out.nll.item(), out.sar.item(), out.anchor.item()]
+            sums += [out.loss.item(), out.nll.item(), out.sar.item(), out.anchor.item(), out.contrast.item()]
             k += 1
             bar.update(1)
             if step % t_tr.log_every == 0 or step == total:
                 m = sums / k
                 history.append({"step": step, "epoch": epoch, "loss": m[0], "nll": m[1], "sar": m[2], "anchor": m[3],
+                                "contrast": m[4],
                                 "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t0})
                 bar.set_postfix(nll=f"{m[1]:.3f}", sar=f"{m[2]:.3f}")
                 sums[:] = 0
