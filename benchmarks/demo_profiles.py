@@ -38,6 +38,10 @@ VARIANTS: dict[str, dict[str, Any]] = {  # name -> label, subdir, stage-2 overri
              "sets": list(PROFILE_ONLY)},
     "anchor": {"label": "LoRA + word anchoring (model.word_anchor=1)", "subdir": "align_demo_profiles_anchor",
                "sets": [*PROFILE_ONLY, "model.word_anchor=1"]},
+    "contrast": {"label": "LoRA + token contrast (model.token_contrast=1)", "subdir": "align_demo_profiles_contrast",
+                 "sets": [*PROFILE_ONLY, "model.token_contrast=1"]},
+    "anchor_contrast": {"label": "LoRA + word anchoring + token contrast", "subdir": "align_demo_profiles_anchor_contrast",
+                        "sets": [*PROFILE_ONLY, "model.word_anchor=1", "model.token_contrast=1"]},
 }
 CODE = ("src/beatrec/align", "src/beatrec/data/planted_signal.py", "src/beatrec/lm.py")
 

@@ -96,3 +96,13 @@ def test_negative_weight_or_margin_is_a_config_error() -> None:
         from_dict(AlignModelConfig, {"token_contrast": -1.0}).validate()
     with pytest.raises(ConfigError, match="contrast_margin"):
         from_dict(AlignModelConfig, {"contrast_margin": -0.1}).validate()
+    with pytest.raises(ConfigError, match="contrast_tasks names unknown tasks"):
+        from_dict(AlignModelConfig, {"contrast_tasks": ["user_profile", "poem"]}).validate()
+
+
+def test_only_the_contrast_tasks_pay_for_the_term(stage1: tuple[Path, Path, Path]) -> None:
+    m, batch = model_and_batch(stage1, 1.0)
+    with torch.no_grad():
+        assert m(batch).contrast.item() > 0  # user_profile: in the default contrast_tasks
+        m.cfg.contrast_tasks = ("explain",)
+        assert m(batch).contrast.item() == 0.0

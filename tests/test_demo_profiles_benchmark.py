@@ -24,6 +24,7 @@ def test_demo_profiles_records_and_skip(tmp_path: Path, monkeypatch: pytest.Monk
     lm = save_tiny_lm(tmp_path / "lm")
     records, report = tmp_path / "demo_profiles.json", tmp_path / "demo_profiles.md"
     argv = ["--demo", str(demo), "--records", str(records), "--report", str(report), "--guidance", "1", "0",
+            "--variants", "lora", "anchor",
             "--align-set", f"lm.name={lm}", "--align-set", "train.max_steps=2", "--align-set", "train.batch_size=4",
             "--align-set", "model.projector_hidden=16", "--align-set", "generate.max_new_tokens=4"]
     bench = load_benchmark("demo_profiles")

@@ -27,7 +27,8 @@ class AlignModelConfig:
             tokens are also trained to read, as words, like their sample's distinctive target words (0 = off).
         token_contrast: weight μ of token contrast (:mod:`beatrec.align.contrast`; not in the paper): each row's
             target must be likelier after its own tokens than after another row's by ``contrast_margin`` nats per
-            token (0 = off; one more forward pass per step).
+            token (0 = off; one more forward pass per step of the ``contrast_tasks``: by default user profiles
+            only, the task whose text depends on the user -- the explanation references carry no user signal).
         projector_hidden: hidden width of the 2-layer MLP projector.
         train_codebooks: also fine-tune the stage-1 codebook vectors (else only the projector trains).
         max_words: explanations are capped at this many words (training targets and generations).
@@ -53,6 +54,7 @@ class AlignModelConfig:
     word_anchor: float = 0.0
     token_contrast: float = 0.0
     contrast_margin: float = 0.1
+    contrast_tasks: tuple[str, ...] = ("user_profile",)
     projector_hidden: int = 512
     train_codebooks: bool = False
     max_words: int = 50
@@ -85,6 +87,8 @@ class AlignModelConfig:
         check(self.word_anchor >= 0, f"model.word_anchor must be >= 0, got {self.word_anchor}")
         check(self.token_contrast >= 0, f"model.token_contrast must be >= 0, got {self.token_contrast}")
         check(self.contrast_margin >= 0, f"model.contrast_margin must be >= 0, got {self.contrast_margin}")
+        unknown = [t for t in self.contrast_tasks if t not in TASK_NAMES]
+        check(not unknown, f"model.contrast_tasks names unknown tasks {unknown} (known: {list(TASK_NAMES)})")
         check(self.sar_pairs >= 1, f"model.sar_pairs must be >= 1, got {self.sar_pairs}")
         check(self.projector_hidden >= 1, f"model.projector_hidden must be >= 1, got {self.projector_hidden}")
         check(self.max_words >= 1, f"model.max_words must be >= 1, got {self.max_words}")

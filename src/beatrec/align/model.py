@@ -232,7 +232,8 @@ class BehaviorLM(nn.Module):
         losses, rows = self.token_nll(embeds, batch.attention_mask, batch.labels)  # (T,), (T,)
         nll = losses.mean()
         contrast = torch.zeros((), device=nll.device)
-        if self.cfg.token_contrast > 0 and beh.shape[1] and len(beh) > 1:
+        task = EXPLAIN if batch.task is None else TASK_NAMES[int(batch.task[0])]
+        if self.cfg.token_contrast > 0 and task in self.cfg.contrast_tasks and beh.shape[1] and len(beh) > 1:
             other = self.embed(batch, behavior=beh.roll(1, dims=0))[0]  # each row with the previous row's tokens
             o_losses, o_rows = self.token_nll(other, batch.attention_mask, batch.labels)
             contrast = token_contrast_loss(row_means(losses, rows, len(beh)), row_means(o_losses, o_rows, len(beh)),
