@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -29,7 +27,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from records import digest_files, put_record, read_records, record_key, stage1_digest  # noqa: E402
+from records import digest_files, provenance, put_record, read_records, record_key, stage1_digest  # noqa: E402
 
 PROFILE_ONLY = ("train.tasks=[user_profile]", "train.epochs=2", "train.lr=3e-3", "train.max_train_pairs=240",
                 "train.val_pairs=40", "generate.num_beams=1")
@@ -135,9 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                 res = measure(run, data, variant, g, args.seed, args.align_set)
                 put_record(args.records, {"key": key, "variant": variant, "guidance": g, "sets": sets,
                                           "stage1": s1, "code": code, "seed": args.seed, **res,
-                                          "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                                          "machine": f"{platform.platform()}, {os.cpu_count()} cores",
-                                          "command": command})
+                                          **provenance(command)})
                 print(f"  own {res['own']}\n  shuffled {res['shuffled']}", flush=True)
     write_report(args.report, read_records(args.records), command)
     print(f"wrote {args.report}")

@@ -30,7 +30,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import re
 import shutil
 import sys
@@ -41,7 +40,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from records import digest_files, put_record, read_records, record_key, stage1_digest  # noqa: E402
+from records import digest_files, provenance, put_record, read_records, record_key, stage1_digest  # noqa: E402
 
 DATASETS = ("amazon", "google", "yelp")
 BEAT_VARIANTS = (  # (key, label, align subdirectory, overrides)
@@ -286,9 +285,7 @@ def run_dataset(name: str, args: argparse.Namespace, stage1: dict[str, Path], lo
             "scored": [[int(u), int(i)] for u, i in zip(m["uid"], m["iid"], strict=True)],
             "report": report, "stats": {k: None if getattr(st, k) is None else
                                         np.asarray(getattr(st, k)).round(6).tolist() for k in STATS},
-            "info": json.loads(json.dumps(info, default=str)), "timings": timings,
-            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "machine": f"{platform.platform()}, {os.cpu_count()} cores", "command": command})
+            "info": json.loads(json.dumps(info, default=str)), "timings": timings, **provenance(command)})
         log(f"[{name}] {labels[key]}: recorded (" + ", ".join(f"{k} {fmt_s(v)}" for k, v in timings.items()) + ")")
 
 

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -36,7 +34,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from records import digest_files, put_record, read_records, record_key, stage1_digest  # noqa: E402
+from records import digest_files, provenance, put_record, read_records, record_key, stage1_digest  # noqa: E402
 
 DATASETS = ("amazon", "yelp", "google")
 TASKS = "train.tasks=[explain,user_profile,item_profile]"
@@ -288,9 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             res = run_row(name, data, run, refs, args.align_set, args.lm, args.seed, scorer,
                           not args.quiet)
             rec = {"key": key, "dataset": ds_name, "split": args.split, "row": name, "sets": sets,
-                   "stage1": s1, "code": code, "users": users, **res,
-                   "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                   "machine": f"{platform.platform()}, {os.cpu_count()} cores", "command": command}
+                   "stage1": s1, "code": code, "users": users, **res, **provenance(command)}
             put_record(args.records, rec)
             write_report(args.report, read_records(args.records), command)
             print(f"  recorded ({res['seconds']:.0f} s)", flush=True)

@@ -7,9 +7,11 @@ and rebuild their reports from the records alone, so rows accumulate across proc
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +52,9 @@ def put_record(path: Path, rec: dict[str, Any]) -> None:
     """Add ``rec`` to the file, replacing a record with the same key (re-read first: rows may land from other
     processes)."""
     write_records(path, [r for r in read_records(path) if r["key"] != rec["key"]] + [rec])
+
+
+def provenance(command: str) -> dict[str, str]:
+    """When, where and by what command a record was made (UTC date, platform and core count)."""
+    return {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "machine": f"{platform.platform()}, {os.cpu_count()} cores", "command": command}
