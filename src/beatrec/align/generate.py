@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import torch
 from transformers import LogitsProcessorList, PreTrainedTokenizerBase
 
-from beatrec.align.batch import Builders, collate_prompt
+from beatrec.align.batch import Builders, collate_prompt, row_task
 from beatrec.align.config import GenerateConfig
 from beatrec.align.guidance import BehaviorGuidance
 from beatrec.align.model import BehaviorLM
@@ -37,11 +37,16 @@ def generate_explanations(
 
     model.eval()
     out: list[str] = []
+    mean: torch.Tensor | None = None
     bar = tqdm(total=len(rows), desc="explain", unit="pair", disable=not progress)
     for part in _chunks(rows, cfg.batch_size):
         batch = collate_prompt(builder, part)
         embeds, _, beh = model.embed(batch)
-        neutral = model.embed(batch, neutral=True)[0] if cfg.guidance != 1 and beh.shape[1] else None
+        neutral = None
+        if cfg.guidance != 1 and beh.shape[1]:
+            if mean is None:  # the population mean, once per call (rows share one task)
+                mean = model.neutral_behavior(model.sides(row_task(part)))  # (S, d)
+            neutral = model.embed(batch, behavior=mean[None].expand(len(beh), -1, -1))[0]
         gen = generate_from_embeds(model, tok, embeds, batch.attention_mask, cfg, pad_id(tok), neutral)
         out += [cap_words(t, max_words) for t in tok.batch_decode(gen, skip_special_tokens=True)]
         bar.update(len(part))
