@@ -100,6 +100,19 @@ def test_lora_trains_an_adapter_and_keeps_the_base_frozen(stage1: tuple[Path, Pa
     from beatrec.align.generate import generate_explanations
 
     assert got == generate_explanations(a.model, a.tok, a.builder, ps, a.cfg.generate, 50)
+    # merged for inference (generate.merge_lora, the default): base weights moved by B A, same outputs as unmerged
+    u = load_aligned(run, ["generate.merge_lora=false"])
+    lora_layers = [(n, m) for n, m in a.model.lm.named_modules() if hasattr(m, "merged") and hasattr(m, "base_layer")]
+    assert lora_layers and all(m.merged for _, m in lora_layers)
+    unmerged = dict(u.model.lm.named_modules())
+    assert not any(unmerged[n].merged for n, _ in lora_layers)
+    assert any(not torch.equal(m.base_layer.weight, unmerged[n].base_layer.weight) for n, m in lora_layers)
+    assert explain(u, check_pairs(u, ps, "x")) == got
+    batch = collate_prompt(a.builder, ps)
+    with torch.no_grad():
+        la = a.model.lm(inputs_embeds=a.model.embed(batch)[0], attention_mask=batch.attention_mask).logits
+        lu = u.model.lm(inputs_embeds=u.model.embed(batch)[0], attention_mask=batch.attention_mask).logits
+    assert torch.allclose(la, lu, atol=1e-4)
     for k, v in adapter.items():  # the loaded adapter is the saved one
         name = k.removeprefix("base_model.model.").replace(".weight", ".default.weight")
         assert torch.equal(dict(a.model.lm.named_parameters())[name], v), k

@@ -177,6 +177,10 @@ class GenerateConfig:
     repetition_penalty: float = 1.1
     no_repeat_ngram_size: int = 3
     guidance: float = 1.0
+    # Fold the LoRA adapter into the base weights when a run is loaded for inference (fp32, before anything else
+    # touches the weights; the adapter on disk stays in peft's format): decoding then skips the adapter's two extra
+    # matmuls per layer. Generations equal the unmerged model's (tests/test_align_recipe.py).
+    merge_lora: bool = True
 
     def validate(self) -> None:
         check(self.batch_size >= 1, f"generate.batch_size must be >= 1, got {self.batch_size}")

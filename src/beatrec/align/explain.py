@@ -13,7 +13,7 @@ from transformers import PreTrainedTokenizerBase
 from beatrec.align.config import AlignConfig
 from beatrec.align.generate import generate_explanations
 from beatrec.align.history import HistoryPrompts
-from beatrec.align.model import BehaviorLM
+from beatrec.align.model import BehaviorLM, merge_lora
 from beatrec.align.prompt import PromptBuilder
 from beatrec.align.sources import load_source
 from beatrec.align.train import ADAPTER_DIR, ALIGN_DIR, PEFT_PREFIX, WEIGHTS
@@ -80,6 +80,8 @@ def load_aligned(run: str | Path, overrides: list[str] | None = None, subdir: st
     with torch.no_grad():
         for k, v in state.items():
             own[k].copy_(v)
+    if cfg.model.finetune == "lora" and cfg.generate.merge_lora:
+        merge_lora(model.lm)
     model.eval()
     data = Path(meta["data"])
     titles = _titles(data)

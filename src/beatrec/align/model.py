@@ -60,6 +60,21 @@ def add_lora(lm: PreTrainedModel, cfg: AlignModelConfig) -> None:
         p.requires_grad_(LORA_MARK in name)
 
 
+def merge_lora(lm: PreTrainedModel) -> int:
+    """Fold every LoRA adapter of ``lm`` into its base weight, W <- W + (alpha / r) * B A (LoRA, Hu et al. 2021,
+    eq. 3; peft's ``LoraLayer.merge``), in the weights' dtype: a forward pass then runs the base matmuls only.
+    For inference (the adapter stays in the module, marked merged; training a merged model is wrong). -> the number
+    of layers merged."""
+    from peft.tuners.lora import LoraLayer
+
+    n = 0
+    for m in lm.modules():
+        if isinstance(m, LoraLayer) and not m.merged:
+            m.merge()
+            n += 1
+    return n
+
+
 def lora_config_dict(cfg: AlignModelConfig, lm: PreTrainedModel) -> dict:
     """peft's ``adapter_config.json`` content for the adapter :func:`add_lora` made."""
     return lora_config(cfg, lm, task_type="CAUSAL_LM",
