@@ -53,6 +53,28 @@ def identity(cfg) -> dict[str, Any]:  # noqa: ANN001 - AlignConfig
     return d
 
 
+def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dict -> {"a.b": value}."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def stage1_sets(run: Path) -> list[str]:
+    """The demo run's stage-1 settings that differ from the demo's own (``beatrec.demo.DEMO_OVERRIDES`` on the
+    defaults), as ``KEY=VALUE`` lines (machine settings left out): which stage 1 a row's tokens come from."""
+    from beatrec.config import load_yaml, to_dict
+    from beatrec.demo import DEMO_OVERRIDES
+    from beatrec.tokenizer.pipeline import TokenizeConfig
+
+    have = flat(to_dict(load_yaml(TokenizeConfig, run / "config.yaml", [])))
+    base = flat(to_dict(load_yaml(TokenizeConfig, None, list(DEMO_OVERRIDES))))
+    skip = ("train.threads", "train.seed")
+    return [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in have.items()
+            if k not in skip and base.get(k) != v]
+
+
 def measure(run: Path, data: Path, variant: str, guidance: float, seed: int, extra: list[str]) -> dict[str, Any]:
     """Train (or reuse) the variant, write the test users' profiles both ways, reduce them to rates."""
     from beatrec.align.config import AlignConfig
@@ -88,13 +110,22 @@ def write_report(path: Path, records: list[dict[str, Any]], command: str) -> Non
            "shuffled = from another test user's tokens (control). Intent recall: share of the user's planted intents "
            "named; genre: the user's genre named. The acceptance asks own >= 3x shuffled on intents.",
            "- machine, date and command of each row are in its record", "",
-           "| variant | guidance | users | intent recall own / shuffled (ratio) | intent precision own / shuffled | "
-           "genre own / shuffled | distinct profiles | seconds |", "|---|---|---|---|---|---|---|---|"]
-    for r in sorted(records, key=lambda r: (list(VARIANTS).index(r["variant"]) if r["variant"] in VARIANTS else 9,
+           "- stage 1: the run's departures from the demo's stage-1 settings (`beatrec demo`'s own when none); "
+           "stage 2: `--align-set` lines on top of the variant's (machine settings left out)", "",
+           "| variant | stage 1 | stage 2 | guidance | users | intent recall own / shuffled (ratio) | "
+           "intent precision own / shuffled | genre own / shuffled | distinct profiles | seconds |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    def extra(r: dict[str, Any]) -> str:
+        own = VARIANTS.get(r["variant"], {}).get("sets", [])
+        return " ".join(x for x in r["sets"] if x not in own and not x.startswith("train.threads=")) or "–"
+
+    for r in sorted(records, key=lambda r: (" ".join(r.get("stage1_sets", [])), extra(r) != "–", extra(r),
+                                            list(VARIANTS).index(r["variant"]) if r["variant"] in VARIANTS else 9,
                                             r["guidance"])):
         o, s = r["own"], r["shuffled"]
         ratio = o["intent_recall"] / s["intent_recall"] if s["intent_recall"] else float("inf")
-        out.append(f"| {VARIANTS.get(r['variant'], {}).get('label', r['variant'])} | {r['guidance']:g} | {r['n']} | "
+        out.append(f"| {VARIANTS.get(r['variant'], {}).get('label', r['variant'])} | "
+                   f"{' '.join(r.get('stage1_sets', [])) or '–'} | {extra(r)} | {r['guidance']:g} | {r['n']} | "
                    f"{o['intent_recall']:.3f} / {s['intent_recall']:.3f} ({ratio:.2f}x) | "
                    f"{o['intent_precision']:.3f} / {s['intent_precision']:.3f} | {o['genre']:.3f} / {s['genre']:.3f} | "
                    f"{r['distinct']} | {r['seconds']:.0f} |")
@@ -132,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{variant} guidance {g:g} ...", flush=True)
                 res = measure(run, data, variant, g, args.seed, args.align_set)
                 put_record(args.records, {"key": key, "variant": variant, "guidance": g, "sets": sets,
-                                          "stage1": s1, "code": code, "seed": args.seed, **res,
+                                          "stage1": s1, "stage1_sets": stage1_sets(run), "code": code,
+                                          "seed": args.seed, **res,
                                           **provenance(command)})
                 print(f"  own {res['own']}\n  shuffled {res['shuffled']}", flush=True)
     write_report(args.report, read_records(args.records), command)
