@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import tiny_stage1
 
-from beatrec.align.anchor import anchor_targets, word_anchor_loss
+from beatrec.align.anchor import anchor_targets, anchor_warmup, word_anchor_loss
 from beatrec.align.batch import collate_train
 from beatrec.align.config import AlignModelConfig
 from beatrec.align.model import BehaviorLM
@@ -83,6 +83,27 @@ def test_switch_adds_the_weighted_term_and_off_changes_nothing(stage1: tuple[Pat
     assert on.anchor.item() > 0.0
     assert on.nll.item() == pytest.approx(off.nll.item(), rel=1e-6)  # same initial weights
     assert on.loss.item() == pytest.approx(on.nll.item() + on.sar.item() + 2.0 * on.anchor.item(), rel=1e-5)
+
+
+def test_warmup_lowers_the_anchor_loss_and_moves_only_the_projector(stage1: tuple[Path, Path, Path]) -> None:
+    _, run, lm_dir = stage1
+    lm, tok = load_causal_lm(LMConfig(name=str(lm_dir)))
+    cfg = AlignModelConfig(projector_hidden=16, word_anchor=1.0, finetune="lora", prompt_tokens=2)
+    m = BehaviorLM(lm, BehaviorVocab.from_run(run), cfg, seed=0)
+    rows = [{"uid": u, "iid": i, "title": "t", "explanation": e}
+            for u, i, e in ((0, 1, "alpha beta"), (1, 2, "gamma beta"), (2, 3, "delta beta"), (3, 4, "omega beta"))]
+    batches = [collate_train(m.prompt_builder(tok), rows, 50, 32)]
+    before = {k: v.detach().clone() for k, v in m.named_parameters()}
+    assert any("lora_" in k for k in before) and "soft_prompt" in before  # LoRA and soft prompt present
+    with torch.no_grad():
+        start = m.word_anchor(m.embed(batches[0])[2], batches[0].labels).item()
+    means = anchor_warmup(m, batches, 30)
+    assert len(means) == 30 and means[0] == pytest.approx(start, rel=1e-5)
+    assert means[-1] < 0.5 * means[0]  # the tokens learn to read as their rows' distinctive words
+    after = dict(m.named_parameters())
+    for k, v in before.items():
+        assert torch.equal(after[k], v) != k.startswith("projector."), k  # the projector moved, nothing else
+    assert anchor_warmup(m, batches, 0) == []
 
 
 def test_negative_weight_is_a_config_error() -> None:

@@ -17,10 +17,13 @@ where q_b is 1 on the distinct target token ids of sample b that occur in at mos
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 
 TAU = 0.1  # temperature of the cosine logits
+WARMUP_LR = 1e-3  # :func:`anchor_warmup`'s AdamW learning rate
 
 
 def anchor_targets(labels: torch.Tensor, vocab_size: int, ignore: int = -100) -> torch.Tensor:
@@ -52,3 +55,34 @@ def word_anchor_loss(behavior: torch.Tensor, embeddings: torch.Tensor, targets: 
     if total == 0:
         return behavior.sum() * 0.0
     return -(logp * targets).sum() / total  # logp: (B, V)
+
+
+def anchor_warmup(model: torch.nn.Module, loader: Iterable, epochs: int, lr: float = WARMUP_LR) -> list[float]:
+    """Train the projector alone on L_anchor for ``epochs`` passes over ``loader``, before stage 2's LM training
+    (``train.anchor_warmup``): the projected tokens start out reading, to the LM, like their samples' distinctive
+    words, instead of learning that within the few LM steps of a small dataset. No LM forward pass: a step costs
+    one (B·S, V) cosine matrix. Only the projector's parameters change (AdamW, constant ``lr``).
+
+    Args:
+        model: a :class:`~beatrec.align.model.BehaviorLM` (``embed``, ``word_anchor``, ``projector``).
+        loader: training batches (:class:`~beatrec.align.batch.PairBatch`).
+    Returns:
+        the mean L_anchor of each pass.
+    """
+    params = list(model.projector.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    means = []
+    for _ in range(epochs):
+        total, n = 0.0, 0
+        for batch in loader:
+            beh = model.embed(batch)[2]  # (B, S, d)
+            if not beh.shape[1]:
+                continue
+            loss = model.word_anchor(beh, batch.labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total, n = total + loss.item(), n + 1
+        means.append(total / max(n, 1))
+    opt.zero_grad(set_to_none=True)
+    return means

@@ -115,7 +115,9 @@ class AlignTrainConfig:
         ``item_summary``); every example from training users' texts only, each batch one task.
         profile_ratio: each profile task draws at most this many examples per explanation training pair
         (seeded; one per user / item at most). title_dropout: share of the explanation training pairs whose
-        title is withheld (an untitled item: its tokens are all the LM has).
+        title is withheld (an untitled item: its tokens are all the LM has). anchor_warmup: passes of
+        projector-only word anchoring (:func:`beatrec.align.anchor.anchor_warmup`; not in the paper) before the
+        LM training (0 = off).
     """
 
     lr: float = 5e-4
@@ -137,11 +139,13 @@ class AlignTrainConfig:
     tasks: tuple[str, ...] = (EXPLAIN,)
     profile_ratio: float = 1.0
     title_dropout: float = 0.0
+    anchor_warmup: int = 0
 
     def validate(self) -> None:
         check(len(self.tasks) >= 1 and len(set(self.tasks)) == len(self.tasks) and set(self.tasks) <= set(TASK_NAMES),
               f"train.tasks must be distinct names from {TASK_NAMES}, got {list(self.tasks)}")
         check(self.profile_ratio > 0, f"train.profile_ratio must be > 0, got {self.profile_ratio}")
+        check(self.anchor_warmup >= 0, f"train.anchor_warmup must be >= 0, got {self.anchor_warmup}")
         check(0.0 <= self.title_dropout < 1.0, f"train.title_dropout must be in [0, 1), got {self.title_dropout}")
         check(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
         check(self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}")

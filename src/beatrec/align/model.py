@@ -242,6 +242,12 @@ class BehaviorLM(nn.Module):
         """Mean NLL of the label tokens (:meth:`token_nll`): the same value as ``lm(labels=...).loss``."""
         return self.token_nll(embeds, attention_mask, labels)[0].mean()
 
+    def word_anchor(self, beh: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(B, S, d) projected tokens, (B, L) labels -> () :func:`~beatrec.align.anchor.word_anchor_loss` against
+        the LM's (frozen) input embeddings and the batch's distinctive target words."""
+        emb = self.lm.get_input_embeddings().weight  # (V, d), frozen
+        return word_anchor_loss(beh, emb.detach(), anchor_targets(labels, emb.shape[0], IGNORE))
+
     def forward(self, batch: PairBatch) -> AlignOutput:
         embeds, tokens, beh = self.embed(batch)
         losses, rows = self.token_nll(embeds, batch.attention_mask, batch.labels)  # (T,), (T,)
@@ -263,7 +269,6 @@ class BehaviorLM(nn.Module):
                 sar = sar_loss(text, owner, beh.float(), pairs)
         anchor = torch.zeros((), device=nll.device)
         if self.cfg.word_anchor > 0 and beh.shape[1]:
-            emb = self.lm.get_input_embeddings().weight  # (V, d), frozen
-            anchor = word_anchor_loss(beh, emb.detach(), anchor_targets(batch.labels, emb.shape[0], IGNORE))
+            anchor = self.word_anchor(beh, batch.labels)
         loss = nll + self.cfg.gamma * sar + self.cfg.word_anchor * anchor + self.cfg.token_contrast * contrast
         return AlignOutput(loss, nll, sar, anchor, contrast)

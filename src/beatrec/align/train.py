@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from beatrec.align.anchor import anchor_warmup
 from beatrec.align.batch import collate_train
 from beatrec.align.config import AlignConfig
 from beatrec.align.history import HistoryPrompts
@@ -181,6 +182,14 @@ def _train(run: Path, data: Path, cfg: AlignConfig, progress: bool, subdir: str 
         f"{sum(p.numel() for p in params):,} trainable parameters ({cfg.model.finetune}), "
         f"{accelerator.num_processes} process(es), {total} steps, lr {t_tr.lr:g} {t_tr.schedule}")
 
+    if t_tr.anchor_warmup:
+        inner = accelerator.unwrap_model(model)
+        warm = anchor_warmup(inner, loader, t_tr.anchor_warmup)
+        if accelerator.num_processes > 1:  # each process warmed on its shard: start from the mean projector
+            with torch.no_grad():
+                for p_ in inner.projector.parameters():
+                    p_.copy_(accelerator.reduce(p_.detach().clone(), "mean"))
+        log(f"[align] word-anchoring warm-up: {t_tr.anchor_warmup} passes, L_anchor {warm[0]:.3f} -> {warm[-1]:.3f}")
     history: list[dict] = []
     evals: list[dict] = []  # one per validation pass: step, epoch, val_nll
     best: tuple[float, dict[str, torch.Tensor]] | None = None
