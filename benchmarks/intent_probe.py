@@ -39,6 +39,10 @@ VARIANTS = (  # (name, stage-1 --set lines on top of the demo's)
     ("inductive users", ("model.user_ids=false",)),
     ("inductive users + spectral init", ("model.user_ids=false", "model.init=spectral")),
     ("256 codes", ("model.n_codes=256",)),
+    ("continuous BPR 5", ("train.continuous_weight=5",)),
+    ("inductive users + continuous BPR 1", ("model.user_ids=false", "train.continuous_weight=1")),
+    ("inductive users + continuous BPR 5", ("model.user_ids=false", "train.continuous_weight=5")),
+    ("inductive users + continuous BPR 20", ("model.user_ids=false", "train.continuous_weight=20")),
 )
 
 
