@@ -75,6 +75,20 @@ def stage1_sets(run: Path) -> list[str]:
             if k not in skip and base.get(k) != v]
 
 
+def projected_probe(a, planted, fit: np.ndarray, score: np.ndarray) -> float:  # noqa: ANN001 - Aligned, Planted
+    """Top-k intent precision of the linear intent probe (:func:`beatrec.data.intent_probe.intent_probe`) on the
+    user tokens *as the LM receives them* (the trained projector's output, flattened), fitted on the text training
+    users and scored on ``score``: whether the intents reach the LM's input at all."""
+    import torch
+
+    from beatrec.data.intent_probe import intent_probe
+
+    u = torch.arange(len(planted.user_genre))
+    with torch.no_grad():
+        h = a.model.behavior_embeds(u, torch.zeros_like(u), ("user",)).float()  # (U, S, d)
+    return float(intent_probe(h.reshape(len(u), -1).numpy(), planted, fit, score).precision.mean())
+
+
 def measure(run: Path, data: Path, variant: str, guidance: float, seed: int, extra: list[str]) -> dict[str, Any]:
     """Train (or reuse) the variant, write the test users' profiles both ways, reduce them to rates."""
     from beatrec.align.config import AlignConfig
@@ -96,10 +110,11 @@ def measure(run: Path, data: Path, variant: str, guidance: float, seed: int, ext
     a = load_aligned(run, [f"generate.guidance={guidance}"], subdir=v["subdir"])
     planted = load_planted(data)
     users = np.asarray(ZeroShotSplit.load(run / "split.json").test_users, dtype=np.int64)
+    probe = projected_probe(a, planted, np.asarray(ZeroShotSplit.load(run / "split.json").train_users), users)
     own = user_profiles(a, users.tolist())
     other = user_profiles(a, users[derangement(len(users), np.random.default_rng(seed))].tolist())
     return {"own": profile_rates(planted, users, own)._asdict(), "shuffled": profile_rates(planted, users, other)._asdict(),
-            "distinct": len(set(own)), "n": len(users), "trained_here": not same, "seconds": time.perf_counter() - t0}
+            "distinct": len(set(own)), "n": len(users), "projected_probe": probe, "trained_here": not same, "seconds": time.perf_counter() - t0}
 
 
 def write_report(path: Path, records: list[dict[str, Any]], command: str) -> None:
@@ -108,13 +123,15 @@ def write_report(path: Path, records: list[dict[str, Any]], command: str) -> Non
            f" by `{command}`",
            "- test users of the demo (zero-shot: no stage saw their texts); own = profiles from the user's tokens, "
            "shuffled = from another test user's tokens (control). Intent recall: share of the user's planted intents "
-           "named; genre: the user's genre named. The acceptance asks own >= 3x shuffled on intents.",
+           "named; genre: the user's genre named. The acceptance asks own >= 3x shuffled on intents. Intent probe on "
+           "projected tokens: the linear intent probe's top-3 precision on the test users' tokens as the LM receives "
+           "them (fitted on the text training users; chance 0.15): whether the intents reach the LM's input.",
            "- machine, date and command of each row are in its record", "",
            "- stage 1: the run's departures from the demo's stage-1 settings (`beatrec demo`'s own when none); "
            "stage 2: `--align-set` lines on top of the variant's (machine settings left out)", "",
            "| variant | stage 1 | stage 2 | guidance | users | intent recall own / shuffled (ratio) | "
-           "intent precision own / shuffled | genre own / shuffled | distinct profiles | seconds |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "intent precision own / shuffled | genre own / shuffled | intent probe on projected tokens | distinct profiles | "
+           "seconds |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     def extra(r: dict[str, Any]) -> str:
         own = VARIANTS.get(r["variant"], {}).get("sets", [])
         return " ".join(x for x in r["sets"] if x not in own and not x.startswith("train.threads=")) or "–"
@@ -124,11 +141,12 @@ def write_report(path: Path, records: list[dict[str, Any]], command: str) -> Non
                                             r["guidance"])):
         o, s = r["own"], r["shuffled"]
         ratio = o["intent_recall"] / s["intent_recall"] if s["intent_recall"] else float("inf")
+        probe = f"{r['projected_probe']:.3f}" if "projected_probe" in r else "–"
         out.append(f"| {VARIANTS.get(r['variant'], {}).get('label', r['variant'])} | "
                    f"{' '.join(r.get('stage1_sets', [])) or '–'} | {extra(r)} | {r['guidance']:g} | {r['n']} | "
                    f"{o['intent_recall']:.3f} / {s['intent_recall']:.3f} ({ratio:.2f}x) | "
                    f"{o['intent_precision']:.3f} / {s['intent_precision']:.3f} | {o['genre']:.3f} / {s['genre']:.3f} | "
-                   f"{r['distinct']} | {r['seconds']:.0f} |")
+                   f"{probe} | {r['distinct']} | {r['seconds']:.0f} |")
     if not records:
         out.append("No rows recorded yet.")
     path.write_text("\n".join(out) + "\n")

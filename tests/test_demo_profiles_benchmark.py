@@ -34,7 +34,8 @@ def test_demo_profiles_records_and_skip(tmp_path: Path, monkeypatch: pytest.Monk
                                                             ("anchor", 0.0)]
     n_test = len(json.loads((stage1 / "split.json").read_text())["test_users"])
     for r in recs:
-        assert r["n"] == n_test and 1 <= r["distinct"] <= n_test
+        assert r["n"] == n_test and 1 <= r["distinct"] <= n_test and 0.0 <= r["projected_probe"] <= 1.0
+        assert r["stage1_sets"] == [] or all("=" in x for x in r["stage1_sets"])
         for side in ("own", "shuffled"):
             assert 0.0 <= r[side]["intent_recall"] <= 1.0 and 0.0 <= r[side]["genre"] <= 1.0
     assert [r["trained_here"] for r in recs] == [True, False, True, False]  # the second guidance reuses the model
