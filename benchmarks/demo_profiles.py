@@ -70,7 +70,7 @@ def stage1_sets(run: Path) -> list[str]:
 
     have = flat(to_dict(load_yaml(TokenizeConfig, run / "config.yaml", [])))
     base = flat(to_dict(load_yaml(TokenizeConfig, None, list(DEMO_OVERRIDES))))
-    skip = ("train.threads", "train.seed")
+    skip = ("train.threads",)
     return [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in have.items()
             if k not in skip and base.get(k) != v]
 

@@ -103,6 +103,7 @@ def test_warmup_lowers_the_anchor_loss_and_moves_only_the_projector(stage1: tupl
     after = dict(m.named_parameters())
     for k, v in before.items():
         assert torch.equal(after[k], v) != k.startswith("projector."), k  # the projector moved, nothing else
+    assert all(p.grad is None for p in m.parameters())  # no warm-up gradient left for the first LM step
     assert anchor_warmup(m, batches, 0) == []
 
 

@@ -112,7 +112,11 @@ def test_lora_trains_an_adapter_and_keeps_the_base_frozen(stage1: tuple[Path, Pa
     with torch.no_grad():
         la = a.model.lm(inputs_embeds=a.model.embed(batch)[0], attention_mask=batch.attention_mask).logits
         lu = u.model.lm(inputs_embeds=u.model.embed(batch)[0], attention_mask=batch.attention_mask).logits
-    assert torch.allclose(la, lu, atol=1e-4)
+        base = load_causal_lm(LMConfig(name=str(lm_dir)))[0](inputs_embeds=u.model.embed(batch)[0],
+                                                              attention_mask=batch.attention_mask).logits
+    assert (la - lu).abs().max() < 1e-4 and (la - base).abs().max() > 100 * (la - lu).abs().max()  # the adapter acts
+    half = load_aligned(run, ["lm.dtype=bfloat16"]).model.lm  # the delta would round away: left unmerged
+    assert not any(m.merged for m in half.modules() if hasattr(m, "merged") and hasattr(m, "base_layer"))
     for k, v in adapter.items():  # the loaded adapter is the saved one
         name = k.removeprefix("base_model.model.").replace(".weight", ".default.weight")
         assert torch.equal(dict(a.model.lm.named_parameters())[name], v), k

@@ -61,7 +61,8 @@ def anchor_warmup(model: torch.nn.Module, loader: Iterable, epochs: int, lr: flo
     """Train the projector alone on L_anchor for ``epochs`` passes over ``loader``, before stage 2's LM training
     (``train.anchor_warmup``): the projected tokens start out reading, to the LM, like their samples' distinctive
     words, instead of learning that within the few LM steps of a small dataset. No LM forward pass: a step costs
-    one (B·S, V) cosine matrix. Only the projector's parameters change (AdamW, constant ``lr``).
+    one (B·S, V) cosine matrix. Only the projector's parameters change (AdamW, constant ``lr``); every
+    gradient is cleared on return.
 
     Args:
         model: a :class:`~beatrec.align.model.BehaviorLM` (``embed``, ``word_anchor``, ``projector``).
@@ -79,10 +80,12 @@ def anchor_warmup(model: torch.nn.Module, loader: Iterable, epochs: int, lr: flo
             if not beh.shape[1]:
                 continue
             loss = model.word_anchor(beh, batch.labels)
-            opt.zero_grad(set_to_none=True)
+            if loss.item() == 0.0:  # no distinctive target word in the batch (e.g. a batch of one): no step
+                continue
+            model.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total, n = total + loss.item(), n + 1
         means.append(total / max(n, 1))
-    opt.zero_grad(set_to_none=True)
+    model.zero_grad(set_to_none=True)  # nothing of the warm-up (trainable codebooks too) reaches the first LM step
     return means

@@ -181,9 +181,10 @@ class GenerateConfig:
     repetition_penalty: float = 1.1
     no_repeat_ngram_size: int = 3
     guidance: float = 1.0
-    # Fold the LoRA adapter into the base weights when a run is loaded for inference (fp32, before anything else
-    # touches the weights; the adapter on disk stays in peft's format): decoding then skips the adapter's two extra
-    # matmuls per layer. Generations equal the unmerged model's (tests/test_align_recipe.py).
+    # Fold the LoRA adapter into the base weights when a run is loaded for inference, if the LM is loaded in
+    # float32 (in bf16/fp16 the small delta would be rounded away in part; then the adapter stays unmerged). The
+    # adapter on disk stays in peft's format; decoding skips its two extra matmuls per layer. Generations equal the
+    # unmerged model's (tests/test_align_recipe.py).
     merge_lora: bool = True
 
     def validate(self) -> None:

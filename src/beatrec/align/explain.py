@@ -80,7 +80,7 @@ def load_aligned(run: str | Path, overrides: list[str] | None = None, subdir: st
     with torch.no_grad():
         for k, v in state.items():
             own[k].copy_(v)
-    if cfg.model.finetune == "lora" and cfg.generate.merge_lora:
+    if cfg.model.finetune == "lora" and cfg.generate.merge_lora and emb.weight.dtype == torch.float32:
         merge_lora(model.lm)
     model.eval()
     data = Path(meta["data"])

@@ -184,7 +184,9 @@ def _train(run: Path, data: Path, cfg: AlignConfig, progress: bool, subdir: str 
 
     if t_tr.anchor_warmup:
         inner = accelerator.unwrap_model(model)
+        order = gen.get_state()  # the LM epochs see the batch order they would see without the warm-up
         warm = anchor_warmup(inner, loader, t_tr.anchor_warmup)
+        gen.set_state(order)
         if accelerator.num_processes > 1:  # each process warmed on its shard: start from the mean projector
             with torch.no_grad():
                 for p_ in inner.projector.parameters():
