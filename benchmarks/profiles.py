@@ -209,7 +209,7 @@ def nll_table(recs: list[dict[str, Any]], by_row: dict[str, dict[str, Any]]) -> 
 
     lines = []
     for r in recs:
-        if "nll_neutral" not in r:
+        if "nll_neutral" not in r or np.array_equal(r["nll"], r["nll_neutral"]):  # no tokens to read (history)
             continue
         own = np.asarray(r["nll"])
         cells = [f"{own.mean():.4f}"]
