@@ -59,8 +59,10 @@ class TokenizerTrainConfig:
     batch_size: int = 1024  # training edges per step (BPR with one sampled negative each)
     text_batch_size: int = 256  # text pairs per step for the macro InfoNCE (in-batch negatives)
     micro_batch_size: int = 256  # entities per step for the micro reconstruction
-    # Extra BPR on the pre-quantisation vectors (not in the paper). Off by default: on the planted synthetic data
-    # it drowns the micro supervision (user micro-token intent probe AUC 0.63 -> 0.52 at beta=5).
+    # Extra BPR on the pre-quantisation vectors (not in the paper). Off by default: on the generator's default data
+    # it drowned the micro supervision (user micro-token intent probe AUC 0.63 -> 0.52 at beta=5); on the demo's
+    # data, whose graph holds the intents, weight 20 with inductive users carries the most intent into the tokens
+    # (benchmarks/intent_probe_sweep.md).
     continuous_weight: float = 0.0
     l2: float = 1e-4  # L2 on the batch's ID embeddings
     max_epochs: int = 60
