@@ -109,12 +109,14 @@ def measure(run: Path, data: Path, variant: str, guidance: float, seed: int, ext
         train_align(run, data, cfg, progress=False, subdir=v["subdir"])
     a = load_aligned(run, [f"generate.guidance={guidance}"], subdir=v["subdir"])
     planted = load_planted(data)
-    users = np.asarray(ZeroShotSplit.load(run / "split.json").test_users, dtype=np.int64)
-    probe = projected_probe(a, planted, np.asarray(ZeroShotSplit.load(run / "split.json").train_users), users)
+    split = ZeroShotSplit.load(run / "split.json")
+    users = np.asarray(split.test_users, dtype=np.int64)
+    probe = projected_probe(a, planted, np.asarray(split.train_users, dtype=np.int64), users)
     own = user_profiles(a, users.tolist())
     other = user_profiles(a, users[derangement(len(users), np.random.default_rng(seed))].tolist())
     return {"own": profile_rates(planted, users, own)._asdict(), "shuffled": profile_rates(planted, users, other)._asdict(),
-            "distinct": len(set(own)), "n": len(users), "projected_probe": probe, "trained_here": not same, "seconds": time.perf_counter() - t0}
+            "distinct": len(set(own)), "n": len(users), "projected_probe": probe, "trained_here": not same,
+            "seconds": time.perf_counter() - t0}
 
 
 def write_report(path: Path, records: list[dict[str, Any]], command: str) -> None:
@@ -132,6 +134,7 @@ def write_report(path: Path, records: list[dict[str, Any]], command: str) -> Non
            "| variant | stage 1 | stage 2 | guidance | users | intent recall own / shuffled (ratio) | "
            "intent precision own / shuffled | genre own / shuffled | intent probe on projected tokens | distinct profiles | "
            "seconds |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+
     def extra(r: dict[str, Any]) -> str:
         own = VARIANTS.get(r["variant"], {}).get("sets", [])
         return " ".join(x for x in r["sets"] if x not in own and not x.startswith("train.threads=")) or "–"
