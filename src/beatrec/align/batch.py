@@ -87,6 +87,12 @@ def collate_prompt(builders: Builders, rows: list[dict]) -> PairBatch:
                      _positions(soft), _task(rows, task))
 
 
+def prompt_lengths(builders: Builders, rows: list[dict]) -> list[int]:
+    """Each row's prompt length in tokens (what :func:`collate_prompt` pads to the longest of a batch)."""
+    builder = _builder(builders, row_task(rows))
+    return [len(builder.prompt(r.get("title", ""), r.get("history")).ids) for r in rows]
+
+
 def _positions(rows: list[list[int]]) -> torch.Tensor:
     """(B, S) long positions (S may be 0)."""
     return torch.tensor(rows, dtype=torch.long).reshape(len(rows), -1)

@@ -160,6 +160,10 @@ class AlignTrainConfig:
         check(self.log_every >= 1, f"train.log_every must be >= 1, got {self.log_every}")
 
 
+DECODERS = ("lean", "generate")  # generate.decoder
+QUANTIZE = ("none", "int8")  # generate.quantize
+
+
 @dataclass
 class GenerateConfig:
     """Decoding of explanations (batched, with the KV cache): greedy (``num_beams=1``) or beam search.
@@ -186,8 +190,21 @@ class GenerateConfig:
     # adapter on disk stays in peft's format; decoding skips its two extra matmuls per layer. Generations equal the
     # unmerged model's (tests/test_align_recipe.py).
     merge_lora: bool = True
+    # "lean" (:mod:`beatrec.align.decode`): each prompt prefilled once (not once per beam), the instruction prefix the
+    # prompts share prefilled once per call, finished prompts dropped from the batch; per prompt the tokens
+    # ``generate`` gives for it alone. "generate": Hugging Face's ``generate`` (whose repetition penalty skips as
+    # many generated tokens as a row has padding). Guidance and sampling always use ``generate``.
+    decoder: str = "generate"
+    # "int8": the LM's Linear layers (LM head included) get int8 weights when a run is loaded for inference (PyTorch
+    # dynamic quantisation, after the LoRA merge; float32 LM only); "none": float32.
+    quantize: str = "none"
+    # Form the batches of a call from prompts of similar length (less padding); the outputs keep the rows' order.
+    # With decoder=lean a pair's explanation does not depend on its batch, so this changes nothing but the time.
+    sort_by_length: bool = False
 
     def validate(self) -> None:
+        check(self.quantize in QUANTIZE, f"generate.quantize must be one of {QUANTIZE}, got {self.quantize!r}")
+        check(self.decoder in DECODERS, f"generate.decoder must be one of {DECODERS}, got {self.decoder!r}")
         check(self.batch_size >= 1, f"generate.batch_size must be >= 1, got {self.batch_size}")
         check(self.max_new_tokens >= 1, f"generate.max_new_tokens must be >= 1, got {self.max_new_tokens}")
         check(0 <= self.min_new_tokens <= self.max_new_tokens,

@@ -13,7 +13,7 @@ from transformers import PreTrainedTokenizerBase
 from beatrec.align.config import AlignConfig
 from beatrec.align.generate import generate_explanations
 from beatrec.align.history import HistoryPrompts
-from beatrec.align.model import BehaviorLM, merge_lora
+from beatrec.align.model import BehaviorLM, merge_lora, quantize_int8
 from beatrec.align.prompt import PromptBuilder
 from beatrec.align.sources import load_source
 from beatrec.align.train import ADAPTER_DIR, ALIGN_DIR, PEFT_PREFIX, WEIGHTS
@@ -82,6 +82,11 @@ def load_aligned(run: str | Path, overrides: list[str] | None = None, subdir: st
             own[k].copy_(v)
     if cfg.model.finetune == "lora" and cfg.generate.merge_lora and emb.weight.dtype == torch.float32:
         merge_lora(model.lm)
+    if cfg.generate.quantize == "int8":
+        if emb.weight.dtype != torch.float32 or (cfg.model.finetune == "lora" and not cfg.generate.merge_lora):
+            raise RunError("generate.quantize=int8 needs the LM in float32 (lm.dtype=float32) with its LoRA adapter "
+                           "merged (generate.merge_lora=true)")
+        quantize_int8(model.lm)
     model.eval()
     data = Path(meta["data"])
     titles = _titles(data)

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 import torch
 from transformers import LogitsProcessorList, PreTrainedTokenizerBase
 
-from beatrec.align.batch import Builders, collate_prompt, row_task
+from beatrec.align.batch import Builders, collate_prompt, prompt_lengths, row_task
 from beatrec.align.config import GenerateConfig
+from beatrec.align.decode import decode
 from beatrec.align.guidance import BehaviorGuidance
 from beatrec.align.model import BehaviorLM
 from beatrec.align.prompt import cap_words, pad_id
@@ -31,15 +32,20 @@ def generate_explanations(
     progress: bool = False,
 ) -> list[str]:
     """Explanations for ``rows`` (dicts with uid, iid, title), ``cfg.batch_size`` prompts per ``generate`` call,
-    each capped at ``max_words`` words. Rows of another task (``row["task"]``, all the same) are written with
+    each capped at ``max_words`` words, in the order of ``rows`` (``cfg.sort_by_length``: batches formed from
+    prompts of similar length). Rows of another task (``row["task"]``, all the same) are written with
     that task's prompt: ``builder`` is then a mapping task -> builder."""
     from tqdm.auto import tqdm
 
     model.eval()
     out: list[str] = []
     mean: torch.Tensor | None = None
+    order = list(range(len(rows)))
+    if cfg.sort_by_length and len(rows) > cfg.batch_size:  # batches of similar prompt lengths: less padding
+        lengths = prompt_lengths(builder, rows)
+        order = sorted(order, key=lengths.__getitem__)
     bar = tqdm(total=len(rows), desc="explain", unit="pair", disable=not progress)
-    for part in _chunks(rows, cfg.batch_size):
+    for part in _chunks([rows[i] for i in order], cfg.batch_size):
         batch = collate_prompt(builder, part)
         embeds, _, beh = model.embed(batch)
         neutral = None
@@ -51,7 +57,10 @@ def generate_explanations(
         out += [cap_words(t, max_words) for t in tok.batch_decode(gen, skip_special_tokens=True)]
         bar.update(len(part))
     bar.close()
-    return out
+    back = [""] * len(rows)
+    for i, text in zip(order, out, strict=True):
+        back[i] = text
+    return back
 
 
 @torch.no_grad()
@@ -63,6 +72,8 @@ def generate_from_embeds(model: BehaviorLM, tok: PreTrainedTokenizerBase, embeds
     ``neutral`` (B, L, d), the same prompts with neutral behavior slots, turns on behavior-token guidance at
     ``cfg.guidance`` (:class:`~beatrec.align.guidance.BehaviorGuidance`); without it decoding is plain."""
     guide = None
+    if cfg.decoder == "lean" and not cfg.do_sample and (neutral is None or cfg.guidance == 1):
+        return decode(model.lm, embeds, attention_mask, cfg, pad, tok.eos_token_id)
     if neutral is not None and cfg.guidance != 1:
         guide = LogitsProcessorList([BehaviorGuidance(model.lm, neutral, attention_mask, cfg.guidance, cfg.num_beams)])
     with warnings.catch_warnings():  # penalties apply to generated tokens only: intended (the prompt is fixed)

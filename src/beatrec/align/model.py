@@ -75,6 +75,18 @@ def merge_lora(lm: PreTrainedModel) -> int:
     return n
 
 
+def quantize_int8(lm: PreTrainedModel) -> PreTrainedModel:
+    """int8 weights for every ``nn.Linear`` of ``lm`` (PyTorch dynamic quantisation: per-tensor int8 weights,
+    activations quantised per call; the LM head too, so a head tied to the input embeddings is untied, the
+    embeddings staying float32). In place; for inference on CPU. Merge a LoRA adapter first (:func:`merge_lora`):
+    a merged layer's forward calls only its (now quantised) base layer. -> ``lm``."""
+    import warnings
+
+    with warnings.catch_warnings():  # the eager quantisation API is deprecated in torch 2.x, present in the pinned 2.13
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(lm, {nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
 def lora_config_dict(cfg: AlignModelConfig, lm: PreTrainedModel) -> dict:
     """peft's ``adapter_config.json`` content for the adapter :func:`add_lora` made."""
     return lora_config(cfg, lm, task_type="CAUSAL_LM",

@@ -1,0 +1,164 @@
+"""The lean decoder (``beatrec.align.decode``) against Hugging Face's ``generate``, one prompt at a time: same
+tokens for greedy and beam search, batched or not, with or without the shared-prefix cache."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from beatrec.align.config import GenerateConfig
+from beatrec.align.decode import decode, prefill, shared_prefix
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    from tiny_lm import save_tiny_lm
+    from transformers import AutoModelForCausalLM
+
+    path = save_tiny_lm(tmp_path_factory.mktemp("lm") / "tiny", init_std=0.3)
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    return model
+
+
+def prompts(lm, n: int, prefix: int = 5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001
+    """n left-padded prompts of different lengths sharing their first ``prefix`` embeddings. -> (B, L, d), (B, L)."""
+    g = torch.Generator().manual_seed(seed)
+    emb = lm.get_input_embeddings().weight.detach()
+    head = torch.randint(3, emb.shape[0], (prefix,), generator=g)
+    rows = [torch.cat([head, torch.randint(3, emb.shape[0], (2 + i % 4,), generator=g)]) for i in range(n)]
+    width = max(len(r) for r in rows)
+    ids = torch.zeros(n, width, dtype=torch.long)
+    mask = torch.zeros(n, width, dtype=torch.long)
+    for b, r in enumerate(rows):
+        ids[b, width - len(r):] = r
+        mask[b, width - len(r):] = 1
+    return emb[ids], mask
+
+
+def hf(lm, embeds: torch.Tensor, mask: torch.Tensor, cfg: GenerateConfig, eos: int) -> list[list[int]]:  # noqa: ANN001
+    """generate() on each prompt alone (no padding), generated ids up to and including the end token."""
+    out = []
+    for b in range(len(embeds)):
+        real = mask[b].bool()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            g = lm.generate(inputs_embeds=embeds[b : b + 1, real], attention_mask=mask[b : b + 1, real],
+                            max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams, do_sample=False,
+                            length_penalty=cfg.length_penalty if cfg.num_beams > 1 else None,
+                            repetition_penalty=cfg.repetition_penalty,
+                            no_repeat_ngram_size=cfg.no_repeat_ngram_size or None,
+                            min_new_tokens=cfg.min_new_tokens or None, pad_token_id=0, eos_token_id=eos,
+                            use_cache=True)[0].tolist()
+        out.append(g[: g.index(eos) + 1] if eos in g else g)
+    return out
+
+
+def ours(lm, embeds, mask, cfg, eos, share_prefix=True) -> list[list[int]]:  # noqa: ANN001
+    got = decode(lm, embeds, mask, cfg, 0, eos, share_prefix).tolist()
+    return [g[: g.index(eos) + 1] if eos in g else [x for x in g if x != 0] for g in got]
+
+
+def eos_of(lm) -> int:  # noqa: ANN001
+    return 2  # the tiny tokenizer's <|im_end|>
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+@pytest.mark.parametrize("share", [True, False])
+def test_decode_equals_generate_prompt_by_prompt(lm, beams: int, share: bool) -> None:  # noqa: ANN001
+    embeds, mask = prompts(lm, 6)
+    cfg = GenerateConfig(num_beams=beams, max_new_tokens=12, repetition_penalty=1.3, no_repeat_ngram_size=2,
+                         min_new_tokens=2)
+    want = hf(lm, embeds, mask, cfg, eos_of(lm))
+    assert ours(lm, embeds, mask, cfg, eos_of(lm), share) == want
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_rows_finish_at_different_steps_and_leave_the_batch(lm, beams: int) -> None:  # noqa: ANN001
+    """With an end token that some prompts reach early, the others' tokens are unchanged (rows are dropped)."""
+    embeds, mask = prompts(lm, 8, seed=3)
+    cfg = GenerateConfig(num_beams=beams, max_new_tokens=16, repetition_penalty=1.0, no_repeat_ngram_size=0)
+    free = ours(lm, embeds, mask, cfg, eos=-1)  # no end token: every row runs 16 steps
+    first = [r[3] for r in free]  # make a token some rows emit at step 4 the end token
+    eos = max(set(first), key=first.count)
+    got = ours(lm, embeds, mask, cfg, eos)
+    assert got == hf(lm, embeds, mask, cfg, eos)
+    assert {len(g) for g in got} != {16}  # rows did end early
+
+
+def test_shared_prefix_finds_the_common_head(lm) -> None:  # noqa: ANN001
+    embeds, mask = prompts(lm, 4, prefix=5)
+    assert shared_prefix(embeds, mask) == 5
+    assert shared_prefix(embeds[:1], mask[:1]) == 0  # one prompt: nothing to share
+    pre = prefill(lm, embeds, mask)
+    plain = prefill(lm, embeds, mask, share_prefix=False)
+    assert torch.allclose(pre.logits, plain.logits, atol=1e-4)
+    assert torch.equal(pre.next_pos, mask.sum(1))
+
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_a_run_explains_the_same_with_either_decoder(served: tuple[Path, Path], beams: int) -> None:
+    """On an aligned run (LoRA merged): ``generate.decoder=lean`` writes, pair by pair, what ``generate`` writes
+    for the pair alone, and a pair's explanation does not depend on the batch it is in."""
+    from beatrec.align.explain import check_pairs, explain, load_aligned
+
+    _, run = served
+    sets = [f"generate.num_beams={beams}", "generate.max_new_tokens=10", "generate.batch_size=8"]
+    lean = load_aligned(run, [*sets, "generate.decoder=lean"])
+    hf_run = load_aligned(run, [*sets, "generate.decoder=generate"])
+    pairs = check_pairs(lean, [{"uid": u, "iid": i, "title": t} for u, i, t in
+                               [(0, 1, "A"), (3, 4, "A much longer title than the others"), (5, 2, "Mid title")]], "x")
+    alone = [explain(hf_run, [p])[0] for p in pairs]
+    assert [explain(lean, [p])[0] for p in pairs] == alone
+    assert explain(lean, pairs) == alone
+
+
+def test_int8_weights_on_load(served: tuple[Path, Path]) -> None:
+    """``generate.quantize=int8``: every Linear of the LM is int8 (the head too), the logits stay close to the
+    float32 model's, and a setting it cannot honour is an error that names it."""
+    from beatrec.align.batch import collate_prompt
+    from beatrec.align.explain import check_pairs, explain, load_aligned
+    from beatrec.errors import RunError
+
+    _, run = served
+    f32 = load_aligned(run)
+    q = load_aligned(run, ["generate.quantize=int8"])
+    kinds = {type(m) for m in q.model.lm.modules()}
+    assert torch.ao.nn.quantized.dynamic.Linear in kinds and torch.nn.Linear not in kinds
+    pairs = check_pairs(q, [{"uid": 0, "iid": 1, "title": "A"}, {"uid": 3, "iid": 4, "title": "B"}], "x")
+    batch = collate_prompt(q.builder, pairs)
+    with torch.no_grad():
+        lf = f32.model.lm(inputs_embeds=f32.model.embed(batch)[0], attention_mask=batch.attention_mask).logits
+        lq = q.model.lm(inputs_embeds=q.model.embed(batch)[0], attention_mask=batch.attention_mask).logits
+    assert not torch.equal(lf, lq) and (lf - lq).abs().max() < 0.1 * lf.abs().max()
+    assert all(isinstance(t, str) for t in explain(q, pairs))
+    for bad in (["lm.dtype=bfloat16"], ["generate.merge_lora=false"]):
+        with pytest.raises(RunError, match="quantize=int8"):
+            load_aligned(run, ["generate.quantize=int8", *bad])
+
+
+def test_sorting_by_prompt_length_keeps_the_rows_order(served: tuple[Path, Path],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """``generate.sort_by_length`` batches prompts of similar length; with the lean decoder the explanations, in
+    the rows' order, are those of unsorted batches."""
+    from beatrec.align.batch import prompt_lengths
+    from beatrec.align.explain import check_pairs, explain, load_aligned
+
+    _, run = served
+    sets = ["generate.decoder=lean", "generate.batch_size=2", "generate.max_new_tokens=8"]
+    titles = ["A long title of many words here", "B", "C medium title", "D", "Another long long title indeed"]
+    a = load_aligned(run, sets)
+    pairs = check_pairs(a, [{"uid": k, "iid": k + 1, "title": t} for k, t in enumerate(titles)], "x")
+    lengths = prompt_lengths(a.builder, pairs)
+    assert lengths[1] < lengths[2] < lengths[0]
+    plain = explain(a, pairs)
+    import beatrec.align.generate as G
+
+    seen: list[list[str]] = []
+    real = G.collate_prompt
+    monkeypatch.setattr(G, "collate_prompt", lambda b, rows: seen.append([r["title"][0] for r in rows]) or real(b, rows))
+    assert explain(load_aligned(run, [*sets, "generate.sort_by_length=true"]), pairs) == plain
+    assert seen == [["B", "D"], ["C", "A"], ["A"]]  # shortest prompts first
