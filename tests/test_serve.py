@@ -42,6 +42,29 @@ def test_health_metrics_and_page(engine: Engine) -> None:
         assert js.startswith("/") and "cdn" not in docs.lower() and c.get(js).status_code == 200
 
 
+def test_a_request_may_ask_for_greedy_decoding(served: tuple[Path, Path]) -> None:
+    """``decoding: greedy`` decodes that request's pairs with one beam (the run decodes with 3), the others keep
+    the run's beam search, and the cache keeps the two apart."""
+    from beatrec.align.explain import explain
+
+    eng = Engine(served[1], ServeConfig(max_batch=8, wait_ms=50), ["generate.num_beams=3", "generate.max_new_tokens=8"])
+    pairs = [{"user": 1, "item": 2}, {"user": 4, "item": 5}]
+    with client(eng) as c:
+        beam = c.post("/v1/explain", json={"pairs": pairs}).json()["explanations"]
+        greedy = c.post("/v1/explain", json={"pairs": pairs, "decoding": "greedy"}).json()["explanations"]
+        bad = c.post("/v1/explain", json={"pairs": pairs, "decoding": "sampling"})
+        rec = c.post("/v1/recommend", json={"user": 1, "k": 2, "explain": True, "decoding": "greedy"}).json()
+    direct = [eng.pair(1, 2), eng.pair(4, 5)]
+    assert [e["explanation"] for e in beam] == explain(eng.a, direct)
+    assert [e["explanation"] for e in greedy] == explain(eng.a, direct, generate=eng.greedy)
+    assert eng.greedy.num_beams == 1 and eng.a.cfg.generate.num_beams == 3
+    assert not any(e["cached"] for e in greedy)  # a beam explanation is not a greedy one
+    assert bad.status_code == 422 and "decoding" in bad.text
+    mixed = eng.explain([eng.pair(1, 2, "greedy"), eng.pair(1, 2)])  # one batch, two decodings
+    assert mixed == [greedy[0]["explanation"], beam[0]["explanation"]]
+    assert all(it["explanation"] for it in rec["items"])
+
+
 def test_recommend_ranks_unseen_items_by_quantised_vectors(engine: Engine) -> None:
     uid = 3
     with client(engine) as c:

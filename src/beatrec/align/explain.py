@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from beatrec.align.config import AlignConfig
+from beatrec.align.config import AlignConfig, GenerateConfig
 from beatrec.align.generate import generate_explanations
 from beatrec.align.history import HistoryPrompts
 from beatrec.align.model import BehaviorLM, merge_lora, quantize_int8
@@ -145,10 +145,12 @@ def check_pairs(a: Aligned, pairs: list[dict], source: str) -> list[dict]:
     return out
 
 
-def explain(a: Aligned, pairs: list[dict], progress: bool = False) -> list[str]:
-    """Explanations for validated pairs (see :func:`check_pairs`); the history field, when the model reads
-    one, is filled from each pair's user (its target item left out)."""
+def explain(a: Aligned, pairs: list[dict], progress: bool = False, generate: GenerateConfig | None = None) -> list[str]:
+    """Explanations for validated pairs (see :func:`check_pairs`), decoded with ``generate`` (default: the run's
+    ``generate`` settings); the history field, when the model reads one, is filled from each pair's user (its
+    target item left out)."""
     if a.history is not None:
         pairs = [dict(p) for p in pairs]
         a.history.attach(pairs)
-    return generate_explanations(a.model, a.tok, a.builder, pairs, a.cfg.generate, a.cfg.model.max_words, progress)
+    return generate_explanations(a.model, a.tok, a.builder, pairs, generate or a.cfg.generate, a.cfg.model.max_words,
+                                 progress)

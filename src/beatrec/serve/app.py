@@ -134,7 +134,7 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
         recs = await on_model(engine.recommend, req.user, req.k)
         items = [r._asdict() for r in recs]
         if req.explain and recs:
-            pairs = [check(engine.pair, req.user, r.item) for r in recs]
+            pairs = [check(engine.pair, req.user, r.item, req.decoding) for r in recs]
             for it, (text, cached) in zip(items, await explain_pairs(pairs), strict=True):
                 it.update(explanation=text, cached=cached)
         return {"user": req.user, "items": items, "model_version": engine.version}
@@ -143,7 +143,7 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
     async def explain(req: S.ExplainRequest) -> dict:
         if len(req.pairs) > cfg.max_pairs:
             raise HTTPException(413, f"{len(req.pairs)} pairs in one request; at most {cfg.max_pairs} (serve max_pairs)")
-        pairs = [check(engine.pair, p.user, p.item) for p in req.pairs]
+        pairs = [check(engine.pair, p.user, p.item, req.decoding) for p in req.pairs]
         out = []
         for p, (text, cached) in zip(pairs, await explain_pairs(pairs), strict=True):
             out.append({"user": p["uid"], "item": p["iid"], "title": p["title"], "explanation": text, "cached": cached,

@@ -8,6 +8,7 @@ tokenizer's quantised HR@k, BEAT eq. 4 codewords), and leave out the items the u
 from __future__ import annotations
 
 import hashlib
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -83,6 +84,7 @@ class Engine:
                            "serve needs a behavior-token run")
         self.vocab: BehaviorVocab = self.a.model.vocab
         self.a.cfg.generate.batch_size = self.cfg.max_batch
+        self.greedy = dataclasses.replace(self.a.cfg.generate, num_beams=1)  # a request's decoding="greedy"
         meta = json.loads((self.run / ALIGN_DIR / "meta.json").read_text())
         self.data = Path(meta["data"])
         if not (self.data / "interactions.csv").is_file():
@@ -148,23 +150,30 @@ class Engine:
                 for i, s in zip(top.indices.tolist(), top.values.tolist(), strict=True)]
 
     # ---- explain --------------------------------------------------------------------------------------------
-    def pair(self, uid: int, iid: int) -> dict:
+    def pair(self, uid: int, iid: int, decoding: str = "beam") -> dict:
+        """A validated pair; ``decoding`` "greedy" decodes it with one beam, "beam" with the run's settings."""
         self.check_user(uid)
         self.check_item(iid)
         if uid in self.new_users and self.a.history is not None:
             raise ConfigError("this run's prompt lists the user's history titles, which a new user does not have "
                               "in the training graph; explain it with a run trained without model.history_titles")
-        return {"uid": uid, "iid": iid, "title": self.title(iid)}
+        return {"uid": uid, "iid": iid, "title": self.title(iid), "decoding": decoding}
 
     def cache_key(self, p: dict) -> tuple:
         """What an explanation depends on: both sides' tokens, the title, the history (if read) and the model."""
         hist = p["uid"] if self.a.history is not None else None
         return (tuple(self.codes("user", p["uid"])), tuple(self.codes("item", p["iid"])), p["title"], hist,
-                self.version)
+                self.version, p.get("decoding", "beam"))
 
     def explain(self, pairs: list[dict]) -> list[str]:
-        """One batched generation for validated pairs (:meth:`pair`)."""
-        return explain(self.a, pairs)
+        """Batched generation for validated pairs (:meth:`pair`): one call per decoding the pairs ask for."""
+        out: list[str] = [""] * len(pairs)
+        for decoding in dict.fromkeys(p.get("decoding", "beam") for p in pairs):
+            idx = [k for k, p in enumerate(pairs) if p.get("decoding", "beam") == decoding]
+            gen = self.greedy if decoding == "greedy" else self.a.cfg.generate
+            for k, text in zip(idx, explain(self.a, [pairs[k] for k in idx], generate=gen), strict=True):
+                out[k] = text
+        return out
 
     # ---- cold start -----------------------------------------------------------------------------------------
     def fold_user(self, items: list[int]) -> tuple[int, dict]:

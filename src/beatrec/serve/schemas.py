@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -34,10 +36,15 @@ class Token(BaseModel):
     source: str = Field(description="own: carriers' own texts; interacted: what they interacted with; none")
 
 
+DECODING = Field("beam", description="beam: the run's decoding (beam search by default); greedy: one beam, "
+                 "about 3x faster, slightly different sentences")
+
+
 class RecommendRequest(Strict):
     user: int
     k: int = Field(10, ge=1)
     explain: bool = False
+    decoding: Literal["beam", "greedy"] = DECODING
 
 
 class RecommendedItem(BaseModel):
@@ -61,6 +68,7 @@ class Pair(Strict):
 
 class ExplainRequest(Strict):
     pairs: list[Pair] = Field(min_length=1)
+    decoding: Literal["beam", "greedy"] = DECODING
 
 
 class Explained(BaseModel):
