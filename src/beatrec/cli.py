@@ -73,6 +73,7 @@ def cmd_explain(args: argparse.Namespace) -> None:
     from beatrec.align.explain import check_pairs, explain, load_aligned
     from beatrec.cli_inspect import resolve_pair
     from beatrec.data.jsonl import json_objects
+    from beatrec.distributed import gather_strided, init_from_env, rank, world_size
     from beatrec.errors import ConfigError, DataError
 
     if (args.pairs is None) == (args.user is None and args.item is None and args.tokens is None):
@@ -90,14 +91,28 @@ def cmd_explain(args: argparse.Namespace) -> None:
     rows = [obj for _, obj in json_objects(args.pairs)]
     if not rows:
         raise DataError(args.pairs, "no pairs (the file is empty)")
-    a = load_aligned(args.run, args.overrides)
-    pairs = check_pairs(a, rows, str(args.pairs))
-    preds = explain(a, pairs, progress=not args.quiet)
+    # under torchrun, process r explains pairs r, r + world, ...; rank 0 writes them all in the file's order
+    started = init_from_env()
+    try:
+        a = load_aligned(args.run, args.overrides)
+        pairs = check_pairs(a, rows, str(args.pairs))
+        r, world = rank(), world_size()
+        if world > 1 and a.cfg.generate.decoder != "lean":
+            print(f"[explain] rank {r}: generate.decoder={a.cfg.generate.decoder} pads each batch into every "
+                  "explanation; set generate.decoder=lean for output identical to one process", file=sys.stderr)
+        preds = gather_strided(explain(a, pairs[r::world], progress=not args.quiet and r == 0), len(pairs))
+    finally:
+        if started:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if r:
+        return
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w") as f:
         for p, text in zip(pairs, preds, strict=True):
             f.write(json.dumps({"uid": p["uid"], "iid": p["iid"], "prediction": text}) + "\n")
-    print(f"wrote {len(preds)} explanations to {args.out}")
+    print(f"wrote {len(preds)} explanations to {args.out}" + (f" ({world} processes)" if world > 1 else ""))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -294,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_align)
 
     p = sub.add_parser("explain", help="explain why a user would like an item (needs `beatrec align`)")
-    p.add_argument("--run", type=Path, required=True)
+    p.add_argument("--run", "--run-dir", dest="run", type=Path, required=True,
+                   help="a run with stage 2 (spell it --run-dir under torchrun, whose --run-path would swallow --run)")
     p.add_argument("--user", type=int)
     p.add_argument("--item", type=int)
     p.add_argument("--pairs", type=Path, help="jsonl with uid, iid (and optionally title) per line")

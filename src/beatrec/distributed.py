@@ -29,3 +29,33 @@ def any_process_(mask: torch.Tensor) -> torch.Tensor:
     dist.all_reduce(m, op=dist.ReduceOp.MAX)
     mask.copy_(m.bool())
     return mask
+
+
+def rank() -> int:
+    """This process's rank in the default group (0 without ``torch.distributed``)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def init_from_env() -> bool:
+    """Join the process group ``torchrun`` describes in the environment (gloo, CPU), once. -> whether this call
+    started it (then the caller ends it with ``dist.destroy_process_group()``); False in a single process."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return False
+    dist.init_process_group("gloo")
+    return True
+
+
+def gather_strided(mine: list, n: int) -> list:
+    """Every process holds ``items[rank::world]`` of an n-item list; return the whole list, in order, in every
+    process (``all_gather_object``; the input unchanged in a single process)."""
+    world = world_size()
+    if world == 1:
+        return list(mine)
+    parts: list[list] = [[] for _ in range(world)]
+    dist.all_gather_object(parts, list(mine))
+    out: list = [None] * n
+    for r, part in enumerate(parts):
+        out[r::world] = part
+    return out
