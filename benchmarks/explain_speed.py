@@ -35,11 +35,15 @@ from typing import Any, NamedTuple
 ROOT = Path(__file__).resolve().parents[1]
 TODAY = ("generate.merge_lora=false",)  # the decoding this issue starts from (4-beam search, unmerged LoRA)
 CONFIGS: dict[str, tuple[str, tuple[str, ...]]] = {  # name -> (label, --set lines on top of the run's config)
-    "today": ("today's decode (LoRA unmerged, HF beam 4)", TODAY),
+    "today": ("today's decode (LoRA unmerged, HF generate)", TODAY),
     "merged": ("LoRA merged (generate.merge_lora=true)", ()),
     "lean": ("merged, lean decoder (generate.decoder=lean)", ("generate.decoder=lean",)),
     "greedy": ("merged, greedy (generate.num_beams=1)", ("generate.num_beams=1",)),
     "lean_greedy": ("merged, lean decoder, greedy", ("generate.decoder=lean", "generate.num_beams=1")),
+    "lean_bf16": ("merged, lean decoder, bfloat16 LM (generate.dtype=bfloat16)",
+                  ("generate.decoder=lean", "generate.dtype=bfloat16")),
+    "lean_bf16_greedy": ("merged, lean decoder, bfloat16 LM, greedy",
+                         ("generate.decoder=lean", "generate.dtype=bfloat16", "generate.num_beams=1")),
     "lean_int8": ("merged, lean decoder, int8 weights (generate.quantize=int8)",
                   ("generate.decoder=lean", "generate.quantize=int8")),
     "lean_int8_greedy": ("merged, lean decoder, int8 weights, greedy",
@@ -53,9 +57,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--subdir", default="align", help="the stage-2 folder inside --run")
     ap.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "data" / "xrec" / "amazon")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    ap.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS),
+                    help="configs measured side by side (none: skip)")
     ap.add_argument("--single", type=int, default=8, help="single-pair latencies per config (distinct pairs)")
     ap.add_argument("--pairs", type=int, default=64, help="validation pairs explained in batches per config")
+    ap.add_argument("--op-configs", nargs="*", default=["lean_int8"], choices=list(CONFIGS),
+                    help="configs whose single-pair operators are profiled beside today's")
     ap.add_argument("--skip-limits", action="store_true")
     ap.add_argument("--skip-profile", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "explain_speed.md")
@@ -205,6 +212,27 @@ def profile_explain(a, pairs: list[dict]) -> Profile:  # noqa: ANN001 - Aligned
     return Profile(len(pairs), time.perf_counter() - t0, clock.calls)
 
 
+def op_table(a, pairs: list[dict], top: int = 12) -> list[str]:  # noqa: ANN001 - Aligned
+    """torch.profiler over one explain call: the operators with the most self CPU time, and the wall time no
+    operator accounts for (Python: HF's generate and module calls, the decoder's bookkeeping)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from beatrec.align.explain import explain
+
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        explain(a, pairs)
+    wall = time.perf_counter() - t0
+    ev = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    ops = sum(e.self_cpu_time_total for e in ev) / 1e6
+    out = [f"| operator | calls | self CPU s | share of wall |", "|---|---|---|---|"]
+    out += [f"| `{e.key}` | {e.count} | {e.self_cpu_time_total / 1e6:.2f} | {100 * e.self_cpu_time_total / 1e6 / wall:.0f}% |"
+            for e in ev[:top]]
+    out.append(f"| (no operator: Python, module calls, bookkeeping) | – | {max(wall - ops, 0):.2f} | "
+               f"{100 * max(wall - ops, 0) / wall:.0f}% |")
+    return [f"wall {wall:.2f} s under the profiler (which adds overhead of its own)", "", *out]
+
+
 def weight_bytes(lm) -> int:  # noqa: ANN001
     """Bytes of every parameter a decode step reads (the tied head counted once)."""
     seen, n = set(), 0
@@ -235,6 +263,15 @@ def load_config(run: Path, subdir: str, sets: tuple[str, ...]):  # noqa: ANN201 
     from beatrec.align.explain import load_aligned
 
     return load_aligned(run, list(sets), subdir=subdir)
+
+
+def load_config_cfg(run: Path, subdir: str) -> str:
+    """The run's decoding settings, in words (beams, new tokens, batch size)."""
+    from beatrec.align.config import AlignConfig
+    from beatrec.config import load_yaml
+
+    g = load_yaml(AlignConfig, run / subdir / "config.yaml", []).generate
+    return f"{g.num_beams} beam(s), at most {g.max_new_tokens} new tokens, batches of {g.batch_size}"
 
 
 def validation_pairs(data: Path, run: Path, n: int, seed: int):  # noqa: ANN201 - DataFrame
@@ -324,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["# Explanation speed: where the time goes and how close decoding gets to the machine (issue #38)", "",
              f"- date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}; machine: "
              f"{platform.platform()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads",
-             f"- command: `{command}`", f"- run: `{args.run}/{args.subdir}`", ""]
+             f"- command: `{command}`", f"- run: `{args.run}/{args.subdir}`; decoding of the run: "
+             f"{load_config_cfg(args.run, args.subdir)}", ""]
     limits = None
     if not args.skip_limits:
         limits = machine_limits()
@@ -358,9 +396,15 @@ def main(argv: list[str] | None = None) -> int:
             p = profile_explain(a, part)
             lines += profile_lines(name, p, wbytes, limits)
             print(lines[-1], flush=True)
-        lines.append("")
+        lines += ["", "Operators of one pair's explanation, today's decode:", "", *op_table(a, pairs[:1]), ""]
         del a
-    lines += side_by_side(args, frame, rows, limits)
+        for name in args.op_configs:
+            b = load_config(args.run, args.subdir, CONFIGS[name][1])
+            lines += [f"Operators of one pair's explanation, {CONFIGS[name][0]}:", "",
+                      *op_table(b, check_pairs(b, rows[:1], "validation pairs")), ""]
+            del b
+    if args.configs:
+        lines += side_by_side(args, frame, rows, limits)
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
     return 0

@@ -162,3 +162,30 @@ def test_sorting_by_prompt_length_keeps_the_rows_order(served: tuple[Path, Path]
     monkeypatch.setattr(G, "collate_prompt", lambda b, rows: seen.append([r["title"][0] for r in rows]) or real(b, rows))
     assert explain(load_aligned(run, [*sets, "generate.sort_by_length=true"]), pairs) == plain
     assert seen == [["B", "D"], ["C", "A"], ["A"]]  # shortest prompts first
+
+
+def test_bfloat16_inference_merges_first_then_casts(served: tuple[Path, Path]) -> None:
+    """``generate.dtype=bfloat16``: the LoRA delta is merged at float32, then the whole LM is bfloat16; logits stay
+    close to float32's and the decoders agree with each other."""
+    from beatrec.align.batch import collate_prompt
+    from beatrec.align.explain import check_pairs, explain, load_aligned
+    from beatrec.errors import RunError
+
+    _, run = served
+    f32 = load_aligned(run)
+    bf = load_aligned(run, ["generate.dtype=bfloat16"])
+    assert {p.dtype for p in bf.model.lm.parameters()} == {torch.bfloat16}
+    merged = [m for m in bf.model.lm.modules() if hasattr(m, "merged") and hasattr(m, "base_layer")]
+    assert merged and all(m.merged for m in merged)
+    for (n, w32), (_, w16) in zip(f32.model.lm.named_parameters(), bf.model.lm.named_parameters(), strict=True):
+        assert torch.equal(w32.bfloat16(), w16), n  # the float32 merged weights, rounded once
+    pairs = check_pairs(bf, [{"uid": 0, "iid": 1, "title": "A"}, {"uid": 3, "iid": 4, "title": "B"}], "x")
+    batch = collate_prompt(bf.builder, pairs)
+    with torch.no_grad():
+        lf = f32.model.lm(inputs_embeds=f32.model.embed(batch)[0], attention_mask=batch.attention_mask).logits
+        lb = bf.model.lm(inputs_embeds=bf.model.embed(batch)[0], attention_mask=batch.attention_mask).logits.float()
+    assert not torch.equal(lf, lb) and (lf - lb).abs().max() < 0.05 * lf.abs().max()
+    lean = load_aligned(run, ["generate.dtype=bfloat16", "generate.decoder=lean"])
+    assert [explain(lean, [p])[0] for p in pairs] == [explain(bf, [p])[0] for p in pairs]
+    with pytest.raises(RunError, match="exclude each other"):
+        load_aligned(run, ["generate.dtype=bfloat16", "generate.quantize=int8"])

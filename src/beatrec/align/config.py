@@ -162,6 +162,7 @@ class AlignTrainConfig:
 
 DECODERS = ("lean", "generate")  # generate.decoder
 QUANTIZE = ("none", "int8")  # generate.quantize
+INFER_DTYPES = ("float32", "bfloat16")  # generate.dtype
 
 
 @dataclass
@@ -196,13 +197,18 @@ class GenerateConfig:
     # many generated tokens as a row has padding). Guidance and sampling always use ``generate``.
     decoder: str = "generate"
     # "int8": the LM's Linear layers (LM head included) get int8 weights when a run is loaded for inference (PyTorch
-    # dynamic quantisation, after the LoRA merge; float32 LM only); "none": float32.
+    # dynamic quantisation, after the LoRA merge; float32 LM only); "none": float32. It costs quality on SmolLM2
+    # (per-tensor int8 activations; `benchmarks/explain_speed.md`): off by default.
     quantize: str = "none"
+    # The LM's dtype for inference: "bfloat16" casts a float32 LM (after the LoRA merge, done in float32) to bfloat16
+    # when a run is loaded; decoding then reads half the weight bytes per step. "float32": as loaded.
+    dtype: str = "float32"
     # Form the batches of a call from prompts of similar length (less padding); the outputs keep the rows' order.
     # With decoder=lean a pair's explanation does not depend on its batch, so this changes nothing but the time.
     sort_by_length: bool = False
 
     def validate(self) -> None:
+        check(self.dtype in INFER_DTYPES, f"generate.dtype must be one of {INFER_DTYPES}, got {self.dtype!r}")
         check(self.quantize in QUANTIZE, f"generate.quantize must be one of {QUANTIZE}, got {self.quantize!r}")
         check(self.decoder in DECODERS, f"generate.decoder must be one of {DECODERS}, got {self.decoder!r}")
         check(self.batch_size >= 1, f"generate.batch_size must be >= 1, got {self.batch_size}")
