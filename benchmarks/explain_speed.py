@@ -44,6 +44,8 @@ CONFIGS: dict[str, tuple[str, tuple[str, ...]]] = {  # name -> (label, --set lin
                   ("generate.decoder=lean", "generate.dtype=bfloat16")),
     "lean_bf16_greedy": ("merged, lean decoder, bfloat16 LM, greedy",
                          ("generate.decoder=lean", "generate.dtype=bfloat16", "generate.num_beams=1")),
+    "lean_bf16_sorted": ("merged, lean decoder, bfloat16 LM, length-sorted batches (generate.sort_by_length=true)",
+                         ("generate.decoder=lean", "generate.dtype=bfloat16", "generate.sort_by_length=true")),
     "lean_int8": ("merged, lean decoder, int8 weights (generate.quantize=int8)",
                   ("generate.decoder=lean", "generate.quantize=int8")),
     "lean_int8_greedy": ("merged, lean decoder, int8 weights, greedy",

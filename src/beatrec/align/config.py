@@ -140,8 +140,13 @@ class AlignTrainConfig:
     profile_ratio: float = 1.0
     title_dropout: float = 0.0
     anchor_warmup: int = 0
+    # "bfloat16": the forward passes of training and validation run under torch.autocast (matmuls in bfloat16; the
+    # trained weights, AdamW and the loss stay float32). ~1.5x faster steps on a 2-core AVX2 CPU; "float32": off.
+    precision: str = "float32"
 
     def validate(self) -> None:
+        check(self.precision in ("float32", "bfloat16"),
+              f"train.precision must be float32 or bfloat16, got {self.precision!r}")
         check(len(self.tasks) >= 1 and len(set(self.tasks)) == len(self.tasks) and set(self.tasks) <= set(TASK_NAMES),
               f"train.tasks must be distinct names from {TASK_NAMES}, got {list(self.tasks)}")
         check(self.profile_ratio > 0, f"train.profile_ratio must be > 0, got {self.profile_ratio}")

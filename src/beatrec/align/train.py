@@ -60,11 +60,17 @@ def check_vocab_matches(vocab: BehaviorVocab, ds: XRecDataset, run: Path) -> Non
 
 
 @torch.no_grad()
-def mean_nll(model: BehaviorLM, loader: DataLoader, accelerator) -> float:  # noqa: ANN001
+def autocast(accelerator, precision: str):  # noqa: ANN001, ANN201 - a context manager
+    """``train.precision``: bfloat16 autocast on the accelerator's device type, or nothing."""
+    return torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
+
+
+def mean_nll(model: BehaviorLM, loader: DataLoader, accelerator, precision: str = "float32") -> float:  # noqa: ANN001
     model.eval()
     tot = torch.zeros(2)
     for batch in loader:
-        out = model(batch)
+        with autocast(accelerator, precision):
+            out = model(batch)
         n = (batch.labels[:, 1:] != -100).sum()
         tot += torch.stack([out.nll.detach().float().cpu() * n, n.float().cpu()])
     tot = accelerator.reduce(tot.to(accelerator.device), reduction="sum").cpu()
@@ -204,7 +210,8 @@ def _train(run: Path, data: Path, cfg: AlignConfig, progress: bool, subdir: str 
         sums = np.zeros(5)
         k = 0
         for j, batch in enumerate(loader, start=1):
-            out = model(batch)
+            with autocast(accelerator, t_tr.precision):
+                out = model(batch)
             accelerator.backward(out.loss)
             opt.step()
             sched.step()
@@ -224,7 +231,7 @@ def _train(run: Path, data: Path, cfg: AlignConfig, progress: bool, subdir: str 
                 k = 0
             done = bool(t_tr.max_steps and step >= t_tr.max_steps)
             if len(val_rows) and (j in at or done):
-                v = mean_nll(model, val_loader, accelerator)
+                v = mean_nll(model, val_loader, accelerator, t_tr.precision)
                 evals.append({"step": step, "epoch": epoch, "val_nll": v})
                 log(f"[align] step {step} (epoch {epoch}): validation NLL {v:.4f}")
                 if t_tr.select_best and (best is None or v < best[0]):
