@@ -61,8 +61,8 @@ def anchor_warmup(model: torch.nn.Module, loader: Iterable, epochs: int, lr: flo
     """Train the projector alone on L_anchor for ``epochs`` passes over ``loader``, before stage 2's LM training
     (``train.anchor_warmup``): the projected tokens start out reading, to the LM, like their samples' distinctive
     words, instead of learning that within the few LM steps of a small dataset. No LM forward pass: a step costs
-    one (B·S, V) cosine matrix. Only the projector's parameters change (AdamW, constant ``lr``); every
-    gradient is cleared on return.
+    one (B·S, V) cosine matrix. The loader's batches are collated once and reused, in the same order, by every
+    pass. Only the projector's parameters change (AdamW, constant ``lr``); every gradient is cleared on return.
 
     Args:
         model: a :class:`~beatrec.align.model.BehaviorLM` (``embed``, ``word_anchor``, ``projector``).
@@ -73,9 +73,10 @@ def anchor_warmup(model: torch.nn.Module, loader: Iterable, epochs: int, lr: flo
     params = list(model.projector.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     means = []
+    batches = list(loader) if epochs else []  # tokenised once: a pass costs the projector and the cosines only
     for _ in range(epochs):
         total, n = 0.0, 0
-        for batch in loader:
+        for batch in batches:
             beh = model.embed(batch)[2]  # (B, S, d)
             if not beh.shape[1]:
                 continue

@@ -188,7 +188,9 @@ def _train(run: Path, data: Path, cfg: AlignConfig, progress: bool, subdir: str 
         f"{sum(p.numel() for p in params):,} trainable parameters ({cfg.model.finetune}), "
         f"{accelerator.num_processes} process(es), {total} steps, lr {t_tr.lr:g} {t_tr.schedule}")
 
+    warm_s = 0.0
     if t_tr.anchor_warmup:
+        tw = time.perf_counter()
         inner = accelerator.unwrap_model(model)
         order = gen.get_state()  # the LM epochs see the batch order they would see without the warm-up
         warm = anchor_warmup(inner, loader, t_tr.anchor_warmup)
@@ -197,7 +199,9 @@ def _train(run: Path, data: Path, cfg: AlignConfig, progress: bool, subdir: str 
             with torch.no_grad():
                 for p_ in inner.projector.parameters():
                     p_.copy_(accelerator.reduce(p_.detach().clone(), "mean"))
-        log(f"[align] word-anchoring warm-up: {t_tr.anchor_warmup} passes, L_anchor {warm[0]:.3f} -> {warm[-1]:.3f}")
+        warm_s = time.perf_counter() - tw
+        log(f"[align] word-anchoring warm-up: {t_tr.anchor_warmup} passes, L_anchor {warm[0]:.3f} -> {warm[-1]:.3f} "
+            f"({warm_s:.0f}s)")
     history: list[dict] = []
     evals: list[dict] = []  # one per validation pass: step, epoch, val_nll
     best: tuple[float, dict[str, torch.Tensor]] | None = None
@@ -267,7 +271,7 @@ def _train(run: Path, data: Path, cfg: AlignConfig, progress: bool, subdir: str 
         hist.to_csv(out_dir / "history.csv", index=False)
         val_nll = [e["val_nll"] for e in evals]
         metrics = {"train_pairs": counts.get(EXPLAIN, 0), "train_examples": counts, "pairs": t_tr.pairs, "val_pairs": len(val_rows), "steps": step,
-                   "processes": accelerator.num_processes, "train_seconds": train_s,
+                   "processes": accelerator.num_processes, "train_seconds": train_s, "warmup_seconds": warm_s,
                    "samples_per_s": n_seen / train_s if train_s > 0 else float("nan"), "val_nll": val_nll,
                    "evaluations": evals, "kept": chosen}
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
