@@ -11,6 +11,7 @@ import torch
 
 from beatrec.align.config import GenerateConfig
 from beatrec.align.decode import decode, prefill, shared_prefix
+from beatrec.align.fastlm import FastStep, KVBuffers
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +57,8 @@ def hf(lm, embeds: torch.Tensor, mask: torch.Tensor, cfg: GenerateConfig, eos: i
     return out
 
 
-def ours(lm, embeds, mask, cfg, eos, share_prefix=True) -> list[list[int]]:  # noqa: ANN001
-    got = decode(lm, embeds, mask, cfg, 0, eos, share_prefix).tolist()
+def ours(lm, embeds, mask, cfg, eos, share_prefix=True, fast=None) -> list[list[int]]:  # noqa: ANN001
+    got = decode(lm, embeds, mask, cfg, 0, eos, share_prefix, fast).tolist()
     return [g[: g.index(eos) + 1] if eos in g else [x for x in g if x != 0] for g in got]
 
 
@@ -67,12 +68,40 @@ def eos_of(lm) -> int:  # noqa: ANN001
 
 @pytest.mark.parametrize("beams", [1, 3])
 @pytest.mark.parametrize("share", [True, False])
-def test_decode_equals_generate_prompt_by_prompt(lm, beams: int, share: bool) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("use_fast", [False, True])
+def test_decode_equals_generate_prompt_by_prompt(lm, beams: int, share: bool, use_fast: bool) -> None:  # noqa: ANN001
     embeds, mask = prompts(lm, 6)
     cfg = GenerateConfig(num_beams=beams, max_new_tokens=12, repetition_penalty=1.3, no_repeat_ngram_size=2,
                          min_new_tokens=2)
     want = hf(lm, embeds, mask, cfg, eos_of(lm))
-    assert ours(lm, embeds, mask, cfg, eos_of(lm), share) == want
+    fast = FastStep(lm) if use_fast else None
+    assert ours(lm, embeds, mask, cfg, eos_of(lm), share, fast) == want
+
+
+def test_fast_step_computes_the_model_s_logits(lm) -> None:  # noqa: ANN001
+    """FastStep over buffers filled from a prefilled cache: the LM's own next-token logits, step after step, also
+    after rows are dropped and reordered."""
+    from transformers import DynamicCache
+
+    embeds, mask = prompts(lm, 4)
+    pre = prefill(lm, embeds, mask)
+    twin = prefill(lm, embeds, mask)
+    fast, kv = FastStep(lm), KVBuffers.from_cache(twin.cache, 5)
+    cache: DynamicCache = pre.cache
+    tokens, m, pos = pre.logits.argmax(-1), pre.mask, pre.next_pos
+    for step in range(4):
+        m = torch.cat([m, torch.ones(len(m), 1, dtype=m.dtype)], dim=1)
+        with torch.no_grad():
+            ref = lm(input_ids=tokens[:, None], attention_mask=m, position_ids=pos[:, None], past_key_values=cache,
+                     use_cache=True).logits[:, -1]
+        got = fast(tokens, pos, kv, m)
+        assert torch.allclose(got, ref, atol=1e-4), (step, (got - ref).abs().max())
+        rows = torch.tensor([2, 0, 0]) if step == 1 else torch.arange(len(tokens))  # drop one, repeat one
+        cache.reorder_cache(rows)
+        kv.select(rows)
+        tokens, m, pos = ref.argmax(-1)[rows], m[rows], pos[rows] + 1
+    with pytest.raises(ValueError, match="cannot run this LM"):
+        FastStep(torch.nn.Module())
 
 
 @pytest.mark.parametrize("beams", [1, 3])
@@ -100,14 +129,15 @@ def test_shared_prefix_finds_the_common_head(lm) -> None:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("beams", [1, 3])
-def test_a_run_explains_the_same_with_either_decoder(served: tuple[Path, Path], beams: int) -> None:
+@pytest.mark.parametrize("decoder", ["lean", "fast"])
+def test_a_run_explains_the_same_with_either_decoder(served: tuple[Path, Path], beams: int, decoder: str) -> None:
     """On an aligned run (LoRA merged): ``generate.decoder=lean`` writes, pair by pair, what ``generate`` writes
     for the pair alone, and a pair's explanation does not depend on the batch it is in."""
     from beatrec.align.explain import check_pairs, explain, load_aligned
 
     _, run = served
     sets = [f"generate.num_beams={beams}", "generate.max_new_tokens=10", "generate.batch_size=8"]
-    lean = load_aligned(run, [*sets, "generate.decoder=lean"])
+    lean = load_aligned(run, [*sets, f"generate.decoder={decoder}"])
     hf_run = load_aligned(run, [*sets, "generate.decoder=generate"])
     pairs = check_pairs(lean, [{"uid": u, "iid": i, "title": t} for u, i, t in
                                [(0, 1, "A"), (3, 4, "A much longer title than the others"), (5, 2, "Mid title")]], "x")

@@ -165,7 +165,7 @@ class AlignTrainConfig:
         check(self.log_every >= 1, f"train.log_every must be >= 1, got {self.log_every}")
 
 
-DECODERS = ("lean", "generate")  # generate.decoder
+DECODERS = ("lean", "fast", "generate")  # generate.decoder
 QUANTIZE = ("none", "int8")  # generate.quantize
 INFER_DTYPES = ("float32", "bfloat16")  # generate.dtype
 
@@ -199,7 +199,9 @@ class GenerateConfig:
     # "lean" (:mod:`beatrec.align.decode`): each prompt prefilled once (not once per beam), the instruction prefix the
     # prompts share prefilled once per call, finished prompts dropped from the batch; per prompt the tokens
     # ``generate`` gives for it alone. "generate": Hugging Face's ``generate`` (whose repetition penalty skips as
-    # many generated tokens as a row has padding). Guidance and sampling always use ``generate``.
+    # many generated tokens as a row has padding). "fast": lean, with each decode step computed by
+    # :mod:`beatrec.align.fastlm` from the LM's weights (Llama-architecture LMs; LoRA merged) instead of its module
+    # stack. Guidance and sampling always use ``generate``.
     decoder: str = "generate"
     # "int8": the LM's Linear layers (LM head included) get int8 weights when a run is loaded for inference (PyTorch
     # dynamic quantisation, after the LoRA merge; float32 LM only); "none": float32. It costs quality on SmolLM2

@@ -35,6 +35,7 @@ from transformers import (
 )
 
 from beatrec.align.config import GenerateConfig
+from beatrec.align.fastlm import FastStep, KVBuffers
 
 NEG = -1.0e9  # HF beam search's "never" score
 
@@ -101,15 +102,43 @@ def processors(cfg: GenerateConfig, eos: int) -> LogitsProcessorList:
     return procs
 
 
-def step(lm: torch.nn.Module, tokens: torch.Tensor, cache: DynamicCache, mask: torch.Tensor,
-         pos: torch.Tensor) -> torch.Tensor:
-    """One decode step: tokens (R,) at positions pos (R,), mask (R, past + 1) -> (R, V) float32 logits."""
-    out = lm(input_ids=tokens[:, None], attention_mask=mask, position_ids=pos[:, None], past_key_values=cache,
-             use_cache=True)
-    return out.logits[:, -1].float()
+class Stepper:
+    """Decode steps through the LM's own forward over an HF cache."""
+
+    def __init__(self, lm: torch.nn.Module, cache: DynamicCache) -> None:
+        self.lm, self.cache = lm, cache
+
+    def __call__(self, tokens: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """tokens (R,) at positions pos (R,), mask (R, past + 1) -> (R, V) float32 logits."""
+        out = self.lm(input_ids=tokens[:, None], attention_mask=mask, position_ids=pos[:, None],
+                      past_key_values=self.cache, use_cache=True)
+        return out.logits[:, -1].float()
+
+    def repeat(self, k: int) -> None:
+        self.cache.batch_repeat_interleave(k)
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep (and reorder to) ``rows``."""
+        self.cache.reorder_cache(rows)
 
 
-def greedy(lm: torch.nn.Module, pre: Prefilled, cfg: GenerateConfig, pad: int, eos: int) -> list[list[int]]:
+class FastStepper(Stepper):
+    """Decode steps through :class:`~beatrec.align.fastlm.FastStep` over preallocated key/value buffers."""
+
+    def __init__(self, fast: FastStep, cache: DynamicCache, extra: int) -> None:
+        self.fast, self.kv = fast, KVBuffers.from_cache(cache, extra)
+
+    def __call__(self, tokens: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.fast(tokens, pos, self.kv, mask)
+
+    def repeat(self, k: int) -> None:
+        self.kv.select(torch.arange(len(self.kv.keys[0])).repeat_interleave(k))
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.kv.select(rows)
+
+
+def greedy(step: Stepper, pre: Prefilled, cfg: GenerateConfig, pad: int, eos: int) -> list[list[int]]:
     """Greedy decoding (``generate``'s ``_sample`` without sampling: processors on the raw logits, argmax);
     a row leaves the batch at its end token. -> generated ids per prompt (the end token included)."""
     procs = processors(cfg, eos)
@@ -117,7 +146,7 @@ def greedy(lm: torch.nn.Module, pre: Prefilled, cfg: GenerateConfig, pad: int, e
     live = torch.arange(b)  # rows of the original batch still decoding
     seqs = torch.empty(b, 0, dtype=torch.long)  # (R, t) generated ids of the live rows
     out: list[list[int]] = [[] for _ in range(b)]
-    cache, logits, mask, pos = pre.cache, pre.logits, pre.mask, pre.next_pos
+    logits, mask, pos = pre.logits, pre.mask, pre.next_pos
     for t in range(cfg.max_new_tokens):
         nxt = procs(seqs, logits).argmax(-1)  # (R,)
         seqs = torch.cat([seqs, nxt[:, None]], dim=1)
@@ -130,23 +159,23 @@ def greedy(lm: torch.nn.Module, pre: Prefilled, cfg: GenerateConfig, pad: int, e
             break
         keep = (~done).nonzero()[:, 0]
         if len(keep) < len(live):
-            cache.batch_select_indices(keep)
+            step.select(keep)
             live, seqs, nxt, mask, pos = live[keep], seqs[keep], nxt[keep], mask[keep], pos[keep]
         mask = torch.cat([mask, torch.ones(len(live), 1, dtype=mask.dtype)], dim=1)
-        logits = step(lm, nxt, cache, mask, pos)
+        logits = step(nxt, pos, mask)
         pos = pos + 1
     return out
 
 
-def beam_search(lm: torch.nn.Module, pre: Prefilled, cfg: GenerateConfig, pad: int, eos: int) -> list[list[int]]:
+def beam_search(step: Stepper, pre: Prefilled, cfg: GenerateConfig, pad: int, eos: int) -> list[list[int]]:
     """Beam search with ``generate``'s semantics (``_beam_search``: 2K candidates, finished hypotheses scored
     ``sum log p / length ** length_penalty``, the ``early_stopping=False`` heuristic); a prompt leaves the batch
     when that heuristic says its search is over. -> the best hypothesis's ids per prompt."""
     procs = processors(cfg, eos)
     k, t_max, lp = cfg.num_beams, cfg.max_new_tokens, cfg.length_penalty
     b = len(pre.logits)
-    cache, mask, pos = pre.cache, pre.mask, pre.next_pos
-    cache.batch_repeat_interleave(k)
+    mask, pos = pre.mask, pre.next_pos
+    step.repeat(k)
     logits = pre.logits.repeat_interleave(k, dim=0)  # (B*K, V)
     mask, pos = mask.repeat_interleave(k, dim=0), pos.repeat_interleave(k, dim=0)
     live = torch.arange(b)
@@ -198,25 +227,27 @@ def beam_search(lm: torch.nn.Module, pre: Prefilled, cfg: GenerateConfig, pad: i
             break
         stay = (~over).nonzero()[:, 0]  # (n',) prompts still searching
         rows = (stay[:, None] * k + beam_src[stay]).reshape(-1)  # (n'*K,) cache rows the next beams extend
-        cache.reorder_cache(rows)
+        step.select(rows)
         live, run_seq, run_score, open_ = live[stay], run_seq[stay], run_score[stay], open_[stay]
         fin_seq, fin_score, fin_len, fin_done = fin_seq[stay], fin_score[stay], fin_len[stay], fin_done[stay]
         mask = torch.cat([mask[rows], torch.ones(len(rows), 1, dtype=mask.dtype)], dim=1)
         pos = pos[rows]
-        logits = step(lm, next_tok[stay].reshape(-1), cache, mask, pos)
+        logits = step(next_tok[stay].reshape(-1), pos, mask)
         pos = pos + 1
     return [best[i] for i in range(b)]
 
 
 @torch.no_grad()
 def decode(lm: torch.nn.Module, embeds: torch.Tensor, attention_mask: torch.Tensor, cfg: GenerateConfig, pad: int,
-           eos: int, share_prefix: bool = True) -> torch.Tensor:
+           eos: int, share_prefix: bool = True, fast: FastStep | None = None) -> torch.Tensor:
     """Left-padded prompt embeddings (B, L, d) -> generated ids (B, T), right-padded with ``pad`` (the layout
-    ``generate`` returns); greedy when ``cfg.num_beams == 1``, else beam search."""
+    ``generate`` returns); greedy when ``cfg.num_beams == 1``, else beam search. With ``fast``, the decode steps
+    run through it (the prompt is still prefilled by ``lm``)."""
     with warnings.catch_warnings():  # `past_key_values` is renamed `cache` in transformers 5.x; both work below 5.40
         warnings.filterwarnings("ignore", message=".*past_key_values.*deprecated")
         pre = prefill(lm, embeds, attention_mask.long(), share_prefix)
-        rows = (greedy if cfg.num_beams == 1 else beam_search)(lm, pre, cfg, pad, eos)
+        step = Stepper(lm, pre.cache) if fast is None else FastStepper(fast, pre.cache, cfg.max_new_tokens)
+        rows = (greedy if cfg.num_beams == 1 else beam_search)(step, pre, cfg, pad, eos)
     width = max(1, max(len(r) for r in rows))
     out = torch.full((len(rows), width), pad, dtype=torch.long)
     for i, r in enumerate(rows):

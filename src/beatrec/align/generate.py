@@ -72,8 +72,9 @@ def generate_from_embeds(model: BehaviorLM, tok: PreTrainedTokenizerBase, embeds
     ``neutral`` (B, L, d), the same prompts with neutral behavior slots, turns on behavior-token guidance at
     ``cfg.guidance`` (:class:`~beatrec.align.guidance.BehaviorGuidance`); without it decoding is plain."""
     guide = None
-    if cfg.decoder == "lean" and not cfg.do_sample and (neutral is None or cfg.guidance == 1):
-        return decode(model.lm, embeds, attention_mask, cfg, pad, tok.eos_token_id)
+    if cfg.decoder in ("lean", "fast") and not cfg.do_sample and (neutral is None or cfg.guidance == 1):
+        fast = model.fast_step() if cfg.decoder == "fast" else None
+        return decode(model.lm, embeds, attention_mask, cfg, pad, tok.eos_token_id, fast=fast)
     if neutral is not None and cfg.guidance != 1:
         guide = LogitsProcessorList([BehaviorGuidance(model.lm, neutral, attention_mask, cfg.guidance, cfg.num_beams)])
     with warnings.catch_warnings():  # penalties apply to generated tokens only: intended (the prompt is fixed)

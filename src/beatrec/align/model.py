@@ -13,6 +13,7 @@ from beatrec.align.anchor import anchor_targets, word_anchor_loss
 from beatrec.align.batch import IGNORE, PairBatch
 from beatrec.align.config import AlignModelConfig
 from beatrec.align.contrast import row_means, token_contrast_loss
+from beatrec.align.fastlm import FastStep
 from beatrec.align.projector import Projector
 from beatrec.align.prompt import PromptBuilder
 from beatrec.align.sar import sample_pairs, sar_loss
@@ -109,6 +110,7 @@ class BehaviorLM(nn.Module):
                  seed: int = 0) -> None:
         super().__init__()
         self.lm, self.vocab, self.cfg = lm, vocab, cfg
+        self._fast: FastStep | None = None  # generate.decoder=fast, built on first use (inference: weights fixed)
         for p in self.lm.parameters():
             p.requires_grad_(False)
         if cfg.finetune == "lora":
@@ -196,6 +198,13 @@ class BehaviorLM(nn.Module):
         return self.projector(torch.cat(parts, dim=1), torch.cat(slot_ids).to(users.device))
 
     @torch.no_grad()
+    def fast_step(self) -> FastStep:
+        """The LM's :class:`~beatrec.align.fastlm.FastStep` (``generate.decoder=fast``), built once on first use from
+        the current weights: for a model loaded for inference (:func:`beatrec.align.explain.load_aligned`)."""
+        if self._fast is None:
+            self._fast = FastStep(self.lm)
+        return self._fast
+
     def neutral_behavior(self, sides: tuple[str, ...], max_ids: int = NEUTRAL_SAMPLE) -> torch.Tensor:
         """-> (S, d) the population mean of each slot's projected behavior token over ``sides`` (user slots first):
         an average user/item, the neutral context of :mod:`beatrec.align.guidance`. The mean runs over every entity

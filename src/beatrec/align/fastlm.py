@@ -1,0 +1,163 @@
+"""A decode step of a Llama-architecture LM without the module stack (``generate.decoder=fast``, issue #38).
+
+On 2 CPU cores a decode step of SmolLM2-135M spends more time in Python (30 layers of Hugging Face modules, mask
+building, the cache's concatenations) than in its matrix products (`benchmarks/explain_speed.md`). :class:`FastStep`
+computes the same step from the same weights with a handful of tensor operations per layer:
+
+    x = h + W_o · attn(rope(W_q n), rope(W_k n), W_v n),   n = RMSNorm_1(h)          (Touvron et al. 2023, LLaMA)
+    h' = x + W_down · (silu(W_gate m) ⊙ W_up m),            m = RMSNorm_2(x)
+
+with W_q, W_k, W_v fused into one matrix and W_gate, W_up into another, and the keys and values written into
+preallocated buffers (no concatenation per step). The prompt is prefilled by the model itself; its cache is copied
+into the buffers once. Logits equal the model's to float rounding (tests/test_decode.py).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+
+class LayerWeights(NamedTuple):
+    ln1: torch.Tensor  # (d,)
+    qkv: torch.Tensor  # ((H + 2·KV)·D, d)
+    o: torch.Tensor  # (d, H·D)
+    ln2: torch.Tensor  # (d,)
+    gate_up: torch.Tensor  # (2·I, d)
+    down: torch.Tensor  # (d, I)
+
+
+def _weight(module: torch.nn.Module) -> torch.Tensor:
+    """The weight a (merged) LoRA layer or a plain Linear applies; ValueError for an unmerged adapter."""
+    if hasattr(module, "base_layer"):
+        if not getattr(module, "merged", False) and getattr(module, "active_adapters", None):
+            raise ValueError("generate.decoder=fast needs the LoRA adapter merged (generate.merge_lora=true)")
+        module = module.base_layer
+    if getattr(module, "bias", None) is not None:
+        raise ValueError("generate.decoder=fast supports Linear layers without bias (Llama / SmolLM2)")
+    return module.weight.detach()
+
+
+def supported(lm: torch.nn.Module) -> str | None:
+    """None when :class:`FastStep` can run ``lm``, else why not."""
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    cfg = getattr(base, "config", None)
+    if cfg is None:
+        return "not a Hugging Face causal LM"
+    if getattr(cfg, "model_type", None) != "llama":
+        return f"model_type {getattr(cfg, 'model_type', None)!r} (the fast step implements Llama only)"
+    if getattr(cfg, "hidden_act", "silu") != "silu":
+        return f"hidden_act {cfg.hidden_act!r}"
+    if getattr(cfg, "attention_bias", False) or getattr(cfg, "mlp_bias", False):
+        return "biased projections"
+    if type(base.model.rotary_emb).__name__ != "LlamaRotaryEmbedding":
+        return "a custom rotary embedding"
+    return None
+
+
+class FastStep:
+    """Decode steps for rows whose prompts are prefilled in an HF cache (see :func:`beatrec.align.decode.prefill`).
+
+    Args:
+        lm: a Llama-architecture causal LM (peft-wrapped with its adapter merged, or plain).
+    """
+
+    def __init__(self, lm: torch.nn.Module) -> None:
+        why = supported(lm)
+        if why is not None:
+            raise ValueError(f"generate.decoder=fast cannot run this LM: {why}")
+        base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+        cfg = base.config
+        self.n_heads, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.eps = cfg.rms_norm_eps
+        m = base.model
+        self.embed = m.embed_tokens.weight.detach()  # (V, d)
+        self.norm = m.norm.weight.detach()
+        self.head = _weight(base.lm_head)  # (V, d)
+        self.inv_freq = m.rotary_emb.inv_freq.detach().float()  # (D/2,)
+        self.rope_scale = float(getattr(m.rotary_emb, "attention_scaling", 1.0))
+        self.layers = []
+        for layer in m.layers:
+            a, p = layer.self_attn, layer.mlp
+            self.layers.append(LayerWeights(
+                layer.input_layernorm.weight.detach(),
+                torch.cat([_weight(a.q_proj), _weight(a.k_proj), _weight(a.v_proj)]).contiguous(),
+                _weight(a.o_proj), layer.post_attention_layernorm.weight.detach(),
+                torch.cat([_weight(p.gate_proj), _weight(p.up_proj)]).contiguous(), _weight(p.down_proj)))
+        self.inter = self.layers[0].down.shape[1]
+        self.dtype = self.embed.dtype
+
+    def rms(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """LlamaRMSNorm: in float32, then the weight in the input's dtype."""
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return w * h.to(x.dtype)
+
+    def rope(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(R,) positions -> cos, sin (R, 1, 1, D) as LlamaRotaryEmbedding computes them."""
+        freqs = pos.float()[:, None] * self.inv_freq[None, :]  # (R, D/2)
+        emb = torch.cat([freqs, freqs], dim=-1)
+        cos, sin = emb.cos() * self.rope_scale, emb.sin() * self.rope_scale
+        return cos.to(self.dtype)[:, None, None, :], sin.to(self.dtype)[:, None, None, :]
+
+    @staticmethod
+    def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        return x * cos + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * sin
+
+    @torch.no_grad()
+    def __call__(self, tokens: torch.Tensor, pos: torch.Tensor, kv: KVBuffers, mask: torch.Tensor) -> torch.Tensor:
+        """One step: tokens (R,) at positions pos (R,), written at column ``kv.length`` of the buffers; mask (R, T+1)
+        over the columns 0..T (1 = attend). -> (R, V) float32 logits."""
+        r = len(tokens)
+        h, nh, nkv = self.head_dim, self.n_heads, self.n_kv
+        x = self.embed[tokens]  # (R, d)
+        cos, sin = self.rope(pos)
+        t = kv.length
+        allowed = mask.bool()[:, None, None, :]  # (R, 1, 1, T+1)
+        for i, w in enumerate(self.layers):
+            n = self.rms(x, w.ln1)
+            qkv = n @ w.qkv.T  # (R, (H+2KV)·D)
+            q = qkv[:, : nh * h].view(r, nh, 1, h)
+            k = qkv[:, nh * h : (nh + nkv) * h].view(r, nkv, 1, h)
+            v = qkv[:, (nh + nkv) * h :].view(r, nkv, 1, h)
+            q, k = self.rotate(q, cos, sin), self.rotate(k, cos, sin)
+            kv.keys[i][:, :, t : t + 1] = k
+            kv.values[i][:, :, t : t + 1] = v
+            att = F.scaled_dot_product_attention(q, kv.keys[i][:, :, : t + 1], kv.values[i][:, :, : t + 1],
+                                                 attn_mask=allowed, enable_gqa=True)  # (R, H, 1, D)
+            x = x + att.reshape(r, nh * h) @ w.o.T
+            m = self.rms(x, w.ln2)
+            gu = m @ w.gate_up.T  # (R, 2I)
+            x = x + (F.silu(gu[:, : self.inter]) * gu[:, self.inter :]) @ w.down.T
+        kv.length = t + 1
+        return (self.rms(x, self.norm) @ self.head.T).float()
+
+
+class KVBuffers:
+    """Per-layer key and value buffers (R, KV, T_max, D) filled up to ``length`` columns."""
+
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], length: int) -> None:
+        self.keys, self.values, self.length = keys, values, length
+
+    @classmethod
+    def from_cache(cls, cache, extra: int) -> KVBuffers:  # noqa: ANN001 - an HF DynamicCache
+        keys, values = [], []
+        for layer in cache.layers:
+            k, v = layer.keys, layer.values  # (R, KV, T, D)
+            r, kvh, t, d = k.shape
+            kb = k.new_empty(r, kvh, t + extra, d)
+            vb = v.new_empty(r, kvh, t + extra, d)
+            kb[:, :, :t] = k
+            vb[:, :, :t] = v
+            keys.append(kb)
+            values.append(vb)
+        return cls(keys, values, cache.layers[0].keys.shape[2])
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep (and reorder to) ``rows`` (the beams' parents, the prompts still decoding)."""
+        self.keys = [k.index_select(0, rows) for k in self.keys]
+        self.values = [v.index_select(0, rows) for v in self.values]
