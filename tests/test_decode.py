@@ -219,3 +219,18 @@ def test_bfloat16_inference_merges_first_then_casts(served: tuple[Path, Path]) -
     assert [explain(lean, [p])[0] for p in pairs] == [explain(bf, [p])[0] for p in pairs]
     with pytest.raises(RunError, match="exclude each other"):
         load_aligned(run, ["generate.dtype=bfloat16", "generate.quantize=int8"])
+
+
+def test_fast_decoder_falls_back_where_it_cannot_run(served: tuple[Path, Path]) -> None:
+    """An unmerged adapter (or an LM other than Llama) decodes as ``lean``: same texts, no fast step built."""
+    from beatrec.align.explain import check_pairs, explain, load_aligned
+    from beatrec.align.fastlm import supported
+
+    _, run = served
+    sets = ["generate.num_beams=2", "generate.max_new_tokens=8", "generate.merge_lora=false"]
+    fast = load_aligned(run, [*sets, "generate.decoder=fast"])
+    lean = load_aligned(run, [*sets, "generate.decoder=lean"])
+    assert "unmerged LoRA" in supported(fast.model.lm) and fast.model.fast_step() is None
+    pairs = check_pairs(fast, [{"uid": 0, "iid": 1, "title": "A"}, {"uid": 3, "iid": 4, "title": "B"}], "x")
+    assert explain(fast, pairs) == explain(lean, pairs)
+    assert supported(load_aligned(run, ["generate.decoder=fast"]).model.lm) is None

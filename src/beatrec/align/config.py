@@ -196,13 +196,15 @@ class GenerateConfig:
     # adapter on disk stays in peft's format; decoding skips its two extra matmuls per layer. Generations equal the
     # unmerged model's (tests/test_align_recipe.py).
     merge_lora: bool = True
-    # "lean" (:mod:`beatrec.align.decode`): each prompt prefilled once (not once per beam), the instruction prefix the
-    # prompts share prefilled once per call, finished prompts dropped from the batch; per prompt the tokens
+    # Default "fast" (chosen on 64 Amazon validation pairs, `benchmarks/explain_speed.md`: 1.85x the batched
+    # pairs/s and 1.35x the single-pair speed of "generate"). "lean" (:mod:`beatrec.align.decode`): each prompt
+    # prefilled once (not once per beam), the instruction prefix the prompts share prefilled once per call,
+    # finished prompts dropped from the batch; per prompt the tokens
     # ``generate`` gives for it alone. "generate": Hugging Face's ``generate`` (whose repetition penalty skips as
     # many generated tokens as a row has padding). "fast": lean, with each decode step computed by
-    # :mod:`beatrec.align.fastlm` from the LM's weights (Llama-architecture LMs; LoRA merged) instead of its module
-    # stack. Guidance and sampling always use ``generate``.
-    decoder: str = "generate"
+    # :mod:`beatrec.align.fastlm` from the LM's weights instead of its module stack (Llama-architecture LMs with the
+    # LoRA merged; other LMs decode as lean). Guidance and sampling always use ``generate``.
+    decoder: str = "fast"
     # "int8": the LM's Linear layers (LM head included) get int8 weights when a run is loaded for inference (PyTorch
     # dynamic quantisation, after the LoRA merge; float32 LM only); "none": float32. It costs quality on SmolLM2
     # (per-tensor int8 activations; `benchmarks/explain_speed.md`): off by default.

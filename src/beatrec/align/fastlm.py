@@ -54,6 +54,12 @@ def supported(lm: torch.nn.Module) -> str | None:
         return "biased projections"
     if type(base.model.rotary_emb).__name__ != "LlamaRotaryEmbedding":
         return "a custom rotary embedding"
+    q = base.model.layers[0].self_attn.q_proj
+    if type(getattr(q, "base_layer", q)) is not torch.nn.Linear:
+        return f"{type(getattr(q, 'base_layer', q)).__name__} projections (int8-quantised layers decode as lean)"
+    for m in lm.modules():
+        if hasattr(m, "base_layer") and not getattr(m, "merged", False) and getattr(m, "active_adapters", None):
+            return "an unmerged LoRA adapter (generate.merge_lora=false or a half-precision LM)"
     return None
 
 

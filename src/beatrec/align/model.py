@@ -14,6 +14,7 @@ from beatrec.align.batch import IGNORE, PairBatch
 from beatrec.align.config import AlignModelConfig
 from beatrec.align.contrast import row_means, token_contrast_loss
 from beatrec.align.fastlm import FastStep
+from beatrec.align.fastlm import supported as fast_supported
 from beatrec.align.projector import Projector
 from beatrec.align.prompt import PromptBuilder
 from beatrec.align.sar import sample_pairs, sar_loss
@@ -198,10 +199,11 @@ class BehaviorLM(nn.Module):
         return self.projector(torch.cat(parts, dim=1), torch.cat(slot_ids).to(users.device))
 
     @torch.no_grad()
-    def fast_step(self) -> FastStep:
+    def fast_step(self) -> FastStep | None:
         """The LM's :class:`~beatrec.align.fastlm.FastStep` (``generate.decoder=fast``), built once on first use from
-        the current weights: for a model loaded for inference (:func:`beatrec.align.explain.load_aligned`)."""
-        if self._fast is None:
+        the current weights: for a model loaded for inference (:func:`beatrec.align.explain.load_aligned`). None
+        (decode through the LM's own forward) for an LM it does not implement or an unmerged adapter."""
+        if self._fast is None and fast_supported(self.lm) is None:
             self._fast = FastStep(self.lm)
         return self._fast
 
