@@ -33,12 +33,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
-TODAY = ("generate.merge_lora=false",)  # the decoding this issue starts from (4-beam search, unmerged LoRA)
+TODAY = ("generate.merge_lora=false", "generate.decoder=generate")  # the decoding issue #38 starts from
 CONFIGS: dict[str, tuple[str, tuple[str, ...]]] = {  # name -> (label, --set lines on top of the run's config)
     "today": ("today's decode (LoRA unmerged, HF generate)", TODAY),
-    "merged": ("LoRA merged (generate.merge_lora=true)", ()),
+    "merged": ("LoRA merged (generate.merge_lora=true)", ("generate.decoder=generate",)),
     "lean": ("merged, lean decoder (generate.decoder=lean)", ("generate.decoder=lean",)),
-    "greedy": ("merged, greedy (generate.num_beams=1)", ("generate.num_beams=1",)),
+    "greedy": ("merged, greedy (generate.num_beams=1)", ("generate.decoder=generate", "generate.num_beams=1")),
     "lean_greedy": ("merged, lean decoder, greedy", ("generate.decoder=lean", "generate.num_beams=1")),
     "lean_bf16": ("merged, lean decoder, bfloat16 LM (generate.dtype=bfloat16)",
                   ("generate.decoder=lean", "generate.dtype=bfloat16")),

@@ -59,12 +59,12 @@ def check_vocab_matches(vocab: BehaviorVocab, ds: XRecDataset, run: Path) -> Non
         )
 
 
-@torch.no_grad()
 def autocast(accelerator, precision: str):  # noqa: ANN001, ANN201 - a context manager
     """``train.precision``: bfloat16 autocast on the accelerator's device type, or nothing."""
     return torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
 
+@torch.no_grad()
 def mean_nll(model: BehaviorLM, loader: DataLoader, accelerator, precision: str = "float32") -> float:  # noqa: ANN001
     model.eval()
     tot = torch.zeros(2)
