@@ -97,9 +97,9 @@ def cmd_explain(args: argparse.Namespace) -> None:
         a = load_aligned(args.run, args.overrides)
         pairs = check_pairs(a, rows, str(args.pairs))
         r, world = rank(), world_size()
-        if world > 1 and a.cfg.generate.decoder != "lean":
-            print(f"[explain] rank {r}: generate.decoder={a.cfg.generate.decoder} pads each batch into every "
-                  "explanation; set generate.decoder=lean for output identical to one process", file=sys.stderr)
+        if world > 1 and a.cfg.generate.decoder == "generate":
+            print(f"[explain] rank {r}: generate.decoder=generate pads each batch into every explanation; the "
+                  "default generate.decoder=fast gives output identical to one process", file=sys.stderr)
         preds = gather_strided(explain(a, pairs[r::world], progress=not args.quiet and r == 0), len(pairs))
     finally:
         if started:

@@ -7,8 +7,8 @@ tokenizer's quantised HR@k, BEAT eq. 4 codewords), and leave out the items the u
 
 from __future__ import annotations
 
-import hashlib
 import dataclasses
+import hashlib
 import json
 import time
 from pathlib import Path
