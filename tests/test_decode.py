@@ -11,7 +11,7 @@ import torch
 
 from beatrec.align.config import GenerateConfig
 from beatrec.align.decode import decode, prefill, shared_prefix
-from beatrec.align.fastlm import FastStep, KVBuffers
+from beatrec.align.fastlm import FastStep, KVBuffers, int8_rows, linear, packable
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +128,49 @@ def test_shared_prefix_finds_the_common_head(lm) -> None:  # noqa: ANN001
 
 
 
+def test_int8_rows_by_hand() -> None:
+    """Per-row symmetric int8: scale max|w|/127, q = round(w / scale); an all-zero row keeps scale 1; the product
+    in the kernel (packable shapes) and dequantised (other shapes) is W·x to within the rounding."""
+    w = torch.tensor([[1.0, -2.0, 0.5], [0.0, 0.0, 0.0]])
+    q = int8_rows(w, torch.float32)
+    assert q.q.tolist() == [[64, -127, 32], [0, 0, 0]]  # 63.5 rounds half to even -> 64; 31.75 -> 32
+    assert torch.allclose(q.scale, torch.tensor([2 / 127, 1.0]))
+    assert not packable(2, 3) and packable(8, 32) and not packable(7, 32) and not packable(8, 24)
+    g = torch.Generator().manual_seed(0)
+    for n, k in ((40, 64), (7, 24)):  # the kernel, and the dequantised path
+        w = torch.randn(n, k, generator=g)
+        x = torch.randn(5, k, generator=g).bfloat16()
+        got = linear(x, int8_rows(w)).float()
+        bound = (w.abs().amax(1) / 127 / 2)[None, :] * x.float().abs().sum(1, keepdim=True)  # |rounding| <= s/2
+        assert ((got - x.float() @ w.T).abs() <= bound + 0.02 * (x.float() @ w.T).abs() + 0.05).all(), (n, k)
+
+
+@pytest.mark.parametrize("weights", ["bfloat16", "int8"])
+def test_fast_step_with_smaller_weights_stays_near_the_model(lm, weights: str) -> None:  # noqa: ANN001
+    """``generate.fast_weights``: bfloat16 or int8 step weights (bfloat16 activations and buffers) give logits near
+    the float32 model's (bfloat16 rounds to ~3 significant digits per operation), whose top 3 holds their choice;
+    the model itself is untouched."""
+    embeds, mask = prompts(lm, 4)
+    before = {k: v.clone() for k, v in lm.state_dict().items()}
+    pre, twin = prefill(lm, embeds, mask), prefill(lm, embeds, mask)
+    exact, small = FastStep(lm), FastStep(lm, weights)
+    assert small.dtype == torch.bfloat16 and exact.dtype == torch.float32
+    kv, kv_small = KVBuffers.from_cache(pre.cache, 3), KVBuffers.from_cache(twin.cache, 3, small.dtype)
+    assert kv_small.keys[0].dtype == torch.bfloat16
+    tokens, m, pos = pre.logits.argmax(-1), pre.mask, pre.next_pos
+    for _ in range(3):
+        m = torch.cat([m, torch.ones(len(m), 1, dtype=m.dtype)], dim=1)
+        ref, got = exact(tokens, pos, kv, m), small(tokens, pos, kv_small, m)
+        assert got.dtype == torch.float32
+        err = (got - ref).abs()
+        assert err.max() < 0.1 * ref.abs().max() and err.mean() < 0.02 * ref.abs().max(), (err.max(), err.mean())
+        assert (ref.topk(3).indices == got.argmax(-1)[:, None]).any(1).all()  # its choice among the model's top 3
+        tokens, pos = ref.argmax(-1), pos + 1
+    assert all(torch.equal(v, before[k]) for k, v in lm.state_dict().items())
+    with pytest.raises(ValueError, match="fast decoder weights"):
+        FastStep(lm, "int4")
+
+
 @pytest.mark.parametrize("beams", [1, 3])
 @pytest.mark.parametrize("decoder", ["lean", "fast"])
 def test_a_run_explains_the_same_with_either_decoder(served: tuple[Path, Path], beams: int, decoder: str) -> None:
@@ -168,6 +211,22 @@ def test_int8_weights_on_load(served: tuple[Path, Path]) -> None:
     for bad in (["lm.dtype=bfloat16"], ["generate.merge_lora=false"]):
         with pytest.raises(RunError, match="quantize=int8"):
             load_aligned(run, ["generate.quantize=int8", *bad])
+
+
+def test_fast_step_weights_from_the_run_config(served: tuple[Path, Path]) -> None:
+    """``generate.fast_weights=int8`` on an aligned run: explanations come out (strings, one per pair), the step
+    holds int8 weights, and an unknown value is an error that names the field."""
+    from beatrec.align.explain import check_pairs, explain, load_aligned
+    from beatrec.errors import ConfigError
+
+    _, run = served
+    a = load_aligned(run, ["generate.fast_weights=int8", "generate.max_new_tokens=6"])
+    pairs = check_pairs(a, [{"uid": 0, "iid": 1, "title": "A"}, {"uid": 3, "iid": 4, "title": "B"}], "x")
+    out = explain(a, pairs)
+    assert len(out) == 2 and all(isinstance(t, str) for t in out)
+    assert a.model.fast_step("int8").layers[0].qkv.q.dtype == torch.int8
+    with pytest.raises(ConfigError, match="generate.fast_weights"):
+        load_aligned(run, ["generate.fast_weights=int4"])
 
 
 def test_sorting_by_prompt_length_keeps_the_rows_order(served: tuple[Path, Path],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from beatrec.align.fastlm import STEP_WEIGHTS
 from beatrec.align.tasks import EXPLAIN, TASK_NAMES
 from beatrec.config import check
 from beatrec.lm import LMConfig
@@ -212,6 +213,11 @@ class GenerateConfig:
     # The LM's dtype for inference: "bfloat16" casts a float32 LM (after the LoRA merge, done in float32) to bfloat16
     # when a run is loaded; decoding then reads half the weight bytes per step. "float32": as loaded.
     dtype: str = "float32"
+    # The weights the fast decoder's steps read (:mod:`beatrec.align.fastlm`): "model" (the LM's own), "bfloat16" (a
+    # bfloat16 copy: half the bytes, activations and key/value cache in bfloat16) or "int8" (int8 weights, one scale
+    # per output row, bfloat16 activations: a quarter of the bytes). The prompt is prefilled by the LM as loaded
+    # (float32 by default) either way; decoder=fast only.
+    fast_weights: str = "model"
     # Form the batches of a call from prompts of similar length (less padding); the outputs keep the rows' order.
     # With decoder=lean a pair's explanation does not depend on its batch, so this changes nothing but the time.
     sort_by_length: bool = False
@@ -219,6 +225,8 @@ class GenerateConfig:
     def validate(self) -> None:
         check(self.dtype in INFER_DTYPES, f"generate.dtype must be one of {INFER_DTYPES}, got {self.dtype!r}")
         check(self.quantize in QUANTIZE, f"generate.quantize must be one of {QUANTIZE}, got {self.quantize!r}")
+        check(self.fast_weights in STEP_WEIGHTS,
+              f"generate.fast_weights must be one of {STEP_WEIGHTS}, got {self.fast_weights!r}")
         check(self.decoder in DECODERS, f"generate.decoder must be one of {DECODERS}, got {self.decoder!r}")
         check(self.batch_size >= 1, f"generate.batch_size must be >= 1, got {self.batch_size}")
         check(self.max_new_tokens >= 1, f"generate.max_new_tokens must be >= 1, got {self.max_new_tokens}")

@@ -126,7 +126,7 @@ class FastStepper(Stepper):
     """Decode steps through :class:`~beatrec.align.fastlm.FastStep` over preallocated key/value buffers."""
 
     def __init__(self, fast: FastStep, cache: DynamicCache, extra: int) -> None:
-        self.fast, self.kv = fast, KVBuffers.from_cache(cache, extra)
+        self.fast, self.kv = fast, KVBuffers.from_cache(cache, extra, fast.dtype)
 
     def __call__(self, tokens: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.fast(tokens, pos, self.kv, mask)

@@ -10,6 +10,14 @@ computes the same step from the same weights with a handful of tensor operations
 with W_q, W_k, W_v fused into one matrix and W_gate, W_up into another, and the keys and values written into
 preallocated buffers (no concatenation per step). The prompt is prefilled by the model itself; its cache is copied
 into the buffers once. Logits equal the model's to float rounding (tests/test_decode.py).
+
+A decode step of a few rows reads every weight once and does little arithmetic with it, so it is bound by memory
+bandwidth; ``weights`` picks the bytes it reads. ``"model"``: the LM's own weights. ``"bfloat16"``: a bfloat16
+copy (half the bytes; activations and the key/value buffers in bfloat16). ``"int8"``: each matrix as int8 with one
+float scale per output row, W ≈ diag(s)·Q, s_j = max_k |W_jk| / 127 (weight-only quantisation, as in
+gpt-fast), applied by PyTorch's ``_weight_int8pack_mm`` to bfloat16 activations (a quarter of the bytes; the
+activations keep their outliers, which per-tensor dynamic quantisation of activations loses). The prompt is
+prefilled by the LM as loaded either way.
 """
 
 from __future__ import annotations
@@ -20,13 +28,51 @@ import torch
 import torch.nn.functional as F
 
 
+STEP_WEIGHTS = ("model", "bfloat16", "int8")  # FastStep's weights (generate.fast_weights)
+
+
+class Int8Weight(NamedTuple):
+    """A (N, K) matrix as int8 rows and one scale per row: W ≈ scale[:, None] · q."""
+
+    q: torch.Tensor  # (N, K) int8
+    scale: torch.Tensor  # (N,) in the activations' dtype
+
+
+Weight = torch.Tensor | Int8Weight
+
+
+def int8_rows(w: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> Int8Weight:
+    """(N, K) float weight -> :class:`Int8Weight`, symmetric per output row (an all-zero row keeps scale 1)."""
+    w = w.float()
+    amax = w.abs().amax(dim=1)  # (N,)
+    scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    return Int8Weight(q.contiguous(), scale.to(dtype))
+
+
+def packable(n: int, k: int) -> bool:
+    """Whether ``_weight_int8pack_mm`` computes a (N, K) matrix correctly on this CPU build: measured for torch
+    2.13 (AVX2), it returns garbage (or crashes) unless K is a multiple of 16 and N of 4."""
+    return k % 16 == 0 and n % 4 == 0
+
+
+def linear(x: torch.Tensor, w: Weight) -> torch.Tensor:
+    """(R, K) activations · W^T -> (R, N), for a dense W (N, K) or an :class:`Int8Weight` (in the kernel where
+    :func:`packable`, else dequantised first: the same product, slower)."""
+    if isinstance(w, Int8Weight):
+        if packable(*w.q.shape):
+            return torch.ops.aten._weight_int8pack_mm(x, w.q, w.scale)
+        return x @ (w.q.to(x.dtype) * w.scale[:, None]).T
+    return x @ w.T
+
+
 class LayerWeights(NamedTuple):
     ln1: torch.Tensor  # (d,)
-    qkv: torch.Tensor  # ((H + 2·KV)·D, d)
-    o: torch.Tensor  # (d, H·D)
+    qkv: Weight  # ((H + 2·KV)·D, d)
+    o: Weight  # (d, H·D)
     ln2: torch.Tensor  # (d,)
-    gate_up: torch.Tensor  # (2·I, d)
-    down: torch.Tensor  # (d, I)
+    gate_up: Weight  # (2·I, d)
+    down: Weight  # (d, I)
 
 
 def _weight(module: torch.nn.Module) -> torch.Tensor:
@@ -68,33 +114,42 @@ class FastStep:
 
     Args:
         lm: a Llama-architecture causal LM (peft-wrapped with its adapter merged, or plain).
+        weights: one of :data:`STEP_WEIGHTS` (module docstring).
     """
 
-    def __init__(self, lm: torch.nn.Module) -> None:
+    def __init__(self, lm: torch.nn.Module, weights: str = "model") -> None:
         why = supported(lm)
         if why is not None:
             raise ValueError(f"generate.decoder=fast cannot run this LM: {why}")
+        if weights not in STEP_WEIGHTS:
+            raise ValueError(f"fast decoder weights must be one of {STEP_WEIGHTS}, got {weights!r}")
         base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
         cfg = base.config
         self.n_heads, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.eps = cfg.rms_norm_eps
         m = base.model
-        self.embed = m.embed_tokens.weight.detach()  # (V, d)
-        self.norm = m.norm.weight.detach()
-        self.head = _weight(base.lm_head)  # (V, d)
+        self.embed = m.embed_tokens.weight.detach()  # (V, d), looked up in its own dtype, then cast
+        self.dtype = self.embed.dtype if weights == "model" else torch.bfloat16  # activations, buffers
+
+        def conv(w: torch.Tensor) -> Weight:
+            if weights == "int8":
+                return int8_rows(w, self.dtype)
+            return w.to(self.dtype).contiguous()
+
+        self.norm = m.norm.weight.detach().to(self.dtype)
+        self.head = conv(_weight(base.lm_head))  # (V, d)
         self.inv_freq = m.rotary_emb.inv_freq.detach().float()  # (D/2,)
         self.rope_scale = float(getattr(m.rotary_emb, "attention_scaling", 1.0))
         self.layers = []
         for layer in m.layers:
             a, p = layer.self_attn, layer.mlp
             self.layers.append(LayerWeights(
-                layer.input_layernorm.weight.detach(),
-                torch.cat([_weight(a.q_proj), _weight(a.k_proj), _weight(a.v_proj)]).contiguous(),
-                _weight(a.o_proj), layer.post_attention_layernorm.weight.detach(),
-                torch.cat([_weight(p.gate_proj), _weight(p.up_proj)]).contiguous(), _weight(p.down_proj)))
-        self.inter = self.layers[0].down.shape[1]
-        self.dtype = self.embed.dtype
+                layer.input_layernorm.weight.detach().to(self.dtype),
+                conv(torch.cat([_weight(a.q_proj), _weight(a.k_proj), _weight(a.v_proj)])),
+                conv(_weight(a.o_proj)), layer.post_attention_layernorm.weight.detach().to(self.dtype),
+                conv(torch.cat([_weight(p.gate_proj), _weight(p.up_proj)])), conv(_weight(p.down_proj))))
+        self.inter = cfg.intermediate_size
 
     def rms(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """LlamaRMSNorm: in float32, then the weight in the input's dtype."""
@@ -120,13 +175,13 @@ class FastStep:
         over the columns 0..T (1 = attend). -> (R, V) float32 logits."""
         r = len(tokens)
         h, nh, nkv = self.head_dim, self.n_heads, self.n_kv
-        x = self.embed[tokens]  # (R, d)
+        x = self.embed[tokens].to(self.dtype)  # (R, d)
         cos, sin = self.rope(pos)
         t = kv.length
         allowed = mask.bool()[:, None, None, :]  # (R, 1, 1, T+1)
         for i, w in enumerate(self.layers):
             n = self.rms(x, w.ln1)
-            qkv = n @ w.qkv.T  # (R, (H+2KV)·D)
+            qkv = linear(n, w.qkv)  # (R, (H+2KV)·D)
             q = qkv[:, : nh * h].view(r, nh, 1, h)
             k = qkv[:, nh * h : (nh + nkv) * h].view(r, nkv, 1, h)
             v = qkv[:, (nh + nkv) * h :].view(r, nkv, 1, h)
@@ -135,12 +190,12 @@ class FastStep:
             kv.values[i][:, :, t : t + 1] = v
             att = F.scaled_dot_product_attention(q, kv.keys[i][:, :, : t + 1], kv.values[i][:, :, : t + 1],
                                                  attn_mask=allowed, enable_gqa=True)  # (R, H, 1, D)
-            x = x + att.reshape(r, nh * h) @ w.o.T
+            x = x + linear(att.reshape(r, nh * h), w.o)
             m = self.rms(x, w.ln2)
-            gu = m @ w.gate_up.T  # (R, 2I)
-            x = x + (F.silu(gu[:, : self.inter]) * gu[:, self.inter :]) @ w.down.T
+            gu = linear(m, w.gate_up)  # (R, 2I)
+            x = x + linear(F.silu(gu[:, : self.inter]) * gu[:, self.inter :], w.down)
         kv.length = t + 1
-        return (self.rms(x, self.norm) @ self.head.T).float()
+        return linear(self.rms(x, self.norm), self.head).float()
 
 
 class KVBuffers:
@@ -150,13 +205,14 @@ class KVBuffers:
         self.keys, self.values, self.length = keys, values, length
 
     @classmethod
-    def from_cache(cls, cache, extra: int) -> KVBuffers:  # noqa: ANN001 - an HF DynamicCache
+    def from_cache(cls, cache, extra: int, dtype: torch.dtype | None = None) -> KVBuffers:  # noqa: ANN001 - an HF DynamicCache
+        """The cache's keys and values with room for ``extra`` more columns, in ``dtype`` (default: the cache's)."""
         keys, values = [], []
         for layer in cache.layers:
             k, v = layer.keys, layer.values  # (R, KV, T, D)
             r, kvh, t, d = k.shape
-            kb = k.new_empty(r, kvh, t + extra, d)
-            vb = v.new_empty(r, kvh, t + extra, d)
+            kb = k.new_empty(r, kvh, t + extra, d, dtype=dtype or k.dtype)
+            vb = v.new_empty(r, kvh, t + extra, d, dtype=dtype or v.dtype)
             kb[:, :, :t] = k
             vb[:, :, :t] = v
             keys.append(kb)
