@@ -266,11 +266,15 @@ class BehaviorLM(nn.Module):
         """Mean NLL of the label tokens (:meth:`token_nll`): the same value as ``lm(labels=...).loss``."""
         return self.token_nll(embeds, attention_mask, labels)[0].mean()
 
-    def word_anchor(self, beh: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def word_anchor(self, beh: torch.Tensor, labels: torch.Tensor, vocab: torch.Tensor | None = None) -> torch.Tensor:
         """(B, S, d) projected tokens, (B, L) labels -> () :func:`~beatrec.align.anchor.word_anchor_loss` against
-        the LM's (frozen) input embeddings and the batch's distinctive target words."""
-        emb = self.lm.get_input_embeddings().weight  # (V, d), frozen
-        return word_anchor_loss(beh, emb.detach(), anchor_targets(labels, emb.shape[0], IGNORE))
+        the LM's (frozen) input embeddings and the batch's distinctive target words; ``vocab`` (V',) restricts the
+        softmax to those token ids (which must hold every target id of ``labels``)."""
+        emb = self.lm.get_input_embeddings().weight.detach()  # (V, d), frozen
+        targets = anchor_targets(labels, emb.shape[0], IGNORE)  # (B, V)
+        if vocab is not None:
+            emb, targets = emb[vocab], targets[:, vocab]  # (V', d), (B, V')
+        return word_anchor_loss(beh, emb, targets)
 
     def forward(self, batch: PairBatch) -> AlignOutput:
         embeds, tokens, beh = self.embed(batch)
