@@ -215,7 +215,7 @@ class GenerateConfig:
     dtype: str = "float32"
     # The weights the fast decoder's steps read (:mod:`beatrec.align.fastlm`): "model" (the LM's own), "bfloat16" (a
     # bfloat16 copy: half the bytes, activations and key/value cache in bfloat16) or "int8" (int8 weights, one scale
-    # per output row, bfloat16 activations: a quarter of the bytes). The prompt is prefilled by the LM as loaded
+    # per output row, the products in bfloat16: a quarter of the bytes). The prompt is prefilled by the LM as loaded
     # (float32 by default) either way; decoder=fast only.
     fast_weights: str = "model"
     # Form the batches of a call from prompts of similar length (less padding); the outputs keep the rows' order.

@@ -13,11 +13,12 @@ into the buffers once. Logits equal the model's to float rounding (tests/test_de
 
 A decode step of a few rows reads every weight once and does little arithmetic with it, so it is bound by memory
 bandwidth; ``weights`` picks the bytes it reads. ``"model"``: the LM's own weights. ``"bfloat16"``: a bfloat16
-copy (half the bytes; activations and the key/value buffers in bfloat16). ``"int8"``: each matrix as int8 with one
+copy (half the bytes; the products in bfloat16). ``"int8"``: each matrix as int8 with one
 float scale per output row, W ≈ diag(s)·Q, s_j = max_k |W_jk| / 127 (weight-only quantisation, as in
-gpt-fast), applied by PyTorch's ``_weight_int8pack_mm`` to bfloat16 activations (a quarter of the bytes; the
-activations keep their outliers, which per-tensor dynamic quantisation of activations loses). The prompt is
-prefilled by the LM as loaded either way.
+gpt-fast), applied by PyTorch's ``_weight_int8pack_mm`` to the activations cast to bfloat16 (a quarter of the bytes; the
+activations keep their outliers, which per-tensor dynamic quantisation of activations loses). Everything between
+the products (residual stream, norms, attention, key/value buffers) stays in float32. The prompt is prefilled by
+the LM as loaded either way.
 """
 
 from __future__ import annotations
@@ -130,14 +131,17 @@ class FastStep:
         self.eps = cfg.rms_norm_eps
         m = base.model
         self.embed = m.embed_tokens.weight.detach()  # (V, d), looked up in its own dtype, then cast
-        self.dtype = self.embed.dtype if weights == "model" else torch.bfloat16  # activations, buffers
+        # the residual stream, norms, rotary embedding, attention and key/value buffers run in float32 (CPU attention
+        # in bfloat16 costs ~8x float32's); only the matrix products run in the weights' dtype
+        self.dtype = torch.float32
+        self.mm_dtype = self.embed.dtype if weights == "model" else torch.bfloat16
 
         def conv(w: torch.Tensor) -> Weight:
             if weights == "int8":
-                return int8_rows(w, self.dtype)
-            return w.to(self.dtype).contiguous()
+                return int8_rows(w, self.mm_dtype)
+            return w.to(self.mm_dtype).contiguous()
 
-        self.norm = m.norm.weight.detach().to(self.dtype)
+        self.norm = m.norm.weight.detach().float()
         self.head = conv(_weight(base.lm_head))  # (V, d)
         self.inv_freq = m.rotary_emb.inv_freq.detach().float()  # (D/2,)
         self.rope_scale = float(getattr(m.rotary_emb, "attention_scaling", 1.0))
@@ -145,24 +149,27 @@ class FastStep:
         for layer in m.layers:
             a, p = layer.self_attn, layer.mlp
             self.layers.append(LayerWeights(
-                layer.input_layernorm.weight.detach().to(self.dtype),
+                layer.input_layernorm.weight.detach().float(),
                 conv(torch.cat([_weight(a.q_proj), _weight(a.k_proj), _weight(a.v_proj)])),
-                conv(_weight(a.o_proj)), layer.post_attention_layernorm.weight.detach().to(self.dtype),
+                conv(_weight(a.o_proj)), layer.post_attention_layernorm.weight.detach().float(),
                 conv(torch.cat([_weight(p.gate_proj), _weight(p.up_proj)])), conv(_weight(p.down_proj))))
         self.inter = cfg.intermediate_size
 
     def rms(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """LlamaRMSNorm: in float32, then the weight in the input's dtype."""
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return w * h.to(x.dtype)
+        """LlamaRMSNorm (float32 in and out)."""
+        return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+
+    def mm(self, x: torch.Tensor, w: Weight) -> torch.Tensor:
+        """float32 (R, K) · W^T in the weights' dtype -> float32 (R, N)."""
+        y = linear(x if x.dtype == self.mm_dtype else x.to(self.mm_dtype), w)
+        return y if y.dtype == torch.float32 else y.float()
 
     def rope(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(R,) positions -> cos, sin (R, 1, 1, D) as LlamaRotaryEmbedding computes them."""
         freqs = pos.float()[:, None] * self.inv_freq[None, :]  # (R, D/2)
         emb = torch.cat([freqs, freqs], dim=-1)
         cos, sin = emb.cos() * self.rope_scale, emb.sin() * self.rope_scale
-        return cos.to(self.dtype)[:, None, None, :], sin.to(self.dtype)[:, None, None, :]
+        return cos[:, None, None, :], sin[:, None, None, :]
 
     @staticmethod
     def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -175,13 +182,13 @@ class FastStep:
         over the columns 0..T (1 = attend). -> (R, V) float32 logits."""
         r = len(tokens)
         h, nh, nkv = self.head_dim, self.n_heads, self.n_kv
-        x = self.embed[tokens].to(self.dtype)  # (R, d)
+        x = self.embed[tokens].float()  # (R, d)
         cos, sin = self.rope(pos)
         t = kv.length
         allowed = mask.bool()[:, None, None, :]  # (R, 1, 1, T+1)
         for i, w in enumerate(self.layers):
             n = self.rms(x, w.ln1)
-            qkv = linear(n, w.qkv)  # (R, (H+2KV)·D)
+            qkv = self.mm(n, w.qkv)  # (R, (H+2KV)·D)
             q = qkv[:, : nh * h].view(r, nh, 1, h)
             k = qkv[:, nh * h : (nh + nkv) * h].view(r, nkv, 1, h)
             v = qkv[:, (nh + nkv) * h :].view(r, nkv, 1, h)
@@ -190,12 +197,12 @@ class FastStep:
             kv.values[i][:, :, t : t + 1] = v
             att = F.scaled_dot_product_attention(q, kv.keys[i][:, :, : t + 1], kv.values[i][:, :, : t + 1],
                                                  attn_mask=allowed, enable_gqa=True)  # (R, H, 1, D)
-            x = x + linear(att.reshape(r, nh * h), w.o)
+            x = x + self.mm(att.reshape(r, nh * h), w.o)
             m = self.rms(x, w.ln2)
-            gu = linear(m, w.gate_up)  # (R, 2I)
-            x = x + linear(F.silu(gu[:, : self.inter]) * gu[:, self.inter :], w.down)
+            gu = self.mm(m, w.gate_up)  # (R, 2I)
+            x = x + self.mm(F.silu(gu[:, : self.inter]) * gu[:, self.inter :], w.down)
         kv.length = t + 1
-        return linear(self.rms(x, self.norm), self.head).float()
+        return self.mm(self.rms(x, self.norm), self.head)
 
 
 class KVBuffers:
