@@ -50,6 +50,10 @@ BEAT_VARIANTS = (  # (key, label, align subdirectory, overrides)
     ("beat_no_micro", "BEAT w/o micro tokens", "align_no_micro", ("model.use_micro=false",)),
     ("beat_no_macro", "BEAT w/o macro tokens", "align_no_macro", ("model.use_macro=false",)),
     ("beat_no_sar", "BEAT w/o SAR", "align_no_sar", ("model.use_sar=false",)),
+    ("beat_multitask", "BEAT, multitask stage 2 (+ user and item profiles; issue #37)", "align_multitask",
+     ("train.tasks=[explain,user_profile,item_profile]",)),
+    ("beat_multitask_drop", "BEAT, multitask stage 2, title withheld in 30% of training pairs", "align_multitask_drop",
+     ("train.tasks=[explain,user_profile,item_profile]", "train.title_dropout=0.3")),
 )
 BASELINES = (  # (key, label)
     ("retrieval", "retrieval (nearest training pair, graph vectors)"),
@@ -68,6 +72,16 @@ CONTROLS = (  # (key, label, the row it is paired against, its align subdirector
     ("beat_untitled", "BEAT, title withheld (the item's tokens are all it has)", "beat", "align", None, True),
     ("beat_untitled_shuffled_item", "BEAT, title withheld, another test item's tokens (control)", "beat_untitled",
      "align", "item", True),
+    ("beat_multitask_shuffled_user", "BEAT multitask, another test user's tokens (control)", "beat_multitask",
+     "align_multitask", "user", False),
+    ("beat_multitask_untitled", "BEAT multitask, title withheld", "beat_multitask", "align_multitask", None, True),
+    ("beat_multitask_untitled_shuffled_item", "BEAT multitask, title withheld, another test item's tokens (control)",
+     "beat_multitask_untitled", "align_multitask", "item", True),
+    ("beat_multitask_drop_untitled", "BEAT multitask + title dropout, title withheld", "beat_multitask_drop",
+     "align_multitask_drop", None, True),
+    ("beat_multitask_drop_untitled_shuffled_item",
+     "BEAT multitask + title dropout, title withheld, another test item's tokens (control)",
+     "beat_multitask_drop_untitled", "align_multitask_drop", "item", True),
 )
 PAIRED_METRICS = ("bleu1", "bertscore_f1", "specificity")  # paired against BEAT in the report
 STATS = ("bleu1_match", "hyp_len", "ref_len", "bertscore", "specificity")  # per scored pair, in each record
