@@ -35,6 +35,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVELS = (1, 4, 16)
+# server modes (name -> --set lines on top of --set), each started from the same run in one invocation; "today"
+# is the decode before issue #38 (Hugging Face generate, LoRA unmerged), the "before" of its side-by-side
+MODES: dict[str, list[str]] = {
+    "today": ["cache_size=0", "align.generate.decoder=generate", "align.generate.merge_lora=false"],
+    "batched": ["cache_size=0"],
+    "one-at-a-time": ["cache_size=0", "max_batch=1"],
+    "batched_int8": ["cache_size=0", "align.generate.fast_weights=int8"],
+    "batched_bf16": ["cache_size=0", "align.generate.fast_weights=bfloat16"],
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -44,6 +53,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--requests-c1", type=int, default=8, help="requests at concurrency 1 (slowest level)")
     ap.add_argument("--time-limit", type=float, default=240.0, help="seconds per level; unsent requests are dropped")
     ap.add_argument("--levels", type=int, nargs="+", default=list(LEVELS))
+    ap.add_argument("--modes", nargs="+", default=["today", "batched", "one-at-a-time"], choices=list(MODES),
+                    help="servers measured side by side (MODES)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="passed to every server")
     ap.add_argument("--threads", type=int, default=2, help="OMP/torch threads of each server")
     ap.add_argument("--screenshot", type=Path, help="write a screenshot of the page here (needs chromium)")
@@ -229,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = datetime.datetime.now().isoformat(timespec="seconds")
     t_all = time.perf_counter()
-    n_need = args.requests * len(args.levels) * 2 + 200
+    n_need = args.requests * len(args.levels) * len(args.modes) + 200
     pairs = test_pairs(args.run, n_need)
     res: dict = {"date": started, "machine": f"{platform.platform()}, {os.cpu_count()} cores, torch {torch.__version__}",
                  "command": "python benchmarks/serve.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -237,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = json.loads((args.run / "align" / "meta.json").read_text())
     res["model"] = {k: meta.get(k) for k in ("lm", "finetune", "data")}
     used = 0
-    for mode, sets in (("batched", ["cache_size=0"]), ("one-at-a-time", ["cache_size=0", "max_batch=1"])):
+    for mode in args.modes:
+        sets = MODES[mode]
         srv = Server(args.run, [*args.overrides, *sets], args.threads)
         print(f"[{mode}] server up in {srv.start_s:.1f} s at {srv.url}", flush=True)
         try:
@@ -291,7 +303,7 @@ def report(res: dict, fsets: list[str]) -> str:
              f"- command: `{res['command']}`",
              f"- run: `{res['run']}` (LM `{res['model']['lm']}`, {res['model']['finetune']}; data `{res['model']['data']}`)",
              "- each request explains one distinct zero-shot test pair (`POST /v1/explain`); cache off for the load "
-             "levels; both servers started from the same run in this invocation", "",
+             "levels; every server started from the same run in this invocation (modes: `MODES` in `benchmarks/serve.py`)", "",
              "| server | concurrency | requests ok | explanations/s | p50 s | p95 s | p99 s | mean batch | max batch |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in lv.values():
@@ -305,6 +317,14 @@ def report(res: dict, fsets: list[str]) -> str:
     if top and one and one[0]["per_s"]:
         lines.append(f"- batched vs one-at-a-time at concurrency {top['concurrency']}: "
                      f"**{top['per_s'] / one[0]['per_s']:.2f}x** the explanations/s")
+    for mode in dict.fromkeys(r["mode"] for r in lv.values()):
+        if mode == "today":
+            continue
+        for c in sorted({r["concurrency"] for r in lv.values()}):
+            new, old = lv.get(f"{mode} c{c}"), lv.get(f"today c{c}")
+            if new and old and new["ok"] and old["ok"]:
+                lines.append(f"- {mode} vs today's decode, concurrency {c}: p50 **{old['p50'] / new['p50']:.2f}x** "
+                             f"lower, **{new['per_s'] / old['per_s']:.2f}x** the explanations/s")
     c1 = lv.get("batched c1")
     if c1:
         lines.append(f"- batched server, concurrency 1: p95 {c1['p95']:.2f} s = **{c1['p95'] / s['generate_s']:.2f}x** "

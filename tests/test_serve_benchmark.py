@@ -20,7 +20,7 @@ def test_serve_benchmark_on_the_tiny_run(served: tuple[Path, Path], tmp_path: Pa
     assert bench.main(["--run", str(served[1]), "--requests", "6", "--requests-c1", "2", "--levels", "1", "4",
                        "--threads", "1", "--out", str(out)]) == 0
     res = json.loads(out.with_suffix(".json").read_text())
-    assert set(res["levels"]) == {"batched c1", "batched c4", "one-at-a-time c1", "one-at-a-time c4"}
+    assert set(res["levels"]) == {f"{m} c{c}" for m in ("today", "batched", "one-at-a-time") for c in (1, 4)}
     for r in res["levels"].values():
         assert r["ok"] == r["requests"] > 0 and r["p50"] <= r["p95"] <= r["p99"]
     assert res["levels"]["one-at-a-time c4"]["batch_size_max"] == 1
@@ -36,3 +36,4 @@ def test_serve_benchmark_on_the_tiny_run(served: tuple[Path, Path], tmp_path: Pa
     assert all(f["healthy"] for f in res["faults"])
     text = out.read_text()
     assert "batched vs one-at-a-time at concurrency 4" in text and "FAILED" not in text
+    assert "batched vs today's decode, concurrency 4" in text
