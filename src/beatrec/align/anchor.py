@@ -22,6 +22,9 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 
+from beatrec.align.batch import IGNORE
+from beatrec.align.tasks import EXPLAIN, TASK_NAMES
+
 TAU = 0.1  # temperature of the cosine logits
 WARMUP_LR = 1e-3  # :func:`anchor_warmup`'s AdamW learning rate
 
@@ -68,30 +71,34 @@ def anchor_warmup(model: torch.nn.Module, loader: Iterable, epochs: int, lr: flo
     constant ``lr``); every gradient is cleared on return.
 
     Args:
-        model: a :class:`~beatrec.align.model.BehaviorLM` (``embed``, ``word_anchor``, ``projector``).
+        model: a :class:`~beatrec.align.model.BehaviorLM` (``behavior_embeds``, ``sides``, ``projector``, ``lm``).
         loader: training batches (:class:`~beatrec.align.batch.PairBatch`).
     Returns:
         the mean L_anchor of each pass.
     """
     params = list(model.projector.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    means = []
+    means: list[float] = []
     batches = list(loader) if epochs else []  # tokenised once: a pass costs the projector and the cosines only
-    used = [b.labels[b.labels >= 0] for b in batches]
-    vocab = torch.unique(torch.cat(used)) if used else None  # (V',) sorted ids the targets use
+    if not batches:
+        return means
+    used = torch.unique(torch.cat([b.labels[b.labels >= 0] for b in batches]))  # (V',) ids the targets use
+    emb = model.lm.get_input_embeddings().weight.detach()[used]  # (V', d)
+    steps = []  # per batch: what the projector reads and the batch's distinctive words, computed once
+    for b in batches:
+        sides = model.sides(EXPLAIN if b.task is None else TASK_NAMES[int(b.task[0])])
+        targets = anchor_targets(b.labels, int(used.max()) + 1, IGNORE)[:, used]  # (B, V')
+        if sides and targets.sum() > 0:  # a batch of one (or without slots) has nothing to anchor: no step
+            steps.append((b.users, b.items, sides, targets))
     for _ in range(epochs):
-        total, n = 0.0, 0
-        for batch in batches:
-            beh = model.embed(batch)[2]  # (B, S, d)
-            if not beh.shape[1]:
-                continue
-            loss = model.word_anchor(beh, batch.labels, vocab)
-            if loss.item() == 0.0:  # no distinctive target word in the batch (e.g. a batch of one): no step
-                continue
+        total = 0.0
+        for users, items, sides, targets in steps:
+            beh = model.behavior_embeds(users, items, sides)  # (B, S, d)
+            loss = word_anchor_loss(beh, emb, targets)
             model.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total, n = total + loss.item(), n + 1
-        means.append(total / max(n, 1))
+            total += loss.item()
+        means.append(total / max(len(steps), 1))
     model.zero_grad(set_to_none=True)  # nothing of the warm-up (trainable codebooks too) reaches the first LM step
     return means
