@@ -144,8 +144,13 @@ class AlignTrainConfig:
     # "bfloat16": the forward passes of training and validation run under torch.autocast (matmuls in bfloat16; the
     # trained weights, AdamW and the loss stay float32). ~1.5x faster steps on a 2-core AVX2 CPU; "float32": off.
     precision: str = "float32"
+    # Every this many optimizer steps, write RUN/<subdir>/checkpoint.pt (trained parameters, optimizer, schedule,
+    # position in the epoch, random states, validation history); a later training with the same config resumes
+    # from it and ends where an uninterrupted one would (tests/test_align_checkpoint.py). 0 = off.
+    checkpoint_every: int = 50
 
     def validate(self) -> None:
+        check(self.checkpoint_every >= 0, f"train.checkpoint_every must be >= 0, got {self.checkpoint_every}")
         check(self.precision in ("float32", "bfloat16"),
               f"train.precision must be float32 or bfloat16, got {self.precision!r}")
         check(len(self.tasks) >= 1 and len(set(self.tasks)) == len(self.tasks) and set(self.tasks) <= set(TASK_NAMES),

@@ -8,6 +8,7 @@ Checkpoints hold only the trained parameters (projector, and codebooks when fine
 from __future__ import annotations
 
 import json
+import os
 import time
 from functools import partial
 from pathlib import Path
@@ -27,7 +28,7 @@ from beatrec.align.sources import load_source
 from beatrec.align.task_data import TaskBatches, task_rows
 from beatrec.align.tasks import EXPLAIN
 from beatrec.align.vocab import BehaviorVocab
-from beatrec.config import save_yaml
+from beatrec.config import save_yaml, to_dict
 from beatrec.data.dataset import XRecDataset, load_dataset
 from beatrec.data.split import ZeroShotSplit, eval_pairs, stage2_texts, training_texts
 from beatrec.errors import RunError
@@ -188,8 +189,17 @@ def _train(run: Path, data: Path, cfg: AlignConfig, progress: bool, subdir: str 
         f"{sum(p.numel() for p in params):,} trainable parameters ({cfg.model.finetune}), "
         f"{accelerator.num_processes} process(es), {total} steps, lr {t_tr.lr:g} {t_tr.schedule}")
 
+    out_dir = run / subdir
+    ckpt_path = out_dir / CHECKPOINT
+    resume = read_checkpoint(ckpt_path, cfg)
+    if resume is not None:
+        accelerator.unwrap_model(model).load_trained_state(resume["trained"])
+        accelerator.unwrap_model(model).generator.set_state(resume["sar_generator"])  # SAR pair sampling
+        opt.load_state_dict(resume["optimizer"])
+        sched.load_state_dict(resume["scheduler"])
+        log(f"[align] resuming from {ckpt_path} at step {resume['step']} of {total}")
     warm_s = 0.0
-    if t_tr.anchor_warmup:
+    if t_tr.anchor_warmup and resume is None:  # a checkpoint holds the warmed projector
         tw = time.perf_counter()
         inner = accelerator.unwrap_model(model)
         order = gen.get_state()  # the LM epochs see the batch order they would see without the warm-up
@@ -205,15 +215,30 @@ def _train(run: Path, data: Path, cfg: AlignConfig, progress: bool, subdir: str 
     history: list[dict] = []
     evals: list[dict] = []  # one per validation pass: step, epoch, val_nll
     best: tuple[float, dict[str, torch.Tensor]] | None = None
-    step, n_seen, t0 = 0, 0, time.perf_counter()
-    bar = tqdm(total=total, desc="align", unit="step", disable=not (progress and main) or None)
+    step, n_seen, t0, before = 0, 0, time.perf_counter(), 0.0
+    sums, k = np.zeros(5), 0
+    if resume is not None:
+        history, evals, best, step, n_seen = (resume["history"], resume["evals"], resume["best"], resume["step"],
+                                              resume["n_seen"])
+        sums, k, before = np.asarray(resume["sums"]), resume["k"], resume["train_seconds"]
+        warm_s = resume["warmup_seconds"]
+    bar = tqdm(total=total, initial=step, desc="align", unit="step", disable=not (progress and main) or None)
     at = eval_steps(len(loader), t_tr.evals_per_epoch)
     model.train()
     done = False
-    for epoch in range(1, t_tr.epochs + 1):
-        sums = np.zeros(5)
-        k = 0
+    first_epoch, skip = (resume["epoch"], resume["batch"]) if resume is not None else (1, 0)
+    for epoch in range(first_epoch, t_tr.epochs + 1):
+        if resume is not None and epoch == first_epoch:
+            gen.set_state(resume["epoch_generator"])  # the resumed epoch's batch order
+        epoch_gen = gen.get_state()
+        if epoch != first_epoch or resume is None:
+            sums, k = np.zeros(5), 0
         for j, batch in enumerate(loader, start=1):
+            if j <= skip:  # batches the checkpointed run had already trained on
+                continue
+            if skip and j == skip + 1:
+                torch.set_rng_state(resume["torch_rng"])  # dropout continues as it would have
+                skip = 0
             with autocast(accelerator, t_tr.precision):
                 out = model(batch)
             accelerator.backward(out.loss)
@@ -240,19 +265,30 @@ def _train(run: Path, data: Path, cfg: AlignConfig, progress: bool, subdir: str 
                 log(f"[align] step {step} (epoch {epoch}): validation NLL {v:.4f}")
                 if t_tr.select_best and (best is None or v < best[0]):
                     best = (v, accelerator.unwrap_model(model).trained_state())
+            if t_tr.checkpoint_every and step % t_tr.checkpoint_every == 0 and step < total and not done and main:
+                write_checkpoint(ckpt_path, {
+                    "config": checkpoint_identity(cfg), "step": step, "epoch": epoch, "batch": j,
+                    "epoch_generator": epoch_gen, "torch_rng": torch.get_rng_state(),
+                    "sar_generator": accelerator.unwrap_model(model).generator.get_state(),
+                    "trained": accelerator.unwrap_model(model).trained_state(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "history": history, "evals": evals, "best": best,
+                    "n_seen": n_seen, "sums": sums.tolist(), "k": k,
+                    "train_seconds": before + time.perf_counter() - t0, "warmup_seconds": warm_s})
             if done:
                 break
+        if skip:  # the checkpoint closed its epoch: the next one starts afresh
+            torch.set_rng_state(resume["torch_rng"])
+            skip = 0
         if done:
             break
     bar.close()
-    train_s = time.perf_counter() - t0
+    train_s = before + time.perf_counter() - t0
     inner = accelerator.unwrap_model(model)
     chosen = {"step": step, "rule": "last"}
     if best is not None:
         inner.load_trained_state(best[1])
         chosen = {**next(e for e in evals if e["val_nll"] == best[0]), "rule": "lowest validation NLL"}
         log(f"[align] kept step {chosen['step']} (validation NLL {best[0]:.4f})")
-    out_dir = run / subdir
     hist = pd.DataFrame(history)
     accelerator.wait_for_everyone()
     if t_tr.rank_weights:
@@ -280,8 +316,38 @@ def _train(run: Path, data: Path, cfg: AlignConfig, progress: bool, subdir: str 
 
             plot_align_curves(hist, out_dir / "loss_curves.png", pd.DataFrame(evals))
         log(f"[align] wrote {out_dir} ({step} steps, {metrics['samples_per_s']:.2f} samples/s)")
+        ckpt_path.unlink(missing_ok=True)  # the finished weights replace it
     accelerator.wait_for_everyone()
     return AlignResult(out_dir, hist, [e["val_nll"] for e in evals], n_seen / train_s if train_s > 0 else float("nan"))
+
+
+CHECKPOINT = "checkpoint.pt"  # RUN/<subdir>/checkpoint.pt while stage 2 trains (train.checkpoint_every)
+
+
+def checkpoint_identity(cfg: AlignConfig) -> dict:
+    """The config a checkpoint must match to be resumed: all of it but machine settings (threads, logging)."""
+    d = to_dict(cfg)
+    for key in ("threads", "log_every"):
+        d["train"].pop(key, None)
+    return d
+
+
+def write_checkpoint(path: Path, state: dict) -> None:
+    """Write ``state`` to ``path`` atomically (a temporary file, then a rename): a run killed while writing
+    leaves the previous checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: Path, cfg: AlignConfig) -> dict | None:
+    """The checkpoint at ``path`` when it was written under the same config (:func:`checkpoint_identity`), else
+    None (no file, or another config: that one is ignored and overwritten by this training's)."""
+    if not path.is_file():
+        return None
+    state = torch.load(path, weights_only=False)
+    return state if state.get("config") == checkpoint_identity(cfg) else None
 
 
 def save_trained(model: BehaviorLM, out_dir: Path, name: str) -> None:
