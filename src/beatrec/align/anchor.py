@@ -95,7 +95,7 @@ def anchor_warmup(model: torch.nn.Module, loader: Iterable, epochs: int, lr: flo
         for users, items, sides, targets in steps:
             beh = model.behavior_embeds(users, items, sides)  # (B, S, d)
             loss = word_anchor_loss(beh, emb, targets)
-            model.zero_grad(set_to_none=True)
+            opt.zero_grad(set_to_none=True)  # the projector's (the whole model's would walk every LM module)
             loss.backward()
             opt.step()
             total += loss.item()
