@@ -31,13 +31,15 @@ from beatrec.data.synthetic import SyntheticConfig
 DEMO_OVERRIDES = ("model.n_codes=64", "extractor.kind=splitter", "train.beta=5", "train.lr=1e-2",
                   "model.user_ids=false", "train.continuous_weight=20")
 # Stage 2 of the demo (``--set align.KEY=VALUE`` overrides): a seeded 240 of the 720 training pairs at lr 1e-3
-# (30 steps: the default 5e-4 is tuned for thousands of pairs), greedy decoding (the default 4-beam search costs
-# ~3x the decoding time), which fits the 5-minute budget on 2 cores (``--set align.train.max_train_pairs=0`` for
-# all pairs). Profiles are written with the untrained profile prompt, unless stage 2 learns them:
-DEMO_ALIGN_OVERRIDES = ("train.max_train_pairs=240", "train.val_pairs=40", "train.lr=1e-3", "generate.num_beams=1")
-# ``beatrec demo --set align.train.tasks=[explain,user_profile] --set align.train.epochs=2``: stage 2 also learns
-# user tokens -> user_summary (240 profiles), two passes (~11 minutes on 2 cores; one pass does not teach the LM to
-# read the profile tokens).
+# (the default 5e-4 is tuned for thousands of pairs), and beside them the 240 training users' profiles (user tokens
+# -> user_summary), with word anchoring and 300 passes of projector-only anchor warm-up (the projected tokens start
+# out reading like their users' distinctive words; :mod:`beatrec.align.anchor`), in bfloat16 autocast; greedy
+# decoding (the default 4-beam search costs ~3x the decoding time). Chosen on the demo's validation users
+# (`benchmarks/demo_profiles.md`, variant demo_multitask): profiles name 0.30 of their planted intents against
+# 0.089 with another user's tokens (3.4x).
+DEMO_ALIGN_OVERRIDES = ("train.max_train_pairs=240", "train.val_pairs=40", "train.lr=1e-3", "generate.num_beams=1",
+                        "train.tasks=[explain,user_profile]", "model.word_anchor=1", "train.anchor_warmup=100",
+                        "train.precision=bfloat16")
 DEMO_SIGNAL_PAIRS = 45  # test pairs explained three ways for the signal table (a seeded subset; 0 = all 90)
 # The demo's dataset: a user's intents choose its items in and out of its genre (weight 30 per shared intent, 60%
 # in genre), so the interaction graph itself holds the intents (the oracle graph probe finds them; with the
