@@ -94,14 +94,14 @@ def test_lora_trains_an_adapter_and_keeps_the_base_frozen(stage1: tuple[Path, Pa
     monkeypatch.undo()
     # round trip: a freshly loaded run generates what the trained model generates
     ps = [{"uid": 0, "iid": 1, "title": "x"}, {"uid": 5, "iid": 7, "title": "y"}]
-    a = load_aligned(run)
+    a = load_aligned(run, ["generate.dtype=float32"])
     assert a.model.cfg.finetune == "lora"
     got = explain(a, check_pairs(a, ps, "x"))
     from beatrec.align.generate import generate_explanations
 
     assert got == generate_explanations(a.model, a.tok, a.builder, ps, a.cfg.generate, 50)
     # merged for inference (generate.merge_lora, the default): base weights moved by B A, same outputs as unmerged
-    u = load_aligned(run, ["generate.merge_lora=false"])
+    u = load_aligned(run, ["generate.merge_lora=false", "generate.dtype=float32"])
     lora_layers = [(n, m) for n, m in a.model.lm.named_modules() if hasattr(m, "merged") and hasattr(m, "base_layer")]
     assert lora_layers and all(m.merged for _, m in lora_layers)
     unmerged = dict(u.model.lm.named_modules())
@@ -179,7 +179,7 @@ def test_best_checkpoint_is_the_lowest_validation_nll(stage1: tuple[Path, Path, 
     hist = T.pd.read_csv(res.out_dir / "history.csv")
     assert hist["lr"].iloc[-1] < 0.3 * 0.2  # cosine decayed
     # the saved weights are the kept evaluation's: their validation NLL is the one recorded
-    a = load_aligned(run)
+    a = load_aligned(run, ["generate.dtype=float32"])
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
 

@@ -178,7 +178,8 @@ def test_a_run_explains_the_same_with_either_decoder(served: tuple[Path, Path], 
     from beatrec.align.explain import check_pairs, explain, load_aligned
 
     _, run = served
-    sets = [f"generate.num_beams={beams}", "generate.max_new_tokens=10", "generate.batch_size=8"]
+    sets = [f"generate.num_beams={beams}", "generate.max_new_tokens=10", "generate.batch_size=8",
+            "generate.dtype=float32"]
     lean = load_aligned(run, [*sets, f"generate.decoder={decoder}"])
     hf_run = load_aligned(run, [*sets, "generate.decoder=generate"])
     pairs = check_pairs(lean, [{"uid": u, "iid": i, "title": t} for u, i, t in
@@ -196,8 +197,8 @@ def test_int8_weights_on_load(served: tuple[Path, Path]) -> None:
     from beatrec.errors import RunError
 
     _, run = served
-    f32 = load_aligned(run)
-    q = load_aligned(run, ["generate.quantize=int8"])
+    f32 = load_aligned(run, ["generate.dtype=float32"])
+    q = load_aligned(run, ["generate.quantize=int8"])  # keeps the LM float32 whatever generate.dtype says
     kinds = {type(m) for m in q.model.lm.modules()}
     assert torch.ao.nn.quantized.dynamic.Linear in kinds and torch.nn.Linear not in kinds
     pairs = check_pairs(q, [{"uid": 0, "iid": 1, "title": "A"}, {"uid": 3, "iid": 4, "title": "B"}], "x")
@@ -260,7 +261,7 @@ def test_bfloat16_inference_merges_first_then_casts(served: tuple[Path, Path]) -
     from beatrec.errors import RunError
 
     _, run = served
-    f32 = load_aligned(run)
+    f32 = load_aligned(run, ["generate.dtype=float32"])
     bf = load_aligned(run, ["generate.dtype=bfloat16"])
     assert {p.dtype for p in bf.model.lm.parameters()} == {torch.bfloat16}
     merged = [m for m in bf.model.lm.modules() if hasattr(m, "merged") and hasattr(m, "base_layer")]
@@ -275,8 +276,8 @@ def test_bfloat16_inference_merges_first_then_casts(served: tuple[Path, Path]) -
     assert not torch.equal(lf, lb) and (lf - lb).abs().max() < 0.05 * lf.abs().max()
     lean = load_aligned(run, ["generate.dtype=bfloat16", "generate.decoder=lean"])
     assert [explain(lean, [p])[0] for p in pairs] == [explain(bf, [p])[0] for p in pairs]
-    with pytest.raises(RunError, match="exclude each other"):
-        load_aligned(run, ["generate.dtype=bfloat16", "generate.quantize=int8"])
+    q = load_aligned(run, ["generate.dtype=bfloat16", "generate.quantize=int8"])  # int8 quantises float32 weights
+    assert q.model.lm.get_input_embeddings().weight.dtype == torch.float32
 
 
 def test_fast_decoder_falls_back_where_it_cannot_run(served: tuple[Path, Path]) -> None:

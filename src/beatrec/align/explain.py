@@ -82,15 +82,13 @@ def load_aligned(run: str | Path, overrides: list[str] | None = None, subdir: st
             own[k].copy_(v)
     if cfg.model.finetune == "lora" and cfg.generate.merge_lora and emb.weight.dtype == torch.float32:
         merge_lora(model.lm)
-    if cfg.generate.dtype == "bfloat16" and cfg.generate.quantize != "none":
-        raise RunError("generate.dtype=bfloat16 and generate.quantize=int8 exclude each other: choose one")
     if cfg.generate.quantize == "int8":
         if emb.weight.dtype != torch.float32 or (cfg.model.finetune == "lora" and not cfg.generate.merge_lora):
             raise RunError("generate.quantize=int8 needs the LM in float32 (lm.dtype=float32) with its LoRA adapter "
                            "merged (generate.merge_lora=true)")
         quantize_int8(model.lm)
-    if cfg.generate.dtype == "bfloat16" and emb.weight.dtype == torch.float32:
-        model.lm.to(torch.bfloat16)  # after the merge: the adapter's delta is folded in at float32
+    if cfg.generate.dtype == "bfloat16" and emb.weight.dtype == torch.float32 and cfg.generate.quantize == "none":
+        model.lm.to(torch.bfloat16)  # after the float32 merge; quantize=int8 quantises float32 weights, so it keeps float32
     model.eval()
     data = Path(meta["data"])
     titles = _titles(data)
