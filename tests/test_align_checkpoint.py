@@ -61,8 +61,10 @@ def test_a_resumed_training_ends_like_an_uninterrupted_one(stage1: tuple[Path, P
     monkeypatch.setattr(T, "write_checkpoint", real)
     assert written == [3, 6] and (run / f"cut_{name}" / T.CHECKPOINT).is_file()
     assert not (run / f"cut_{name}" / "weights.safetensors").exists()
-    other_machine = from_dict(AlignConfig, {**_d(c), "train": {**_d(c)["train"], "threads": 1, "log_every": 2}})
-    assert T.read_checkpoint(run / f"cut_{name}" / T.CHECKPOINT, other_machine)["step"] == 6  # machine settings
+    other_machine = from_dict(AlignConfig, {**_d(c), "train": {**_d(c)["train"], "threads": 1, "log_every": 2,
+                                                                 "checkpoint_every": 5}})
+    assert T.read_checkpoint(run / f"cut_{name}" / T.CHECKPOINT, other_machine, run)["step"] == 6  # machine settings
+    assert T.read_checkpoint(run / f"cut_{name}" / T.CHECKPOINT, c, run / "elsewhere") is None  # other stage 1
     resumed = T.train_align(run, data, c, progress=False, subdir=f"cut_{name}")
     a, b = (load_file(str(run / f"{d}_{name}" / "weights.safetensors")) for d in ("whole", "cut"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -83,10 +85,10 @@ def _d(c: AlignConfig) -> dict:
 def test_a_checkpoint_of_another_config_is_not_resumed(stage1: tuple[Path, Path, Path]) -> None:
     data, run, lm = stage1
     c = cfg(lm, ["explain"])
-    T.write_checkpoint(run / "other" / T.CHECKPOINT, {"config": T.checkpoint_identity(cfg(lm, ["explain"], lr=0.5)),
-                                                      "step": 99})
-    assert T.read_checkpoint(run / "other" / T.CHECKPOINT, c) is None
-    assert T.read_checkpoint(run / "other" / T.CHECKPOINT, cfg(lm, ["explain"], lr=0.5))["step"] == 99
+    T.write_checkpoint(run / "other" / T.CHECKPOINT,
+                       {"config": T.checkpoint_identity(cfg(lm, ["explain"], lr=0.5), run), "step": 99})
+    assert T.read_checkpoint(run / "other" / T.CHECKPOINT, c, run) is None
+    assert T.read_checkpoint(run / "other" / T.CHECKPOINT, cfg(lm, ["explain"], lr=0.5), run)["step"] == 99
     res = T.train_align(run, data, c, progress=False, subdir="other")
     assert int(res.history["step"].iloc[0]) == 1  # trained from the start
     with pytest.raises(Exception, match="checkpoint_every"):

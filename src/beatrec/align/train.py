@@ -191,7 +191,8 @@ def _train(run: Path, data: Path, cfg: AlignConfig, progress: bool, subdir: str 
 
     out_dir = run / subdir
     ckpt_path = out_dir / CHECKPOINT
-    resume = read_checkpoint(ckpt_path, cfg)
+    ckpt_id = checkpoint_identity(cfg, run)
+    resume = read_checkpoint(ckpt_path, cfg, run)
     if resume is not None:
         accelerator.unwrap_model(model).load_trained_state(resume["trained"])
         accelerator.unwrap_model(model).generator.set_state(resume["sar_generator"])  # SAR pair sampling
@@ -267,7 +268,7 @@ def _train(run: Path, data: Path, cfg: AlignConfig, progress: bool, subdir: str 
                     best = (v, accelerator.unwrap_model(model).trained_state())
             if t_tr.checkpoint_every and step % t_tr.checkpoint_every == 0 and step < total and not done and main:
                 write_checkpoint(ckpt_path, {
-                    "config": checkpoint_identity(cfg), "step": step, "epoch": epoch, "batch": j,
+                    "config": ckpt_id, "step": step, "epoch": epoch, "batch": j,
                     "epoch_generator": epoch_gen, "torch_rng": torch.get_rng_state(),
                     "sar_generator": accelerator.unwrap_model(model).generator.get_state(),
                     "trained": accelerator.unwrap_model(model).trained_state(), "optimizer": opt.state_dict(),
@@ -324,11 +325,20 @@ def _train(run: Path, data: Path, cfg: AlignConfig, progress: bool, subdir: str 
 CHECKPOINT = "checkpoint.pt"  # RUN/<subdir>/checkpoint.pt while stage 2 trains (train.checkpoint_every)
 
 
-def checkpoint_identity(cfg: AlignConfig) -> dict:
-    """The config a checkpoint must match to be resumed: all of it but machine settings (threads, logging)."""
+def checkpoint_identity(cfg: AlignConfig, run: Path | None = None) -> dict:
+    """What a checkpoint must match to be resumed: the config but machine settings (threads, logging, checkpoint
+    interval), and the stage-1 tokens and split of ``run`` it trains on (a digest of their files)."""
+    import hashlib
+
     d = to_dict(cfg)
-    for key in ("threads", "log_every"):
+    for key in ("threads", "log_every", "checkpoint_every"):
         d["train"].pop(key, None)
+    if run is not None:
+        h = hashlib.sha256()
+        for name in ("user_tokens.parquet", "item_tokens.parquet", "split.json"):
+            f = run / name
+            h.update(f.read_bytes() if f.is_file() else b"-")
+        d["stage1"] = h.hexdigest()[:16]
     return d
 
 
@@ -341,13 +351,13 @@ def write_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
-def read_checkpoint(path: Path, cfg: AlignConfig) -> dict | None:
-    """The checkpoint at ``path`` when it was written under the same config (:func:`checkpoint_identity`), else
-    None (no file, or another config: that one is ignored and overwritten by this training's)."""
+def read_checkpoint(path: Path, cfg: AlignConfig, run: Path | None = None) -> dict | None:
+    """The checkpoint at ``path`` when it was written under the same config and stage 1 (:func:`checkpoint_identity`),
+    else None (no file, or another config: that one is ignored and overwritten by this training's)."""
     if not path.is_file():
         return None
     state = torch.load(path, weights_only=False)
-    return state if state.get("config") == checkpoint_identity(cfg) else None
+    return state if state.get("config") == checkpoint_identity(cfg, run) else None
 
 
 def save_trained(model: BehaviorLM, out_dir: Path, name: str) -> None:
