@@ -275,9 +275,11 @@ def profile_lines(name: str, p: Profile, wbytes: int, limits: Limits | None) -> 
 
 
 def load_config(run: Path, subdir: str, sets: tuple[str, ...]):  # noqa: ANN201 - Aligned
+    """The run loaded with a config's --set lines on top of float32 inference (``generate.dtype`` defaults to
+    bfloat16 since issue #38: a config that wants it says so), so every label means what it says."""
     from beatrec.align.explain import load_aligned
 
-    return load_aligned(run, list(sets), subdir=subdir)
+    return load_aligned(run, ["generate.dtype=float32", *sets], subdir=subdir)
 
 
 def load_config_cfg(run: Path, subdir: str) -> str:

@@ -36,13 +36,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LEVELS = (1, 4, 16)
 # server modes (name -> --set lines on top of --set), each started from the same run in one invocation; "today"
-# is the decode before issue #38 (Hugging Face generate, LoRA unmerged), the "before" of its side-by-side
+# is the decode before issue #38 (Hugging Face generate, LoRA unmerged, float32), the "before" of its side-by-side
 MODES: dict[str, list[str]] = {
-    "today": ["cache_size=0", "align.generate.decoder=generate", "align.generate.merge_lora=false"],
+    "today": ["cache_size=0", "align.generate.decoder=generate", "align.generate.merge_lora=false",
+              "align.generate.dtype=float32"],
     "batched": ["cache_size=0"],
     "one-at-a-time": ["cache_size=0", "max_batch=1"],
     "batched_int8": ["cache_size=0", "align.generate.fast_weights=int8"],
-    "batched_bf16": ["cache_size=0", "align.generate.fast_weights=bfloat16"],
+    "batched_fp32": ["cache_size=0", "align.generate.dtype=float32"],
 }
 
 
