@@ -30,7 +30,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 TODAY = ("generate.merge_lora=false", "generate.decoder=generate")  # the decoding issue #38 starts from
@@ -240,7 +240,7 @@ def op_table(a, pairs: list[dict], top: int = 12) -> list[str]:  # noqa: ANN001 
     wall = time.perf_counter() - t0
     ev = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
     ops = sum(e.self_cpu_time_total for e in ev) / 1e6
-    out = [f"| operator | calls | self CPU s | share of wall |", "|---|---|---|---|"]
+    out = ["| operator | calls | self CPU s | share of wall |", "|---|---|---|---|"]
     out += [f"| `{e.key}` | {e.count} | {e.self_cpu_time_total / 1e6:.2f} | {100 * e.self_cpu_time_total / 1e6 / wall:.0f}% |"
             for e in ev[:top]]
     out.append(f"| (no operator: Python, module calls, bookkeeping) | – | {max(wall - ops, 0):.2f} | "
@@ -327,7 +327,7 @@ def measure(a, pairs: list[dict], n_single: int) -> Measured:  # noqa: ANN001 - 
 def side_by_side(args: argparse.Namespace, frame, rows: list[dict], limits: Limits | None) -> list[str]:  # noqa: ANN001
     """Each config on the same pairs in one process: latency, throughput, ratio to today's, paired quality."""
     from beatrec.align.explain import check_pairs
-    from beatrec.metrics.explanations import Scorer, ScoreConfig
+    from beatrec.metrics.explanations import ScoreConfig, Scorer
     from beatrec.metrics.paired import format_paired, pair_stats, paired_comparison
 
     got: dict[str, Measured] = {}

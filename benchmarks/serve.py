@@ -6,8 +6,10 @@ For one trained run, in one invocation:
 
 1. **Throughput and latency** at concurrency 1, 4 and 16 (a fixed number of ``/v1/explain`` requests of one
    distinct zero-shot pair each, and a time limit per level), against two servers started side by side from
-   the same run: *batched* (the defaults: up to ``max_batch`` pairs per ``generate`` call) and
-   *one-at-a-time* (``max_batch=1``), both with the cache off, so the ratio is batching alone.
+   the same run: *batched* (the defaults: continuous batching, up to ``max_batch`` pairs decoding at once, a new
+   request joining between decode steps), *window* (one batched call per batch gathered within ``wait_ms``),
+   *one-at-a-time* (``max_batch=1``) and *today* (the decode before issue #38), all with the cache off, so the
+   ratios are the batching and the decoder alone (``--modes`` picks them).
 2. **Cache**: the same pairs asked again from the batched server with its cache on: latency of hits vs misses.
 3. **A single ``beatrec explain`` call** on one pair: the command's wall time (model load included) and the
    generation alone in-process, the bar the served p95 at concurrency 1 is held to.
@@ -40,7 +42,8 @@ LEVELS = (1, 4, 16)
 MODES: dict[str, list[str]] = {
     "today": ["cache_size=0", "align.generate.decoder=generate", "align.generate.merge_lora=false",
               "align.generate.dtype=float32"],
-    "batched": ["cache_size=0"],
+    "batched": ["cache_size=0"],  # the defaults: continuous batching (requests join the decode between steps)
+    "window": ["cache_size=0", "batching=window"],  # one batched call per batch gathered within wait_ms
     "one-at-a-time": ["cache_size=0", "max_batch=1"],
     "batched_int8": ["cache_size=0", "align.generate.fast_weights=int8"],
     "batched_fp32": ["cache_size=0", "align.generate.dtype=float32"],
@@ -54,7 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--requests-c1", type=int, default=8, help="requests at concurrency 1 (slowest level)")
     ap.add_argument("--time-limit", type=float, default=240.0, help="seconds per level; unsent requests are dropped")
     ap.add_argument("--levels", type=int, nargs="+", default=list(LEVELS))
-    ap.add_argument("--modes", nargs="+", default=["today", "batched", "one-at-a-time"], choices=list(MODES),
+    ap.add_argument("--modes", nargs="+", default=["today", "batched", "window", "one-at-a-time"], choices=list(MODES),
                     help="servers measured side by side (MODES)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="passed to every server")
     ap.add_argument("--threads", type=int, default=2, help="OMP/torch threads of each server")
@@ -326,6 +329,12 @@ def report(res: dict, fsets: list[str]) -> str:
             if new and old and new["ok"] and old["ok"]:
                 lines.append(f"- {mode} vs today's decode, concurrency {c}: p50 **{old['p50'] / new['p50']:.2f}x** "
                              f"lower, **{new['per_s'] / old['per_s']:.2f}x** the explanations/s")
+    for c in sorted({r["concurrency"] for r in lv.values()}):
+        new, old = lv.get(f"batched c{c}"), lv.get(f"window c{c}")
+        if new and old and new["ok"] and old["ok"]:
+            lines.append(f"- continuous batching (batched) vs the wait window, concurrency {c}: p50 "
+                         f"**{old['p50'] / new['p50']:.2f}x** lower, **{new['per_s'] / old['per_s']:.2f}x** the "
+                         "explanations/s")
     c1 = lv.get("batched c1")
     if c1:
         lines.append(f"- batched server, concurrency 1: p95 {c1['p95']:.2f} s = **{c1['p95'] / s['generate_s']:.2f}x** "

@@ -258,7 +258,6 @@ def test_bfloat16_inference_merges_first_then_casts(served: tuple[Path, Path]) -
     close to float32's and the decoders agree with each other."""
     from beatrec.align.batch import collate_prompt
     from beatrec.align.explain import check_pairs, explain, load_aligned
-    from beatrec.errors import RunError
 
     _, run = served
     f32 = load_aligned(run, ["generate.dtype=float32"])

@@ -31,6 +31,7 @@ def test_health_metrics_and_page(engine: Engine) -> None:
         h = c.get("/health").json()
         assert h["status"] == "ok" and h["users"] == engine.n_users and h["items"] == engine.n_items
         assert h["model_version"] == engine.version and len(h["model_version"]) == 12 and h["auth"] is False
+        assert h["batching"] == "continuous"
         page = c.get("/")
         assert page.status_code == 200 and "beatrec" in page.text and "/static/app.js" in page.text
         assert "textContent" in c.get("/static/app.js").text and ".innerHTML" not in c.get("/static/app.js").text
@@ -116,6 +117,64 @@ def test_concurrent_requests_are_gathered_into_batches(served: tuple[Path, Path]
     codes, snap = asyncio.run(go())
     assert codes == [200] * 10
     assert snap["batched_pairs"] == 10 and snap["batches"] < 10 and snap["batch_size_max"] > 1
+
+
+def test_a_request_joins_the_running_decode_between_steps(served: tuple[Path, Path]) -> None:
+    """Continuous batching: a pair that arrives while another decodes is admitted at a later step, before the first
+    one ends, and both get the explanation they get alone; a failing step fails the pairs decoding, then the
+    batcher serves again."""
+    eng = Engine(served[1], ServeConfig(wait_ms=0, cache_size=0),
+                 ["generate.num_beams=2", "generate.max_new_tokens=20", "generate.min_new_tokens=20"])
+    calls: list[tuple[list, list]] = []
+    step, fail = eng.stream_step, []
+
+    def spy(new):  # noqa: ANN001, ANN202
+        if fail:
+            fail.pop()
+            raise RuntimeError("model failed")
+        ended = step(new)
+        calls.append(([k for k, _ in new], [k for k, _ in ended]))
+        return ended
+
+    eng.stream_step = spy  # type: ignore[method-assign]
+    app = create_app(eng)
+    b = app.state.batcher
+    pa, pb = eng.pair(1, 2), eng.pair(4, 5, "greedy")
+    ka, kb = eng.cache_key(pa), eng.cache_key(pb)
+
+    async def go() -> tuple[str, str, str]:
+        await b.start()
+        try:
+            ta = asyncio.create_task(b.explain([(ka, pa)]))
+            while not calls:
+                await asyncio.sleep(0)
+            tb = asyncio.create_task(b.explain([(kb, pb)]))
+            (a, _), (bb, _) = (await ta)[0], (await tb)[0]
+            fail.append(1)
+            with pytest.raises(RuntimeError, match="model failed"):
+                await b.explain([(ka, pa)])
+            return a, bb, (await b.explain([(ka, pa)]))[0][0]
+        finally:
+            await b.stop()
+
+    a, bb, again = asyncio.run(go())
+    admitted = next(i for i, (new, _) in enumerate(calls) if kb in new)
+    ended_a = next(i for i, (_, ended) in enumerate(calls) if ka in ended)
+    assert 0 < admitted < ended_a  # b joined while a was decoding
+    assert a == again == eng.explain([pa])[0] and bb == eng.explain([pb])[0]
+    assert [len(ended) for _, ended in calls].count(1) >= 2 and eng.batching == "continuous"
+
+
+def test_continuous_batching_falls_back_and_says_why(served: tuple[Path, Path]) -> None:
+    assert Engine(served[1], ServeConfig(batching="window")).batching == "window (serve batching=window)"
+    lean = Engine(served[1], ServeConfig(), ["generate.decoder=lean"])
+    assert lean.batching.startswith("window (generate.decoder=lean")
+    with client(lean) as c:
+        assert c.get("/health").json()["batching"] == lean.batching
+        r = c.post("/v1/explain", json={"pairs": [{"user": 1, "item": 2}]}).json()
+    assert r["explanations"][0]["explanation"] == lean.explain([lean.pair(1, 2)])[0]
+    with pytest.raises(Exception, match="batching must be one of"):
+        ServeConfig(batching="orca").validate()
 
 
 def test_cancelled_request_leaves_the_work_for_others(served: tuple[Path, Path]) -> None:

@@ -1,5 +1,5 @@
 """benchmarks/serve.py end to end on the tiny served run: real servers on loopback ports, every fault answered
-with its status and a healthy server afterwards, batched and one-at-a-time levels measured."""
+with its status and a healthy server afterwards, batched (continuous), window and one-at-a-time levels measured."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def test_serve_benchmark_on_the_tiny_run(served: tuple[Path, Path], tmp_path: Pa
     assert bench.main(["--run", str(served[1]), "--requests", "6", "--requests-c1", "2", "--levels", "1", "4",
                        "--threads", "1", "--out", str(out)]) == 0
     res = json.loads(out.with_suffix(".json").read_text())
-    assert set(res["levels"]) == {f"{m} c{c}" for m in ("today", "batched", "one-at-a-time") for c in (1, 4)}
+    assert set(res["levels"]) == {f"{m} c{c}" for m in ("today", "batched", "window", "one-at-a-time") for c in (1, 4)}
     for r in res["levels"].values():
         assert r["ok"] == r["requests"] > 0 and r["p50"] <= r["p95"] <= r["p99"]
     assert res["levels"]["one-at-a-time c4"]["batch_size_max"] == 1
@@ -37,3 +37,4 @@ def test_serve_benchmark_on_the_tiny_run(served: tuple[Path, Path], tmp_path: Pa
     text = out.read_text()
     assert "batched vs one-at-a-time at concurrency 4" in text and "FAILED" not in text
     assert "batched vs today's decode, concurrency 4" in text
+    assert "continuous batching (batched) vs the wait window, concurrency 4" in text

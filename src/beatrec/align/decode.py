@@ -138,68 +138,72 @@ class FastStepper(Stepper):
         self.kv.select(rows)
 
 
-def greedy(step: Stepper, pre: Prefilled, cfg: GenerateConfig, pad: int, eos: int) -> list[list[int]]:
-    """Greedy decoding (``generate``'s ``_sample`` without sampling: processors on the raw logits, argmax);
-    a row leaves the batch at its end token. -> generated ids per prompt (the end token included)."""
-    procs = processors(cfg, eos)
-    b = len(pre.logits)
-    live = torch.arange(b)  # rows of the original batch still decoding
-    seqs = torch.empty(b, 0, dtype=torch.long)  # (R, t) generated ids of the live rows
-    out: list[list[int]] = [[] for _ in range(b)]
-    logits, mask, pos = pre.logits, pre.mask, pre.next_pos
-    for t in range(cfg.max_new_tokens):
-        nxt = procs(seqs, logits).argmax(-1)  # (R,)
-        seqs = torch.cat([seqs, nxt[:, None]], dim=1)
-        done = nxt == eos
-        if t + 1 == cfg.max_new_tokens:
+class Advance(NamedTuple):
+    """One step of a search over its rows' next-token logits."""
+
+    finished: dict[int, list[int]]  # prompt (index in the search's batch) -> generated ids, end token included
+    rows: torch.Tensor  # (R',) long: the search's rows (as they were) that the next step extends, in the new order
+    tokens: torch.Tensor  # (R',) long: the token each of those rows is extended with
+
+
+class GreedySearch:
+    """Greedy decoding (``generate``'s ``_sample`` without sampling: processors on the raw logits, argmax) of ``b``
+    prompts, one row each; a prompt leaves at its end token."""
+
+    def __init__(self, b: int, cfg: GenerateConfig, eos: int) -> None:
+        self.procs, self.cfg, self.eos = processors(cfg, eos), cfg, eos
+        self.rows_per_prompt = 1
+        self.live = torch.arange(b)  # prompts still decoding
+        self.seqs = torch.empty(b, 0, dtype=torch.long)  # (R, t) generated ids of the live prompts
+        self.t = 0
+
+    def advance(self, logits: torch.Tensor) -> Advance:
+        """logits (R, V) of the live rows -> the step's :class:`Advance`."""
+        nxt = self.procs(self.seqs, logits).argmax(-1)  # (R,)
+        self.seqs = torch.cat([self.seqs, nxt[:, None]], dim=1)
+        self.t += 1
+        done = nxt == self.eos
+        if self.t == self.cfg.max_new_tokens:
             done[:] = True
-        for r in done.nonzero()[:, 0].tolist():
-            out[int(live[r])] = seqs[r].tolist()
-        if bool(done.all()):
-            break
+        finished = {int(self.live[r]): self.seqs[r].tolist() for r in done.nonzero()[:, 0].tolist()}
         keep = (~done).nonzero()[:, 0]
-        if len(keep) < len(live):
-            step.select(keep)
-            live, seqs, nxt, mask, pos = live[keep], seqs[keep], nxt[keep], mask[keep], pos[keep]
-        mask = torch.cat([mask, torch.ones(len(live), 1, dtype=mask.dtype)], dim=1)
-        logits = step(nxt, pos, mask)
-        pos = pos + 1
-    return out
+        self.live, self.seqs = self.live[keep], self.seqs[keep]
+        return Advance(finished, keep, nxt[keep])
 
 
-def beam_search(step: Stepper, pre: Prefilled, cfg: GenerateConfig, pad: int, eos: int) -> list[list[int]]:
+class BeamSearch:
     """Beam search with ``generate``'s semantics (``_beam_search``: 2K candidates, finished hypotheses scored
-    ``sum log p / length ** length_penalty``, the ``early_stopping=False`` heuristic); a prompt leaves the batch
-    when that heuristic says its search is over. -> the best hypothesis's ids per prompt."""
-    procs = processors(cfg, eos)
-    k, t_max, lp = cfg.num_beams, cfg.max_new_tokens, cfg.length_penalty
-    b = len(pre.logits)
-    mask, pos = pre.mask, pre.next_pos
-    step.repeat(k)
-    logits = pre.logits.repeat_interleave(k, dim=0)  # (B*K, V)
-    mask, pos = mask.repeat_interleave(k, dim=0), pos.repeat_interleave(k, dim=0)
-    live = torch.arange(b)
-    run_seq = torch.full((b, k, t_max), pad, dtype=torch.long)  # running hypotheses
-    run_score = torch.full((b, k), NEG)
-    run_score[:, 0] = 0.0  # the beams start identical: only the first one's continuations count
-    fin_seq = run_seq.clone()  # finished hypotheses
-    fin_score = torch.full((b, k), NEG)
-    fin_len = torch.zeros(b, k, dtype=torch.long)
-    fin_done = torch.zeros(b, k, dtype=torch.bool)
-    open_ = torch.ones(b, dtype=torch.bool)  # HF's is_early_stop_heuristic_unsatisfied
-    best: dict[int, list[int]] = {}
-    top_mask = torch.arange(2 * k) < k  # only the top K candidates may finish
-    for t in range(t_max):
-        n = len(live)
-        v = logits.shape[-1]
-        logp = procs(run_seq.reshape(n * k, t_max)[:, :t], F.log_softmax(logits, dim=-1))  # (n*K, V)
-        acc = (logp.view(n, k, v) + run_score[:, :, None]).view(n, k * v)
+    ``sum log p / length ** length_penalty``, the ``early_stopping=False`` heuristic) of ``b`` prompts, K rows
+    each; a prompt leaves when that heuristic says its search is over."""
+
+    def __init__(self, b: int, cfg: GenerateConfig, pad: int, eos: int) -> None:
+        k, t_max = cfg.num_beams, cfg.max_new_tokens
+        self.procs, self.k, self.t_max, self.lp, self.eos = processors(cfg, eos), k, t_max, cfg.length_penalty, eos
+        self.rows_per_prompt = k
+        self.live = torch.arange(b)
+        self.run_seq = torch.full((b, k, t_max), pad, dtype=torch.long)  # running hypotheses
+        self.run_score = torch.full((b, k), NEG)
+        self.run_score[:, 0] = 0.0  # the beams start identical: only the first one's continuations count
+        self.fin_seq = self.run_seq.clone()  # finished hypotheses
+        self.fin_score = torch.full((b, k), NEG)
+        self.fin_len = torch.zeros(b, k, dtype=torch.long)
+        self.fin_done = torch.zeros(b, k, dtype=torch.bool)
+        self.open_ = torch.ones(b, dtype=torch.bool)  # HF's is_early_stop_heuristic_unsatisfied
+        self.top_mask = torch.arange(2 * k) < k  # only the top K candidates may finish
+        self.t = 0
+
+    def advance(self, logits: torch.Tensor) -> Advance:
+        """logits (n·K, V) of the live prompts' beams -> the step's :class:`Advance`."""
+        k, t_max, t = self.k, self.t_max, self.t
+        n, v = len(self.live), logits.shape[-1]
+        logp = self.procs(self.run_seq.reshape(n * k, t_max)[:, :t], F.log_softmax(logits, dim=-1))  # (n*K, V)
+        acc = (logp.view(n, k, v) + self.run_score[:, :, None]).view(n, k * v)
         cand_score, cand = acc.topk(2 * k, dim=1)  # (n, 2K)
         src = torch.div(cand, v, rounding_mode="floor")  # (n, 2K) beam of origin
         tok = cand % v
-        cand_seq = run_seq.gather(1, src[..., None].expand(-1, -1, t_max)).clone()  # (n, 2K, T)
+        cand_seq = self.run_seq.gather(1, src[..., None].expand(-1, -1, t_max)).clone()  # (n, 2K, T)
         cand_seq[:, :, t] = tok
-        hits = (tok == eos) | (t + 1 >= t_max)  # (n, 2K) the candidate ends here
+        hits = (tok == self.eos) | (t + 1 >= t_max)  # (n, 2K) the candidate ends here
         # running beams: the best K candidates that go on
         go = cand_score + hits.float() * NEG
         nxt = go.topk(k, dim=1).indices  # (n, K)
@@ -208,33 +212,65 @@ def beam_search(step: Stepper, pre: Prefilled, cfg: GenerateConfig, pad: int, eo
         beam_src = src.gather(1, nxt)  # (n, K)
         next_tok = tok.gather(1, nxt)
         # finished hypotheses: a top-K candidate that ends, scored with the length penalty
-        just = hits & top_mask[None, :]
-        score = cand_score / ((t + 1) ** lp) + (~open_[:, None]).float() * NEG + (~just).float() * NEG
-        m_seq = torch.cat([fin_seq, cand_seq], dim=1)
-        m_score = torch.cat([fin_score, score], dim=1)
-        m_len = torch.cat([fin_len, torch.full_like(tok, t + 1)], dim=1)
-        m_done = torch.cat([fin_done, just], dim=1)
+        just = hits & self.top_mask[None, :]
+        score = cand_score / ((t + 1) ** self.lp) + (~self.open_[:, None]).float() * NEG + (~just).float() * NEG
+        m_seq = torch.cat([self.fin_seq, cand_seq], dim=1)
+        m_score = torch.cat([self.fin_score, score], dim=1)
+        m_len = torch.cat([self.fin_len, torch.full_like(tok, t + 1)], dim=1)
+        m_done = torch.cat([self.fin_done, just], dim=1)
         keep = m_score.topk(k, dim=1).indices
         fin_seq = m_seq.gather(1, keep[..., None].expand(-1, -1, t_max))
         fin_score, fin_len, fin_done = m_score.gather(1, keep), m_len.gather(1, keep), m_done.gather(1, keep)
         # HF's early-stop heuristic (early_stopping=False: the best running score at the current length)
         worst = torch.where(fin_done, fin_score.min(dim=1, keepdim=True).values, torch.tensor(NEG))
-        open_ = open_ & ((run_score[:, :1] / ((t + 1) ** lp)) > worst).any(dim=1)
+        open_ = self.open_ & ((run_score[:, :1] / ((t + 1) ** self.lp)) > worst).any(dim=1)
         over = ~open_ | hits.all(dim=1) | (t + 1 >= t_max)
-        for r in over.nonzero()[:, 0].tolist():
-            best[int(live[r])] = fin_seq[r, 0, : int(fin_len[r, 0])].tolist()
-        if bool(over.all()):
-            break
+        finished = {int(self.live[r]): fin_seq[r, 0, : int(fin_len[r, 0])].tolist()
+                    for r in over.nonzero()[:, 0].tolist()}
         stay = (~over).nonzero()[:, 0]  # (n',) prompts still searching
-        rows = (stay[:, None] * k + beam_src[stay]).reshape(-1)  # (n'*K,) cache rows the next beams extend
-        step.select(rows)
-        live, run_seq, run_score, open_ = live[stay], run_seq[stay], run_score[stay], open_[stay]
-        fin_seq, fin_score, fin_len, fin_done = fin_seq[stay], fin_score[stay], fin_len[stay], fin_done[stay]
-        mask = torch.cat([mask[rows], torch.ones(len(rows), 1, dtype=mask.dtype)], dim=1)
-        pos = pos[rows]
-        logits = step(next_tok[stay].reshape(-1), pos, mask)
+        rows = (stay[:, None] * k + beam_src[stay]).reshape(-1)  # (n'*K,) rows the next beams extend
+        self.live, self.run_seq, self.run_score, self.open_ = self.live[stay], run_seq[stay], run_score[stay], open_[stay]
+        self.fin_seq, self.fin_score = fin_seq[stay], fin_score[stay]
+        self.fin_len, self.fin_done = fin_len[stay], fin_done[stay]
+        self.t += 1
+        return Advance(finished, rows, next_tok[stay].reshape(-1))
+
+
+Search = GreedySearch | BeamSearch
+
+
+def new_search(b: int, cfg: GenerateConfig, pad: int, eos: int) -> Search:
+    """Greedy when ``cfg.num_beams == 1``, else beam search, over ``b`` prompts."""
+    return GreedySearch(b, cfg, eos) if cfg.num_beams == 1 else BeamSearch(b, cfg, pad, eos)
+
+
+def identity(rows: torch.Tensor, n: int) -> bool:
+    """``rows`` keeps all ``n`` rows in their order (no cache copy needed)."""
+    return len(rows) == n and bool((rows == torch.arange(n)).all())
+
+
+def search(step: Stepper, pre: Prefilled, cfg: GenerateConfig, pad: int, eos: int) -> list[list[int]]:
+    """Run greedy or beam search over prefilled prompts, the live rows extended by ``step`` each step.
+    -> generated ids per prompt (the end token included)."""
+    b = len(pre.logits)
+    s = new_search(b, cfg, pad, eos)
+    logits, mask, pos = pre.logits, pre.mask, pre.next_pos
+    if s.rows_per_prompt > 1:  # every beam starts from its prompt's cache
+        step.repeat(s.rows_per_prompt)
+        logits, mask, pos = (x.repeat_interleave(s.rows_per_prompt, dim=0) for x in (logits, mask, pos))
+    out: dict[int, list[int]] = {}
+    while True:
+        adv = s.advance(logits)
+        out.update(adv.finished)
+        if not len(adv.rows):
+            break
+        if not identity(adv.rows, len(logits)):
+            step.select(adv.rows)
+            mask, pos = mask[adv.rows], pos[adv.rows]
+        mask = torch.cat([mask, torch.ones(len(mask), 1, dtype=mask.dtype)], dim=1)
+        logits = step(adv.tokens, pos, mask)
         pos = pos + 1
-    return [best[i] for i in range(b)]
+    return [out[i] for i in range(b)]
 
 
 @torch.no_grad()
@@ -247,7 +283,7 @@ def decode(lm: torch.nn.Module, embeds: torch.Tensor, attention_mask: torch.Tens
         warnings.filterwarnings("ignore", message=".*past_key_values.*deprecated")
         pre = prefill(lm, embeds, attention_mask.long(), share_prefix)
         step = Stepper(lm, pre.cache) if fast is None else FastStepper(fast, pre.cache, cfg.max_new_tokens)
-        rows = (greedy if cfg.num_beams == 1 else beam_search)(step, pre, cfg, pad, eos)
+        rows = search(step, pre, cfg, pad, eos)
     width = max(1, max(len(r) for r in rows))
     out = torch.full((len(rows), width), pad, dtype=torch.long)
     for i, r in enumerate(rows):

@@ -28,7 +28,6 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-
 STEP_WEIGHTS = ("model", "bfloat16", "int8")  # FastStep's weights (generate.fast_weights)
 
 

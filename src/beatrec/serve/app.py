@@ -26,7 +26,7 @@ from fastapi_offline import FastAPIOffline
 
 from beatrec.errors import BeatrecError
 from beatrec.serve import schemas as S
-from beatrec.serve.batcher import ExplainBatcher, QueueFull
+from beatrec.serve.batcher import ExplainBatcher, QueueFull, StreamHooks
 from beatrec.serve.engine import Engine, UnknownEntity
 from beatrec.serve.stats import ServeStats
 
@@ -38,7 +38,9 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
     cfg = engine.cfg
     stats = ServeStats()
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="beatrec-model")
-    batcher = ExplainBatcher(engine.explain, worker, cfg.max_batch, cfg.wait_ms, cfg.queue_size, cfg.cache_size, stats)
+    stream = StreamHooks(engine.stream_step, engine.stream_reset) if engine.batching == "continuous" else None
+    batcher = ExplainBatcher(engine.explain, worker, cfg.max_batch, cfg.wait_ms, cfg.queue_size, cfg.cache_size, stats,
+                             stream)
     stats.gauges["queue_depth"] = batcher.depth
     stats.gauges["new_users"] = lambda: len(engine.new_users)
     stats.gauges["uptime_seconds"] = lambda: time.time() - engine.started

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import time
+from collections.abc import Hashable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -105,6 +106,9 @@ class Engine:
         self._foldin = None
         self._report = None
         self._titles_lower = {i: t.lower() for i, t in self.a.titles.items()}
+        self._stream = None  # the continuous-batching decoder, built on first use
+        why = self.stream_unavailable() if self.cfg.batching == "continuous" else "serve batching=window"
+        self.batching = "continuous" if why is None else f"window ({why})"
 
     # ---- identity -------------------------------------------------------------------------------------------
     def identity(self) -> dict:
@@ -112,6 +116,7 @@ class Engine:
         return {"run": str(self.run), "dataset": self.ds.name, "lm": self.a.cfg.lm.name, "finetune": m.finetune,
                 "model_version": self.version, "users": self.n_users, "items": self.n_items,
                 "new_users": len(self.new_users), "tokens_per_entity": 1 + self.vocab.n_micro,
+                "batching": self.batching,
                 "uptime_s": round(time.time() - self.started, 1)}
 
     # ---- ids ------------------------------------------------------------------------------------------------
@@ -174,6 +179,48 @@ class Engine:
             for k, text in zip(idx, explain(self.a, [pairs[k] for k in idx], generate=gen), strict=True):
                 out[k] = text
         return out
+
+    def stream_unavailable(self) -> str | None:
+        """Why continuous batching cannot decode this run's explanations (None: it can)."""
+        g = self.a.cfg.generate
+        if g.decoder != "fast":
+            return f"generate.decoder={g.decoder}; continuous batching steps the fast decoder"
+        if g.guidance != 1 or g.do_sample:
+            return "behavior-token guidance or sampling decode through generate"
+        if self.a.model.fast_step(g.fast_weights) is None:
+            from beatrec.align.fastlm import supported
+
+            return f"the fast decoder cannot run this LM ({supported(self.a.model.lm)})"
+        return None
+
+    def stream_step(self, new: list[tuple[Hashable, dict]]) -> list[tuple[Hashable, str]]:
+        """Continuous batching (:mod:`beatrec.align.stream`): admit validated pairs (:meth:`pair`) keyed by the
+        caller, run one decode step over everything decoding. -> the (key, explanation) of the pairs that ended."""
+        from beatrec.align.batch import collate_prompt
+        from beatrec.align.prompt import cap_words, pad_id
+        from beatrec.align.stream import StreamDecoder
+
+        a, tok = self.a, self.a.tok
+        if self._stream is None:
+            self._stream = StreamDecoder(a.model.lm, a.model.fast_step(a.cfg.generate.fast_weights), pad_id(tok),
+                                         tok.eos_token_id)
+        with torch.no_grad():
+            for decoding in dict.fromkeys(p.get("decoding", "beam") for _, p in new):
+                group = [(k, dict(p)) for k, p in new if p.get("decoding", "beam") == decoding]
+                rows = [p for _, p in group]
+                if a.history is not None:
+                    a.history.attach(rows)
+                batch = collate_prompt(a.builder, rows)
+                embeds = a.model.embed(batch)[0]
+                self._stream.admit(embeds, batch.attention_mask, self.greedy if decoding == "greedy" else
+                                   a.cfg.generate, [k for k, _ in group])
+            ended = self._stream.step()
+        return [(f.key, cap_words(tok.decode(f.ids, skip_special_tokens=True), a.cfg.model.max_words))
+                for f in ended]
+
+    def stream_reset(self) -> None:
+        if self._stream is not None:
+            self._stream.reset()
 
     # ---- cold start -----------------------------------------------------------------------------------------
     def fold_user(self, items: list[int]) -> tuple[int, dict]:

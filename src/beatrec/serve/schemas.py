@@ -23,6 +23,8 @@ class Health(BaseModel):
     new_users: int
     tokens_per_entity: int
     uptime_s: float
+    batching: str = Field(description="continuous (requests join the running decode between steps) or window "
+                                      "(with the reason continuous batching is off)")
     auth: bool = Field(description="whether /v1 routes need the X-API-Key header")
     queue: int = Field(description="pairs waiting for generation")
 
