@@ -55,6 +55,13 @@ CONFIGS: dict[str, tuple[str, tuple[str, ...]]] = {  # name -> (label, --set lin
                     ("generate.decoder=fast", "generate.fast_weights=bfloat16")),
     "fast_w_int8": ("merged, fast decoder, int8 step weights (generate.fast_weights=int8)",
                     ("generate.decoder=fast", "generate.fast_weights=int8")),
+    "fast_pack": ("merged, fast decoder, matrices packed for oneDNN (generate.pack=true)",
+                  ("generate.decoder=fast", "generate.pack=true")),
+    "fast_bf16_pack": ("merged, fast decoder, bfloat16 LM, packed for oneDNN (the default since the pack option)",
+                       ("generate.decoder=fast", "generate.dtype=bfloat16", "generate.pack=true")),
+    "fast_bf16_pack_greedy": ("merged, fast decoder, bfloat16 LM, packed, greedy",
+                              ("generate.decoder=fast", "generate.dtype=bfloat16", "generate.pack=true",
+                               "generate.num_beams=1")),
     "fast_w_int8_greedy": ("merged, fast decoder, int8 step weights, greedy",
                            ("generate.decoder=fast", "generate.fast_weights=int8", "generate.num_beams=1")),
     "fast_w_bf16_greedy": ("merged, fast decoder, bfloat16 step weights, greedy",
@@ -275,11 +282,12 @@ def profile_lines(name: str, p: Profile, wbytes: int, limits: Limits | None) -> 
 
 
 def load_config(run: Path, subdir: str, sets: tuple[str, ...]):  # noqa: ANN201 - Aligned
-    """The run loaded with a config's --set lines on top of float32 inference (``generate.dtype`` defaults to
-    bfloat16 since issue #38: a config that wants it says so), so every label means what it says."""
+    """The run loaded with a config's --set lines on top of float32, unpacked inference (``generate.dtype`` defaults
+    to bfloat16 and ``generate.pack`` to true since issue #38: a config that wants them says so), so every label
+    means what it says."""
     from beatrec.align.explain import load_aligned
 
-    return load_aligned(run, ["generate.dtype=float32", *sets], subdir=subdir)
+    return load_aligned(run, ["generate.dtype=float32", "generate.pack=false", *sets], subdir=subdir)
 
 
 def load_config_cfg(run: Path, subdir: str) -> str:

@@ -41,12 +41,13 @@ LEVELS = (1, 4, 16)
 # is the decode before issue #38 (Hugging Face generate, LoRA unmerged, float32), the "before" of its side-by-side
 MODES: dict[str, list[str]] = {
     "today": ["cache_size=0", "align.generate.decoder=generate", "align.generate.merge_lora=false",
-              "align.generate.dtype=float32"],
+              "align.generate.dtype=float32", "align.generate.pack=false"],
     "batched": ["cache_size=0"],  # the defaults: continuous batching (requests join the decode between steps)
     "window": ["cache_size=0", "batching=window"],  # one batched call per batch gathered within wait_ms
     "one-at-a-time": ["cache_size=0", "max_batch=1"],
     "batched_int8": ["cache_size=0", "align.generate.fast_weights=int8"],
     "batched_fp32": ["cache_size=0", "align.generate.dtype=float32"],
+    "batched_unpacked": ["cache_size=0", "align.generate.pack=false"],
 }
 
 

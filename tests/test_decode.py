@@ -11,7 +11,16 @@ import torch
 
 from beatrec.align.config import GenerateConfig
 from beatrec.align.decode import decode, prefill, shared_prefix
-from beatrec.align.fastlm import FastStep, KVBuffers, int8_rows, linear, packable
+from beatrec.align.fastlm import (
+    FastStep,
+    KVBuffers,
+    PackedWeight,
+    can_pack,
+    int8_rows,
+    linear,
+    pack,
+    packable,
+)
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +135,30 @@ def test_shared_prefix_finds_the_common_head(lm) -> None:  # noqa: ANN001
     assert torch.allclose(pre.logits, plain.logits, atol=1e-4)
     assert torch.equal(pre.next_pos, mask.sum(1))
 
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_matrices_compute_the_same_products(lm, dtype: torch.dtype) -> None:  # noqa: ANN001
+    """oneDNN-packed matrices (generate.pack): the product of the plain matrix, for 1 to 33 rows, and the
+    fast step's logits and beam-search tokens unchanged; a dtype oneDNN cannot run natively stays unpacked."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(48, 32, generator=g).to(dtype)
+    p = pack(w)
+    if not can_pack(dtype):
+        assert p is w
+        pytest.skip(f"oneDNN does not run {dtype} natively on this CPU")
+    assert isinstance(p, PackedWeight) and p.shape == (48, 32)
+    for rows in (1, 4, 33):
+        x = torch.randn(rows, 32, generator=g).to(dtype)
+        tol = 1e-5 if dtype == torch.float32 else 2e-2
+        assert torch.allclose(linear(x, p).float(), (x.float() @ w.float().T), rtol=tol, atol=tol * 10)
+    if dtype != torch.float32:
+        return
+    fast, packed = FastStep(lm), FastStep(lm, pack_weights=True)
+    assert isinstance(packed.layers[0].qkv, PackedWeight) and isinstance(packed.head, PackedWeight)
+    embeds, mask = prompts(lm, 4)
+    cfg = GenerateConfig(num_beams=3, max_new_tokens=10, repetition_penalty=1.2)
+    assert ours(lm, embeds, mask, cfg, eos_of(lm), fast=packed) == ours(lm, embeds, mask, cfg, eos_of(lm), fast=fast)
 
 
 def test_int8_rows_by_hand() -> None:
@@ -292,3 +325,24 @@ def test_fast_decoder_falls_back_where_it_cannot_run(served: tuple[Path, Path]) 
     pairs = check_pairs(fast, [{"uid": 0, "iid": 1, "title": "A"}, {"uid": 3, "iid": 4, "title": "B"}], "x")
     assert explain(fast, pairs) == explain(lean, pairs)
     assert supported(load_aligned(run, ["generate.decoder=fast"]).model.lm) is None
+
+
+def test_a_run_loads_packed_and_explains_as_unpacked(served: tuple[Path, Path]) -> None:
+    """generate.pack (default): the LM's Linear layers and the fast step's matrices packed for oneDNN on load;
+    explanations equal the unpacked model's (float32; both decoders)."""
+    from beatrec.align.explain import check_pairs, explain, load_aligned
+    from beatrec.align.fastlm import PackedLinear
+
+    _, run = served
+    plain = load_aligned(run, ["generate.dtype=float32", "generate.pack=false", "generate.num_beams=2"])
+    packed = load_aligned(run, ["generate.dtype=float32", "generate.num_beams=2"])
+    assert packed.cfg.generate.pack and not any(isinstance(m, PackedLinear) for m in plain.model.lm.modules())
+    n = sum(isinstance(m, PackedLinear) for m in packed.model.lm.modules())
+    assert n == sum(type(m) is torch.nn.Linear for m in plain.model.lm.modules()) > 0
+    pairs = check_pairs(plain, [{"uid": u, "iid": (3 * u) % 7} for u in range(6)], "test")
+    for decoder in ("fast", "lean"):
+        over = load_aligned(run, ["generate.dtype=float32", f"generate.decoder={decoder}", "generate.num_beams=2"])
+        under = load_aligned(run, ["generate.dtype=float32", "generate.pack=false", f"generate.decoder={decoder}",
+                                   "generate.num_beams=2"])
+        assert explain(over, pairs) == explain(under, pairs)
+    assert isinstance(packed.model.fast_step("model", True).layers[0].qkv, PackedWeight)

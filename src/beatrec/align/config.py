@@ -227,6 +227,11 @@ class GenerateConfig:
     # per output row, the products in bfloat16: a quarter of the bytes). The prompt is prefilled by the LM as loaded
     # (float32 by default) either way; decoder=fast only.
     fast_weights: str = "model"
+    # Reorder the LM's float32/bfloat16 matrices once, when a run is loaded for inference, into oneDNN's blocked
+    # layout and apply them with its linear primitive (:mod:`beatrec.align.fastlm`: the LM's Linear layers, for the
+    # prefill, and the fast decoder's fused matrices): the same products, faster on CPU, most for a decode step's few
+    # rows; bfloat16 only where the CPU runs it natively (else unpacked). Costs two more copies of the weights in memory.
+    pack: bool = True
     # Form the batches of a call from prompts of similar length (less padding); the outputs keep the rows' order.
     # With decoder=lean a pair's explanation does not depend on its batch, so this changes nothing but the time.
     sort_by_length: bool = False

@@ -11,6 +11,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from beatrec.align.config import AlignConfig, GenerateConfig
+from beatrec.align.fastlm import pack_linears
 from beatrec.align.generate import generate_explanations
 from beatrec.align.history import HistoryPrompts
 from beatrec.align.model import BehaviorLM, merge_lora, quantize_int8
@@ -89,6 +90,8 @@ def load_aligned(run: str | Path, overrides: list[str] | None = None, subdir: st
         quantize_int8(model.lm)
     if cfg.generate.dtype == "bfloat16" and emb.weight.dtype == torch.float32 and cfg.generate.quantize == "none":
         model.lm.to(torch.bfloat16)  # after the float32 merge; quantize=int8 quantises float32 weights, so it keeps float32
+    if cfg.generate.pack and cfg.generate.quantize == "none":
+        pack_linears(model.lm)  # after the merge and the cast: the packed matrices are the ones decoded with
     model.eval()
     data = Path(meta["data"])
     titles = _titles(data)

@@ -19,6 +19,11 @@ gpt-fast), applied by PyTorch's ``_weight_int8pack_mm`` to the activations cast 
 activations keep their outliers, which per-tensor dynamic quantisation of activations loses). Everything between
 the products (residual stream, norms, attention, key/value buffers) stays in float32. The prompt is prefilled by
 the LM as loaded either way.
+
+With ``pack_weights`` (``generate.pack``), float32 and bfloat16 matrices are reordered once into oneDNN's blocked layout
+(:func:`pack`) and applied by its linear primitive: the same product (float32 accumulation), 2-5x faster than
+``torch.mm`` for the few rows of a decode step on 2 cores (`benchmarks/explain_speed.md`). bfloat16 is packed only
+where oneDNN supports bfloat16 on this CPU (:func:`can_pack`); elsewhere the matrix stays as it is.
 """
 
 from __future__ import annotations
@@ -38,7 +43,31 @@ class Int8Weight(NamedTuple):
     scale: torch.Tensor  # (N,) in the activations' dtype
 
 
-Weight = torch.Tensor | Int8Weight
+class PackedWeight(NamedTuple):
+    """A (N, K) matrix reordered by oneDNN for ``x · W^T`` (its linear primitive; the layout is opaque)."""
+
+    packed: torch.Tensor
+    shape: tuple[int, int]  # (N, K)
+
+
+Weight = torch.Tensor | Int8Weight | PackedWeight
+
+
+def can_pack(dtype: torch.dtype) -> bool:
+    """Whether :func:`pack` reorders matrices of ``dtype`` on this build and CPU (float32 wherever oneDNN is
+    built in; bfloat16 where oneDNN runs it natively)."""
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")):
+        return False
+    if dtype == torch.float32:
+        return True
+    return dtype == torch.bfloat16 and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def pack(w: torch.Tensor) -> Weight:
+    """(N, K) float32/bfloat16 matrix -> :class:`PackedWeight` where :func:`can_pack`, else ``w`` unchanged."""
+    if not can_pack(w.dtype):
+        return w
+    return PackedWeight(torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), None), tuple(w.shape))
 
 
 def int8_rows(w: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> Int8Weight:
@@ -56,9 +85,43 @@ def packable(n: int, k: int) -> bool:
     return k % 16 == 0 and n % 4 == 0
 
 
+class PackedLinear(torch.nn.Linear):
+    """An inference ``nn.Linear`` whose matrix is also held packed for oneDNN (:func:`pack`); it shares the
+    original's parameters (a tied LM head stays tied). Inputs of another dtype, and gradients, take the plain path."""
+
+    def __init__(self, base: torch.nn.Linear) -> None:
+        torch.nn.Module.__init__(self)
+        self.in_features, self.out_features = base.in_features, base.out_features
+        self.weight, self.bias = base.weight, base.bias
+        self.packed = pack(base.weight.detach())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.packed
+        if not isinstance(w, PackedWeight) or x.dtype != self.weight.dtype or torch.is_grad_enabled():
+            return F.linear(x, self.weight, self.bias)
+        flat = x.reshape(-1, x.shape[-1]).contiguous()  # (rows, K)
+        bias = None if self.bias is None else self.bias.detach()
+        out = torch.ops.mkldnn._linear_pointwise(flat, w.packed, bias, "none", [], "")
+        return out.view(*x.shape[:-1], self.out_features)
+
+
+def pack_linears(lm: torch.nn.Module) -> int:
+    """Replace every float32/bfloat16 ``nn.Linear`` of ``lm`` (LoRA base layers and the LM head included) by a
+    :class:`PackedLinear` where :func:`can_pack` its dtype. In place, for inference (after a LoRA merge and a dtype
+    cast). -> the number of layers packed."""
+    todo = [(parent, name, child) for parent in lm.modules() for name, child in parent.named_children()
+            if type(child) is torch.nn.Linear and can_pack(child.weight.dtype)]
+    for parent, name, child in todo:
+        setattr(parent, name, PackedLinear(child))
+    return len(todo)
+
+
 def linear(x: torch.Tensor, w: Weight) -> torch.Tensor:
-    """(R, K) activations · W^T -> (R, N), for a dense W (N, K) or an :class:`Int8Weight` (in the kernel where
-    :func:`packable`, else dequantised first: the same product, slower)."""
+    """(R, K) activations · W^T -> (R, N), for a dense W (N, K), a :class:`PackedWeight` (oneDNN's linear; ``x`` in
+    the packed matrix's dtype) or an :class:`Int8Weight` (in the kernel where :func:`packable`, else dequantised
+    first: the same product, slower)."""
+    if isinstance(w, PackedWeight):
+        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), w.packed, None, "none", [], "")
     if isinstance(w, Int8Weight):
         if packable(*w.q.shape):
             return torch.ops.aten._weight_int8pack_mm(x, w.q, w.scale)
@@ -101,7 +164,7 @@ def supported(lm: torch.nn.Module) -> str | None:
     if type(base.model.rotary_emb).__name__ != "LlamaRotaryEmbedding":
         return "a custom rotary embedding"
     q = base.model.layers[0].self_attn.q_proj
-    if type(getattr(q, "base_layer", q)) is not torch.nn.Linear:
+    if not isinstance(getattr(q, "base_layer", q), torch.nn.Linear):
         return f"{type(getattr(q, 'base_layer', q)).__name__} projections (int8-quantised layers decode as lean)"
     for m in lm.modules():
         if hasattr(m, "base_layer") and not getattr(m, "merged", False) and getattr(m, "active_adapters", None):
@@ -115,9 +178,10 @@ class FastStep:
     Args:
         lm: a Llama-architecture causal LM (peft-wrapped with its adapter merged, or plain).
         weights: one of :data:`STEP_WEIGHTS` (module docstring).
+        pack_weights: reorder float32/bfloat16 matrices for oneDNN's linear (:func:`pack`; int8 weights are not packed).
     """
 
-    def __init__(self, lm: torch.nn.Module, weights: str = "model") -> None:
+    def __init__(self, lm: torch.nn.Module, weights: str = "model", pack_weights: bool = False) -> None:
         why = supported(lm)
         if why is not None:
             raise ValueError(f"generate.decoder=fast cannot run this LM: {why}")
@@ -138,7 +202,8 @@ class FastStep:
         def conv(w: torch.Tensor) -> Weight:
             if weights == "int8":
                 return int8_rows(w, self.mm_dtype)
-            return w.to(self.mm_dtype).contiguous()
+            w = w.to(self.mm_dtype).contiguous()
+            return pack(w) if pack_weights else w
 
         self.norm = m.norm.weight.detach().float()
         self.head = conv(_weight(base.lm_head))  # (V, d)

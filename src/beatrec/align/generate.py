@@ -73,7 +73,7 @@ def generate_from_embeds(model: BehaviorLM, tok: PreTrainedTokenizerBase, embeds
     ``cfg.guidance`` (:class:`~beatrec.align.guidance.BehaviorGuidance`); without it decoding is plain."""
     guide = None
     if cfg.decoder in ("lean", "fast") and not cfg.do_sample and (neutral is None or cfg.guidance == 1):
-        fast = model.fast_step(cfg.fast_weights) if cfg.decoder == "fast" else None
+        fast = model.fast_step(cfg.fast_weights, cfg.pack) if cfg.decoder == "fast" else None
         return decode(model.lm, embeds, attention_mask, cfg, pad, tok.eos_token_id, fast=fast)
     if neutral is not None and cfg.guidance != 1:
         guide = LogitsProcessorList([BehaviorGuidance(model.lm, neutral, attention_mask, cfg.guidance, cfg.num_beams)])

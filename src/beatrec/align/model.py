@@ -111,7 +111,7 @@ class BehaviorLM(nn.Module):
                  seed: int = 0) -> None:
         super().__init__()
         self.lm, self.vocab, self.cfg = lm, vocab, cfg
-        self._fast: dict[str, FastStep] = {}  # generate.decoder=fast by its weights, built on first use (inference)
+        self._fast: dict[tuple[str, bool], FastStep] = {}  # generate.decoder=fast by (weights, pack), built on first use
         for p in self.lm.parameters():
             p.requires_grad_(False)
         if cfg.finetune == "lora":
@@ -199,14 +199,14 @@ class BehaviorLM(nn.Module):
         return self.projector(torch.cat(parts, dim=1), torch.cat(slot_ids).to(users.device))
 
     @torch.no_grad()
-    def fast_step(self, weights: str = "model") -> FastStep | None:
+    def fast_step(self, weights: str = "model", pack: bool = False) -> FastStep | None:
         """The LM's :class:`~beatrec.align.fastlm.FastStep` (``generate.decoder=fast``) reading ``weights``
-        (``generate.fast_weights``), built once on first use from the current weights: for a model loaded for
-        inference (:func:`beatrec.align.explain.load_aligned`). None (decode through the LM's own forward) for an LM
-        it does not implement or an unmerged adapter."""
-        if weights not in self._fast and fast_supported(self.lm) is None:
-            self._fast[weights] = FastStep(self.lm, weights)
-        return self._fast.get(weights)
+        (``generate.fast_weights``), prepacked for oneDNN with ``pack`` (``generate.pack``), built once on first
+        use from the current weights: for a model loaded for inference (:func:`beatrec.align.explain.load_aligned`).
+        None (decode through the LM's own forward) for an LM it does not implement or an unmerged adapter."""
+        if (weights, pack) not in self._fast and fast_supported(self.lm) is None:
+            self._fast[weights, pack] = FastStep(self.lm, weights, pack)
+        return self._fast.get((weights, pack))
 
     def neutral_behavior(self, sides: tuple[str, ...], max_ids: int = NEUTRAL_SAMPLE) -> torch.Tensor:
         """-> (S, d) the population mean of each slot's projected behavior token over ``sides`` (user slots first):

@@ -187,7 +187,7 @@ class Engine:
             return f"generate.decoder={g.decoder}; continuous batching steps the fast decoder"
         if g.guidance != 1 or g.do_sample:
             return "behavior-token guidance or sampling decode through generate"
-        if self.a.model.fast_step(g.fast_weights) is None:
+        if self.a.model.fast_step(g.fast_weights, g.pack) is None:
             from beatrec.align.fastlm import supported
 
             return f"the fast decoder cannot run this LM ({supported(self.a.model.lm)})"
@@ -202,7 +202,8 @@ class Engine:
 
         a, tok = self.a, self.a.tok
         if self._stream is None:
-            self._stream = StreamDecoder(a.model.lm, a.model.fast_step(a.cfg.generate.fast_weights), pad_id(tok),
+            g = a.cfg.generate
+            self._stream = StreamDecoder(a.model.lm, a.model.fast_step(g.fast_weights, g.pack), pad_id(tok),
                                          tok.eos_token_id)
         with torch.no_grad():
             for decoding in dict.fromkeys(p.get("decoding", "beam") for _, p in new):
