@@ -114,6 +114,7 @@ def best_of(fn: Callable[[], object], repeat: int = 5, min_s: float = 0.2) -> fl
 
 class Limits(NamedTuple):
     matmul_gflops: float  # fp32 (2048 x 2048) @ (2048 x 2048)
+    bf16_gflops: float  # the same in bfloat16
     decode_gflops: dict[int, float]  # rows -> fp32 GFLOP/s of (rows x 576) @ (576 x 1536), a decode-step shape
     int8_gflops: dict[int, float]  # rows -> the same through a dynamic-quantised int8 Linear
     copy_gbs: float  # memory bandwidth: bytes read + written per second by a 256 MB copy
@@ -126,6 +127,8 @@ def machine_limits() -> Limits:
     n = 2048
     a, b = torch.randn(n, n), torch.randn(n, n)
     mm = 2 * n**3 / best_of(lambda: torch.mm(a, b)) / 1e9
+    ab, bb = a.bfloat16(), b.bfloat16()
+    mm16 = 2 * n**3 / best_of(lambda: torch.mm(ab, bb)) / 1e9
     lin = torch.nn.Linear(576, 1536, bias=False)
     q = quantize_linear(torch.nn.Sequential(lin))
     dec, i8 = {}, {}
@@ -141,7 +144,7 @@ def machine_limits() -> Limits:
     nbytes = big.numel() * 4
     copy = 2 * nbytes / best_of(lambda: dst.copy_(big)) / 1e9
     read = nbytes / best_of(lambda: big.sum()) / 1e9
-    return Limits(mm, dec, i8, copy, read)
+    return Limits(mm, mm16, dec, i8, copy, read)
 
 
 def quantize_linear(module):  # noqa: ANN001, ANN201 - nn.Module
@@ -316,9 +319,40 @@ class Measured(NamedTuple):
     single: list[float]  # seconds per single-pair explain call
     batch_s: float  # seconds for the batched call over all pairs
     texts: list[str]  # the batched call's explanations (compared, never written)
+    bound: tuple[float, float] | None  # the machine's limit: (single-pair s, batched pairs/s); see :func:`bound_of`
 
 
-def measure(a, pairs: list[dict], n_single: int) -> Measured:  # noqa: ANN001 - Aligned
+def step_bytes_per_param(g) -> float:  # noqa: ANN001 - GenerateConfig
+    """Bytes per weight a decode step reads under decoding settings ``g``."""
+    if g.quantize == "int8" or (g.decoder == "fast" and g.fast_weights == "int8"):
+        return 1.0
+    if g.dtype == "bfloat16" or (g.decoder == "fast" and g.fast_weights == "bfloat16"):
+        return 2.0
+    return 4.0
+
+
+def bound_of(a, pairs: list[dict], texts: list[str], limits: Limits) -> tuple[float, float]:  # noqa: ANN001
+    """The machine's limit for a config (a lower bound on time, an upper bound on pairs/s): every product at the
+    measured 2048³ matmul rate of the weights' dtype (fp32 or bfloat16) and every decode step reading each weight
+    once at the measured read bandwidth. A pair costs 2·P·L FLOP to prefill its L prompt tokens and T steps of
+    max(bytes / read, 2·P·K / peak) for its T generated tokens (+ the end token) over K beams; in a batch of B the
+    weight read is shared by B pairs. -> (single-pair seconds, batched pairs/s)."""
+    from beatrec.align.batch import prompt_lengths
+
+    g = a.cfg.generate
+    params = weight_bytes(a.model.lm) / next(a.model.lm.parameters()).element_size()
+    peak = 1e9 * (limits.bf16_gflops if step_bytes_per_param(g) < 4 else limits.matmul_gflops)
+    wread = params * step_bytes_per_param(g) / (1e9 * limits.read_gbs)  # s per step
+    lengths = prompt_lengths(a.builder, pairs)
+    steps = [len(a.tok(t, add_special_tokens=False).input_ids) + 1 for t in texts]
+    k, b = g.num_beams, g.batch_size
+    pre = [2 * params * n / peak for n in lengths]
+    single = statistics.median(p + t * max(wread, 2 * params * k / peak) for p, t in zip(pre, steps, strict=True))
+    batch = sum(p + t * max(wread / b, 2 * params * k / peak) for p, t in zip(pre, steps, strict=True))
+    return single, len(texts) / batch
+
+
+def measure(a, pairs: list[dict], n_single: int, limits: Limits | None) -> Measured:  # noqa: ANN001 - Aligned
     from beatrec.align.explain import explain
 
     explain(a, pairs[:1])  # warm-up (allocations, lazy imports)
@@ -329,7 +363,8 @@ def measure(a, pairs: list[dict], n_single: int) -> Measured:  # noqa: ANN001 - 
         single.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
     texts = explain(a, pairs)
-    return Measured(single, time.perf_counter() - t0, texts)
+    batch_s = time.perf_counter() - t0
+    return Measured(single, batch_s, texts, bound_of(a, pairs, texts, limits) if limits else None)
 
 
 def side_by_side(args: argparse.Namespace, frame, rows: list[dict], limits: Limits | None) -> list[str]:  # noqa: ANN001
@@ -341,7 +376,7 @@ def side_by_side(args: argparse.Namespace, frame, rows: list[dict], limits: Limi
     got: dict[str, Measured] = {}
     for name in args.configs:
         a = load_config(args.run, args.subdir, CONFIGS[name][1])
-        got[name] = measure(a, check_pairs(a, rows[: args.pairs], "validation pairs"), args.single)
+        got[name] = measure(a, check_pairs(a, rows[: args.pairs], "validation pairs"), args.single, limits)
         m = got[name]
         print(f"{name}: single median {statistics.median(m.single):.2f}s, batch {len(m.texts) / m.batch_s:.2f} pairs/s",
               flush=True)
@@ -349,13 +384,20 @@ def side_by_side(args: argparse.Namespace, frame, rows: list[dict], limits: Limi
     base = got.get("today")
     out = ["## Side by side (one process, the same pairs)", "",
            f"{args.single} single-pair calls (distinct validation pairs) and one batched call over {args.pairs} "
-           f"validation pairs (`generate.batch_size` of the run) per config; ratios against today's decode.", "",
-           "| config | single pair: median s (min-max) | x today | batched pairs/s | x today |", "|---|---|---|---|---|"]
+           f"validation pairs (`generate.batch_size` of the run) per config; ratios against today's decode. "
+           "Limit: the machine's bound for the config (`bound_of`: every product at the measured 2048³ matmul rate of "
+           "its dtype, every decode step reading each weight once at the measured read bandwidth) and the share of "
+           "it reached.", "",
+           "| config | single pair: median s (min-max) | x today | limit s (% reached) | batched pairs/s | x today "
+           "| limit pairs/s (% reached) |", "|---|---|---|---|---|---|---|"]
     for name, m in got.items():
         med, bps = statistics.median(m.single), len(m.texts) / m.batch_s
         r1 = f"{statistics.median(base.single) / med:.2f}" if base else "–"
         r2 = f"{bps / (len(base.texts) / base.batch_s):.2f}" if base else "–"
-        out.append(f"| {CONFIGS[name][0]} | {med:.2f} ({min(m.single):.2f}-{max(m.single):.2f}) | {r1} | {bps:.2f} | {r2} |")
+        l1 = f"{m.bound[0]:.3g} ({100 * m.bound[0] / med:.0f}%)" if m.bound else "–"
+        l2 = f"{m.bound[1]:.3g} ({100 * bps / m.bound[1]:.0f}%)" if m.bound else "–"
+        out.append(f"| {CONFIGS[name][0]} | {med:.2f} ({min(m.single):.2f}-{max(m.single):.2f}) | {r1} | {l1} | "
+                   f"{bps:.2f} | {r2} | {l2} |")
     out.append("")
     if base is None:
         return out
@@ -393,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         limits = machine_limits()
         lines += ["## The machine's limits", "",
                   "| measure | value |", "|---|---|",
-                  f"| fp32 matmul 2048³ | {limits.matmul_gflops:.0f} GFLOP/s |"]
+                  f"| fp32 matmul 2048³ | {limits.matmul_gflops:.0f} GFLOP/s |",
+                  f"| bfloat16 matmul 2048³ | {limits.bf16_gflops:.0f} GFLOP/s |"]
         lines += [f"| fp32 ({r}×576)·(576×1536), a decode-step Linear | {g:.1f} GFLOP/s |"
                   for r, g in limits.decode_gflops.items()]
         lines += [f"| int8 dynamic-quantised, same shape, {r} rows | {g:.1f} GFLOP/s |"

@@ -20,8 +20,12 @@ def test_explain_speed_report(served: tuple[Path, Path], tmp_path: Path, monkeyp
     text = out.read_text()
     for part in ("## The machine's limits", "memory read", "| one pair | 1 |", "| batch of 16 |",
                  "Operators of one pair's explanation, merged, lean decoder", "## Side by side",
-                 "| today's decode (LoRA unmerged, HF generate) |", "BERTScore-MiniLM", "identical texts"):
+                 "| today's decode (LoRA unmerged, HF generate) |", "BERTScore-MiniLM", "identical texts",
+                 "bfloat16 matmul 2048³", "limit s (% reached)"):
         assert part in text, part
+    today = next(x for x in text.splitlines() if x.startswith("| today's decode")).split("|")
+    limit_s, share = today[4].split()
+    assert float(limit_s) > 0 and share.startswith("(") and share.endswith("%)")
     row = next(x for x in text.splitlines() if x.startswith("| one pair |")).split("|")
     prefill, decode, total = float(row[4].split()[0]), float(row[5].split()[0]), float(row[3])
     assert 0 <= prefill and 0 <= decode and prefill + decode <= total + 0.01  # 2 decimals: a tiny LM shows 0.00
