@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     res["single"] = single_call(args.run, pairs[0], args.overrides, args.threads)
     print(f"[single] beatrec explain {res['single']['cli_s']:.1f} s (generation {res['single']['generate_s']:.2f} s)",
           flush=True)
-    fsets = ["max_pairs=4", "queue_size=8"]
+    fsets = ["max_pairs=4", "queue_size=8", "max_k=8"]
     srv = Server(args.run, [*args.overrides, *fsets], args.threads)
     try:
         res["faults"] = asyncio.run(faults(srv.url, pairs[used:], 4, 8))

@@ -36,7 +36,9 @@ def test_health_metrics_and_page(engine: Engine) -> None:
         assert page.status_code == 200 and "beatrec" in page.text and "/static/app.js" in page.text
         assert "textContent" in c.get("/static/app.js").text and ".innerHTML" not in c.get("/static/app.js").text
         m = c.get("/metrics").text
-        assert 'beatrec_requests_total{route="/health",status="200"} 1' in m
+        assert 'beatrec_requests_total{route="/health",status="200"} 1.0' in m
+        assert 'beatrec_request_seconds_count{route="/health"} 1.0' in m and "beatrec_request_seconds_bucket" in m
+        assert "beatrec_request_seconds_sum" in m and "beatrec_queue_depth 0.0" in m
         assert "/v1/explain" in c.get("/openapi.json").json()["paths"]
         docs = c.get("/docs").text  # Swagger UI from local files, no CDN
         js = next(x.split('"')[0] for x in docs.split('src="')[1:] if "swagger-ui-bundle.js" in x)
@@ -105,14 +107,14 @@ def test_concurrent_requests_are_gathered_into_batches(served: tuple[Path, Path]
     app = create_app(eng)
 
     async def go() -> tuple[list[int], dict]:
-        await app.state.batcher.start()
+        await app.state.service.batcher.start()
         try:
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
                 rs = await asyncio.gather(*[c.post("/v1/explain", json={"pairs": [{"user": u, "item": 7}]})
                                             for u in range(10)])
-                return [r.status_code for r in rs], app.state.stats.snapshot()
+                return [r.status_code for r in rs], app.state.service.stats.snapshot()
         finally:
-            await app.state.batcher.stop()
+            await app.state.service.batcher.stop()
 
     codes, snap = asyncio.run(go())
     assert codes == [200] * 10
@@ -121,8 +123,8 @@ def test_concurrent_requests_are_gathered_into_batches(served: tuple[Path, Path]
 
 def test_a_request_joins_the_running_decode_between_steps(served: tuple[Path, Path]) -> None:
     """Continuous batching: a pair that arrives while another decodes is admitted at a later step, before the first
-    one ends, and both get the explanation they get alone; a failing step fails the pairs decoding, then the
-    batcher serves again."""
+    one ends, and both get the explanation they get alone; after a failing step the pairs decoding are generated
+    one by one (and still answered), and the batcher serves on."""
     eng = Engine(served[1], ServeConfig(wait_ms=0, cache_size=0),
                  ["generate.num_beams=2", "generate.max_new_tokens=20", "generate.min_new_tokens=20"])
     calls: list[tuple[list, list]] = []
@@ -138,7 +140,7 @@ def test_a_request_joins_the_running_decode_between_steps(served: tuple[Path, Pa
 
     eng.stream_step = spy  # type: ignore[method-assign]
     app = create_app(eng)
-    b = app.state.batcher
+    b = app.state.service.batcher
     pa, pb = eng.pair(1, 2), eng.pair(4, 5, "greedy")
     ka, kb = eng.cache_key(pa), eng.cache_key(pb)
 
@@ -151,9 +153,9 @@ def test_a_request_joins_the_running_decode_between_steps(served: tuple[Path, Pa
             tb = asyncio.create_task(b.explain([(kb, pb)]))
             (a, _), (bb, _) = (await ta)[0], (await tb)[0]
             fail.append(1)
-            with pytest.raises(RuntimeError, match="model failed"):
-                await b.explain([(ka, pa)])
-            return a, bb, (await b.explain([(ka, pa)]))[0][0]
+            alone = (await b.explain([(ka, pa)]))[0][0]
+            assert not fail  # the step did fail
+            return a, bb, alone
         finally:
             await b.stop()
 
@@ -180,7 +182,7 @@ def test_continuous_batching_falls_back_and_says_why(served: tuple[Path, Path]) 
 def test_cancelled_request_leaves_the_work_for_others(served: tuple[Path, Path]) -> None:
     eng = Engine(served[1], ServeConfig(wait_ms=50))
     app = create_app(eng)
-    b = app.state.batcher
+    b = app.state.service.batcher
     key_pair = [(eng.cache_key(eng.pair(2, 3)), eng.pair(2, 3))]
 
     async def go() -> tuple[str, bool]:
@@ -228,7 +230,7 @@ def test_cold_start_user_then_recommend_and_inspect(engine: Engine, served: tupl
 
 
 def test_faults_answer_json_and_leave_the_server_healthy(served: tuple[Path, Path]) -> None:
-    eng = Engine(served[1], ServeConfig(max_pairs=4, queue_size=2, max_k=10, max_new_users=1))
+    eng = Engine(served[1], ServeConfig(max_pairs=4, queue_size=16, max_k=10, max_new_users=1, max_items=3))
     faults = [
         (lambda c: c.post("/v1/explain", content=b"{not json", headers={"content-type": "application/json"}), 400,
          "malformed JSON"),
@@ -240,7 +242,12 @@ def test_faults_answer_json_and_leave_the_server_healthy(served: tuple[Path, Pat
         (lambda c: c.post("/v1/explain", json={"pairs": []}), 422, "pairs"),
         (lambda c: c.post("/v1/recommend", json={"user": 1, "k": 11}), 422, "at most 10"),
         (lambda c: c.post("/v1/recommend", json={"user": 1, "kk": 3}), 422, "kk"),
-        (lambda c: c.post("/v1/explain", json={"pairs": [{"user": 1, "item": i} for i in range(3)]}), 429, "queue"),
+        (lambda c: c.post("/v1/users", json={"items": [1, 2, 3, 4]}), 413, "at most 3"),
+        (lambda c: c.post("/v1/users", json={"items": list(range(2000))}), 422, "items"),
+        (lambda c: c.post("/v1/explain", content=b"x" * 70000, headers={"content-type": "application/json"}), 413,
+         "max_body_bytes"),
+        (lambda c: c.post("/v1/explain", content=(b"x" * 1000 for _ in range(70)),
+                          headers={"content-type": "application/json"}), 413, "max_body_bytes"),  # streamed, no length
         (lambda c: c.post("/v1/users", json={"items": []}), 422, "items"),
         (lambda c: c.post("/v1/users", json={"items": [10**6]}), 404, "unknown item"),
     ]
@@ -275,3 +282,212 @@ def test_serve_cli_errors_are_one_line(served: tuple[Path, Path], tmp_path: Path
     assert "BEATREC_TEST_KEY" in capsys.readouterr().err
     assert main(["serve", "--run", str(served[1]), "--port", "0", "--set", "max_batch=many"]) == 2
     assert "max_batch" in capsys.readouterr().err
+
+
+def run_app(app, body) -> object:  # noqa: ANN001
+    """``body(client)`` against the app over httpx's ASGI transport, with the app's service started and stopped."""
+    import httpx
+
+    async def go():  # noqa: ANN202
+        await app.state.service.start()
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+                return await body(c)
+        finally:
+            await app.state.service.stop()
+
+    return asyncio.run(go())
+
+
+def test_a_failing_pair_fails_alone(served: tuple[Path, Path]) -> None:
+    """A pair that breaks generation gets a 500 without the exception's text; the pairs batched or decoding with it
+    are answered, in both batching modes."""
+    bad = 6
+    for batching in ("continuous", "window"):
+        eng = Engine(served[1], ServeConfig(batching=batching, wait_ms=200, cache_size=0))
+        explain, step = eng.explain, eng.stream_step
+
+        def broken(pairs, explain=explain):  # noqa: ANN001, ANN202
+            if any(p["uid"] == bad for p in pairs):
+                raise ValueError("secret internals")
+            return explain(pairs)
+
+        def broken_step(new, step=step):  # noqa: ANN001, ANN202
+            if any(p["uid"] == bad for _, p in new):
+                raise ValueError("secret internals")
+            return step(new)
+
+        eng.explain, eng.stream_step = broken, broken_step  # type: ignore[method-assign]
+        app = create_app(eng)
+
+        async def go(c):  # noqa: ANN001, ANN202
+            return await asyncio.gather(*[c.post("/v1/explain", json={"pairs": [{"user": u, "item": 3}]})
+                                          for u in (1, bad, 2)])
+
+        ok1, failed, ok2 = run_app(app, go)
+        assert ok1.status_code == ok2.status_code == 200, batching
+        assert failed.status_code == 500 and "secret" not in failed.text and "reference" in failed.json()["detail"]
+        assert ok1.json()["explanations"][0]["explanation"] == explain([eng.pair(1, 3)])[0]
+        assert app.state.service.stats.snapshot()["requests"]["/v1/explain 500"] == 1
+
+
+def test_model_calls_beyond_the_queue_get_429_with_retry_after(served: tuple[Path, Path]) -> None:
+    import threading
+
+    eng = Engine(served[1], ServeConfig(max_calls=1, max_batch=1, batching="window", queue_size=4, max_pairs=3, max_k=4,
+                                        retry_after_s=7, wait_ms=0))
+    app = create_app(eng)
+    gate = threading.Event()
+    recommend = eng.recommend
+    eng.recommend = lambda *a: (gate.wait(5), recommend(*a))[1]  # type: ignore[method-assign]
+
+    async def go(c):  # noqa: ANN001, ANN202
+        slow = asyncio.create_task(c.post("/v1/recommend", json={"user": 1, "k": 2}))
+        while app.state.service.calls == 0:
+            await asyncio.sleep(0.005)
+        busy = await c.post("/v1/recommend", json={"user": 2, "k": 2})
+        # explanations: the worker is held, so the first pair of a 3-pair request waits in the batch and two in
+        # the queue; 3 more do not fit in a queue of 4
+        first = asyncio.create_task(c.post("/v1/explain", json={"pairs": [{"user": 1, "item": i} for i in (1, 2, 3)]}))
+        while app.state.service.batcher.depth() < 2:
+            await asyncio.sleep(0.005)
+        full = await c.post("/v1/explain", json={"pairs": [{"user": 2, "item": i} for i in (1, 2, 3)]})
+        gate.set()
+        return busy, full, await slow, await first
+
+    busy, full, slow, first = run_app(app, go)
+    assert busy.status_code == 429 and busy.headers["retry-after"] == "7" and "max_calls" in busy.json()["detail"]
+    assert full.status_code == 429 and full.headers["retry-after"] == "7" and "queue" in full.json()["detail"]
+    assert slow.status_code == 200 and first.status_code == 200
+
+
+def test_timeouts_answer_504_and_drop_stale_pairs(served: tuple[Path, Path]) -> None:
+    import threading
+    import time
+
+    eng = Engine(served[1], ServeConfig(request_timeout_s=0.3, batching="window", max_batch=1, wait_ms=0,
+                                        cache_size=0))
+    gate = threading.Event()
+    explain = eng.explain
+    generated: list[int] = []
+
+    def slow(pairs):  # noqa: ANN001, ANN202
+        generated.extend(p["uid"] for p in pairs)
+        if pairs[0]["uid"] == 1:
+            gate.wait(5)
+        return explain(pairs)
+
+    eng.explain = slow  # type: ignore[method-assign]
+    profile = eng.profile
+    eng.profile = lambda uid: (time.sleep(1.0), profile(uid))[1]  # type: ignore[method-assign]
+    app = create_app(eng)  # after the patches: the batcher holds the engine's explain
+
+    async def go(c):  # noqa: ANN001, ANN202
+        late = await c.get("/v1/users/1?profile=true")
+        # pair (1, 3) holds the worker past the deadline; pair (2, 3) waits in the queue meanwhile
+        a = asyncio.create_task(c.post("/v1/explain", json={"pairs": [{"user": 1, "item": 3}]}))
+        await asyncio.sleep(0.05)
+        b = await c.post("/v1/explain", json={"pairs": [{"user": 2, "item": 3}]})
+        gate.set()
+        await a
+        await asyncio.sleep(0.3)  # the consumer reaches the stale pair and drops it
+        health = await c.get("/health")
+        return late, b, health
+
+    late, b, health = run_app(app, go)
+    assert late.status_code == 504 and "request_timeout_s" in late.json()["detail"]
+    assert b.status_code == 504
+    assert 2 not in generated  # dropped, not generated: its request had its answer
+    assert health.status_code == 200
+
+
+def test_a_crashed_consumer_is_restarted_and_counted(served: tuple[Path, Path]) -> None:
+    eng = Engine(served[1], ServeConfig(wait_ms=0, cache_size=0))
+    app = create_app(eng)
+    b = app.state.service.batcher
+    take, crashes = b._take, [1]
+
+    async def crashing(*a):  # noqa: ANN002, ANN202
+        if crashes:
+            crashes.pop()
+            raise KeyError("a bug in the consumer")
+        return await take(*a)
+
+    b._take = crashing
+
+    async def go(c):  # noqa: ANN001, ANN202
+        lost = await c.post("/v1/explain", json={"pairs": [{"user": 3, "item": 2}]})  # held by the crashed consumer
+        assert lost.status_code == 500 and "reference" in lost.json()["detail"]
+        r = await c.post("/v1/explain", json={"pairs": [{"user": 1, "item": 2}]})
+        ok = await c.get("/health")
+        b.task.cancel()  # the consumer is gone for good: /health says so
+        await asyncio.sleep(0.01)
+        down = await c.get("/health")
+        return r, ok, down
+
+    r, ok, down = run_app(app, go)
+    assert r.status_code == 200 and r.json()["explanations"][0]["explanation"] == eng.explain([eng.pair(1, 2)])[0]
+    assert app.state.service.stats.snapshot()["batcher_restarts"] == 1
+    assert ok.status_code == 200 and ok.json()["status"] == "ok"
+    assert down.status_code == 503 and down.json()["status"] == "degraded" and "batcher" in down.json()["reason"]
+
+
+def test_shutdown_drains_then_answers_503(served: tuple[Path, Path]) -> None:
+    import threading
+
+    eng = Engine(served[1], ServeConfig(batching="window", max_batch=1, wait_ms=0, drain_s=0.2, cache_size=0))
+    gate = threading.Event()
+    explain = eng.explain
+    eng.explain = lambda pairs: (gate.wait(2), explain(pairs))[1]  # type: ignore[method-assign]
+    app = create_app(eng)
+    svc = app.state.service
+    key = (eng.cache_key(eng.pair(1, 2)), eng.pair(1, 2))
+    key2 = (eng.cache_key(eng.pair(2, 2)), eng.pair(2, 2))
+
+    async def go():  # noqa: ANN202
+        await svc.start()
+        first = asyncio.create_task(svc.batcher.explain([key]))
+        queued = asyncio.create_task(svc.batcher.explain([key2]))
+        await asyncio.sleep(0.05)
+        await svc.stop()  # drains for 0.2 s; the worker is held, so both are answered ShuttingDown
+        gate.set()
+        return await asyncio.gather(first, queued, return_exceptions=True)
+
+    from beatrec.serve.batcher import ShuttingDown
+
+    got = asyncio.run(go())
+    assert all(isinstance(g, ShuttingDown) for g in got)
+
+
+def test_impossible_limits_are_refused(served: tuple[Path, Path]) -> None:
+    from beatrec.errors import ConfigError
+
+    for bad, words in (({"max_pairs": 300, "queue_size": 256}, "max_pairs (300) must be <= queue_size"),
+                       ({"max_k": 500}, "max_k (500) must be <= queue_size"),
+                       ({"max_body_bytes": 10}, "max_body_bytes"), ({"request_timeout_s": 0}, "request_timeout_s")):
+        with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")):
+            ServeConfig(**bad).validate()
+
+
+def test_routes_take_the_service_by_dependency(engine: Engine) -> None:
+    """The routes reach the run only through ``get_service``: a fake service answers them, no model needed."""
+    from types import SimpleNamespace
+
+    from beatrec.serve.service import get_service
+
+    async def run(fn, *args):  # noqa: ANN001, ANN202
+        return fn(*args)
+
+    fake_engine = SimpleNamespace(identity=lambda: {"run": "/x", "dataset": "d", "lm": "m", "finetune": "f",
+                                                    "model_version": "v", "users": 1, "items": 2, "new_users": 0,
+                                                    "tokens_per_entity": 3, "uptime_s": 0.0, "batching": "window"},
+                                  search_items=lambda q, limit: [{"item": 5, "title": q, "interactions": 1}])
+    fake = SimpleNamespace(engine=fake_engine, api_key=None, key_ok=lambda k: True, run=run,
+                           status=lambda: ("degraded", "a fake"), batcher=SimpleNamespace(depth=lambda: 0))
+    app = create_app(engine)
+    app.dependency_overrides[get_service] = lambda: fake
+    c = TestClient(app)  # no lifespan: the real service is never started
+    h = c.get("/health")
+    assert h.status_code == 503 and h.json()["reason"] == "a fake" and h.json()["users"] == 1
+    assert c.get("/v1/items", params={"q": "hello"}).json()["items"] == [{"item": 5, "title": "hello",
+                                                                         "interactions": 1}]

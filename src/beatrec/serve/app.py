@@ -1,92 +1,130 @@
-"""The FastAPI app of ``beatrec serve``: typed routes over an :class:`~beatrec.serve.engine.Engine`, the
-explain batcher, ``/health``, ``/metrics`` and the web page at ``/``.
+"""The FastAPI app of ``beatrec serve``: the routes (:mod:`beatrec.serve.routes`) over a
+:class:`~beatrec.serve.service.Service`, with limits on every request and errors as JSON.
 
-Every model call runs on one worker thread (the engine is not thread-safe, and torch already uses the cores),
-so the event loop keeps answering ``/health`` and ``/metrics`` while the LM generates. Errors are JSON
-``{"detail": ...}``: 400 malformed JSON, 401 missing or wrong API key, 404 unknown user or item, 413 too
-many pairs, 422 wrong types or values, 429 queue (or new-user table) full, 500 a model failure.
+Limits: a request body over ``max_body_bytes`` is refused with 413 before it is read in full (:class:`BodyLimit`);
+list lengths are bounded in the schemas and by ``max_pairs`` / ``max_items`` (413); model calls and explain pairs
+beyond their queues get 429 with ``Retry-After``; a request unanswered after ``request_timeout_s`` gets 504; on
+shutdown, queued work has ``drain_s`` to finish and the rest is answered 503.
+
+Errors are JSON ``{"detail": ...}``: 400 malformed JSON, 401 missing or wrong API key, 404 unknown user or item,
+413 too large, 422 wrong types or values, 429 queue full (or the new-user table), 503 shutting down, 504 timed
+out, 500 an internal failure -- with a reference to the server log, never the exception's text.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
+import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+import uuid
 from contextlib import asynccontextmanager
-from functools import partial
-from importlib import resources
-from pathlib import Path
 
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from beatrec.errors import BeatrecError
-from beatrec.serve import schemas as S
-from beatrec.serve.batcher import ExplainBatcher, QueueFull, StreamHooks
+from beatrec.serve.batcher import ModelFailure, QueueFull, ShuttingDown
 from beatrec.serve.engine import Engine, UnknownEntity
-from beatrec.serve.stats import ServeStats
+from beatrec.serve.routes import STATIC, public, v1
+from beatrec.serve.service import Busy, Service
 
-STATIC = Path(str(resources.files("beatrec.serve") / "static"))
+log = logging.getLogger("beatrec.serve")
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a body over ``max_bytes``, from its Content-Length before anything is read, or as
+    soon as a streamed body passes the limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await self.too_large(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max_bytes:
+                    raise HTTPException(413, self.message())
+            return msg
+
+        await self.app(scope, limited, send)
+
+    def message(self) -> str:
+        return f"request body over {self.max_bytes} bytes (serve max_body_bytes)"
+
+    async def too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await JSONResponse({"detail": self.message()}, status_code=413)(scope, receive, send)
 
 
 def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
     """The app for one loaded run. ``api_key``: when given, every ``/v1`` route needs header ``X-API-Key``."""
-    cfg = engine.cfg
-    stats = ServeStats()
-    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="beatrec-model")
-    stream = StreamHooks(engine.stream_step, engine.stream_reset) if engine.batching == "continuous" else None
-    batcher = ExplainBatcher(engine.explain, worker, cfg.max_batch, cfg.wait_ms, cfg.queue_size, cfg.cache_size, stats,
-                             stream)
-    stats.gauges["queue_depth"] = batcher.depth
-    stats.gauges["new_users"] = lambda: len(engine.new_users)
-    stats.gauges["uptime_seconds"] = lambda: time.time() - engine.started
+    svc = Service(engine, api_key)
+    cfg = svc.cfg
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202
-        await batcher.start()
+        await svc.start()
         yield
-        await batcher.stop()
-        worker.shutdown(wait=False, cancel_futures=True)
+        await svc.stop()
 
     # FastAPIOffline: the /docs (Swagger UI) and /redoc pages with their assets served locally, no CDN
     app = FastAPIOffline(title="beatrec serve", version=engine.version, lifespan=lifespan,
                          description="BEAT recommendations with explanations from behavior tokens.")
-    app.state.engine, app.state.stats, app.state.batcher = engine, stats, batcher
-
-    async def on_model(fn, *args):  # noqa: ANN001, ANN202
-        """Run ``fn(*args)`` on the model worker, mapping the engine's errors to HTTP statuses."""
-        try:
-            return await asyncio.get_running_loop().run_in_executor(worker, partial(fn, *args))
-        except UnknownEntity as e:
-            raise HTTPException(404, str(e)) from None
-        except OverflowError as e:
-            raise HTTPException(429, str(e)) from None
-        except BeatrecError as e:
-            raise HTTPException(422, str(e)) from None
-
-    def check(fn, *args):  # noqa: ANN001, ANN202
-        """Cheap id checks on the event loop (no model work)."""
-        try:
-            return fn(*args)
-        except UnknownEntity as e:
-            raise HTTPException(404, str(e)) from None
-        except BeatrecError as e:
-            raise HTTPException(422, str(e)) from None
+    app.state.service = svc
+    app.include_router(public)
+    app.include_router(v1)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    add_error_handlers(app, cfg.retry_after_s)
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
 
     @app.middleware("http")
-    async def count(request: Request, call_next):  # noqa: ANN001, ANN202
+    async def bounded_and_counted(request: Request, call_next):  # noqa: ANN001, ANN202
+        """A deadline on every request (504 after ``request_timeout_s``), and its status and latency counted."""
         t = time.perf_counter()
         try:
-            response = await call_next(request)
-        except Exception:  # recorded as a 500; the handler below answers
-            stats.request(_route(request), 500, time.perf_counter() - t)
+            async with asyncio.timeout(cfg.request_timeout_s):
+                response = await call_next(request)
+        except TimeoutError:
+            response = JSONResponse({"detail": f"no answer within {cfg.request_timeout_s:g} s (serve "
+                                               "request_timeout_s); queued work for it is dropped"}, status_code=504)
+        except Exception:  # counted as a 500; the app's handler answers
+            svc.stats.request(_route(request), 500, time.perf_counter() - t)
             raise
-        stats.request(_route(request), response.status_code, time.perf_counter() - t)
+        svc.stats.request(_route(request), response.status_code, time.perf_counter() - t)
         return response
+
+    return app
+
+
+def add_error_handlers(app: FastAPI, retry_after_s: int) -> None:
+    """The exceptions of the engine, batcher and service as HTTP statuses with JSON bodies."""
+
+    def answer(status: int, headers: dict | None = None):  # noqa: ANN202
+        async def handler(request: Request, exc: Exception) -> JSONResponse:
+            return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+
+        return handler
+
+    retry = {"Retry-After": str(retry_after_s)}
+    for exc_type, status, headers in ((UnknownEntity, 404, None), (OverflowError, 429, None),
+                                      (QueueFull, 429, retry), (Busy, 429, retry), (ShuttingDown, 503, None),
+                                      (TimeoutError, 504, None), (BeatrecError, 422, None),
+                                      (ModelFailure, 500, None)):
+        app.add_exception_handler(exc_type, answer(status, headers))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -99,95 +137,9 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def failed(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
-
-    def require_key(x_api_key: str | None = Header(None, description="needed when the server has an API key")) -> None:
-        if api_key is not None and not (x_api_key and secrets.compare_digest(x_api_key, api_key)):
-            raise HTTPException(401, "missing or wrong X-API-Key header")
-
-    @app.get("/health", response_model=S.Health)
-    async def health() -> dict:
-        return {"status": "ok", **engine.identity(), "auth": api_key is not None, "queue": batcher.depth()}
-
-    @app.get("/metrics", response_class=PlainTextResponse)
-    async def metrics(format: str = Query("prometheus", pattern="^(prometheus|json)$")):  # noqa: A002, ANN201
-        if format == "json":
-            return JSONResponse(stats.snapshot())
-        return PlainTextResponse(stats.prometheus(), media_type="text/plain; version=0.0.4")
-
-    @app.get("/", include_in_schema=False)
-    async def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html")
-
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
-
-    async def explain_pairs(pairs: list[dict]) -> list[tuple[str, bool]]:
-        try:
-            return await batcher.explain([(engine.cache_key(p), p) for p in pairs])
-        except QueueFull as e:
-            raise HTTPException(429, str(e)) from None
-
-    @v1.post("/recommend", response_model=S.RecommendResponse)
-    async def recommend(req: S.RecommendRequest) -> dict:
-        if req.k > cfg.max_k:
-            raise HTTPException(422, f"k: at most {cfg.max_k} (serve max_k), got {req.k}")
-        recs = await on_model(engine.recommend, req.user, req.k)
-        items = [r._asdict() for r in recs]
-        if req.explain and recs:
-            pairs = [check(engine.pair, req.user, r.item, req.decoding) for r in recs]
-            for it, (text, cached) in zip(items, await explain_pairs(pairs), strict=True):
-                it.update(explanation=text, cached=cached)
-        return {"user": req.user, "items": items, "model_version": engine.version}
-
-    @v1.post("/explain", response_model=S.ExplainResponse)
-    async def explain(req: S.ExplainRequest) -> dict:
-        if len(req.pairs) > cfg.max_pairs:
-            raise HTTPException(413, f"{len(req.pairs)} pairs in one request; at most {cfg.max_pairs} (serve max_pairs)")
-        pairs = [check(engine.pair, p.user, p.item, req.decoding) for p in req.pairs]
-        out = []
-        for p, (text, cached) in zip(pairs, await explain_pairs(pairs), strict=True):
-            out.append({"user": p["uid"], "item": p["iid"], "title": p["title"], "explanation": text, "cached": cached,
-                        "user_tokens": engine.codes("user", p["uid"]), "item_tokens": engine.codes("item", p["iid"])})
-        return {"explanations": out, "model_version": engine.version}
-
-    @v1.post("/users", response_model=S.NewUserResponse)
-    async def new_user(req: S.NewUserRequest) -> dict:
-        uid, prov = await on_model(engine.fold_user, req.items)
-        return {"user": uid, "items": prov["interactions"], "tokens": await on_model(engine.tokens, "user", uid),
-                "provenance": prov}
-
-    @v1.get("/users", response_model=S.UserList)
-    async def list_users(limit: int = Query(20, ge=1, le=1000)) -> dict:
-        return {"users": await on_model(engine.user_ids, limit)}
-
-    @v1.get("/users/{uid}", response_model=S.Entity)
-    async def user(uid: int, profile: bool = False) -> dict:
-        check(engine.check_user, uid)
-        out = {"side": "user", "id": uid, "new": uid in engine.new_users, "interactions": len(engine.user_items(uid)),
-               "tokens": await on_model(engine.tokens, "user", uid)}
-        if profile:
-            out["profile"] = await on_model(engine.profile, uid)
-        return out
-
-    @v1.get("/items", response_model=S.ItemSearch)
-    async def search_items(q: str = Query("", max_length=200), limit: int = Query(20, ge=1, le=200)) -> dict:
-        return {"items": engine.search_items(q, limit)}
-
-    @v1.get("/items/{iid}", response_model=S.Entity)
-    async def item(iid: int) -> dict:
-        check(engine.check_item, iid)
-        return {"side": "item", "id": iid, "title": engine.title(iid), "interactions": int(engine.degree["item"][iid]),
-                "tokens": await on_model(engine.tokens, "item", iid)}
-
-    @v1.get("/attention", response_model=S.Attention)
-    async def attention(user: int, item: int) -> dict:
-        check(engine.pair, user, item)
-        return await on_model(engine.attention, user, item)
-
-    app.include_router(v1)
-    return app
+        ref = uuid.uuid4().hex[:12]
+        log.error("internal error %s on %s %s", ref, request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": f"internal error (reference {ref} in the server log)"}, status_code=500)
 
 
 def _route(request: Request) -> str:

@@ -76,6 +76,7 @@ class Engine:
 
         self.run = Path(run)
         self.cfg = cfg or ServeConfig()
+        self.cfg.validate()
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
         self.started = time.time()

@@ -11,9 +11,13 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+MAX_LIST = 1024  # hard bound on any list in a request (the config's max_pairs / max_items bound them further)
+
+
 class Health(BaseModel):
-    status: str
-    run: str
+    status: str = Field(description="ok, or degraded (answered with 503) when explanations cannot be served")
+    reason: str | None = Field(None, description="why the service is degraded")
+    run: str | None = Field(description="the run directory (only with the API key when the server has one)")
     dataset: str
     lm: str
     finetune: str
@@ -69,7 +73,7 @@ class Pair(Strict):
 
 
 class ExplainRequest(Strict):
-    pairs: list[Pair] = Field(min_length=1)
+    pairs: list[Pair] = Field(min_length=1, max_length=MAX_LIST)
     decoding: Literal["beam", "greedy"] = DECODING
 
 
@@ -89,7 +93,7 @@ class ExplainResponse(BaseModel):
 
 
 class NewUserRequest(Strict):
-    items: list[int] = Field(min_length=1, description="items the new user interacted with")
+    items: list[int] = Field(min_length=1, max_length=MAX_LIST, description="items the new user interacted with")
 
 
 class NewUserResponse(BaseModel):
