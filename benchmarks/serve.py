@@ -295,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         srv.stop()
     res["total_s"] = time.perf_counter() - t_all
     args.out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
-    args.out.write_text(report(res, fsets))
+    soak = args.out.read_text().partition("\n## Soak")[2] if args.out.is_file() else ""
+    args.out.write_text(report(res, fsets) + ("\n## Soak" + soak if soak else ""))  # serve_soak.py's section stays
     print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
     return 0
 
