@@ -491,3 +491,21 @@ def test_routes_take_the_service_by_dependency(engine: Engine) -> None:
     assert h.status_code == 503 and h.json()["reason"] == "a fake" and h.json()["users"] == 1
     assert c.get("/v1/items", params={"q": "hello"}).json()["items"] == [{"item": 5, "title": "hello",
                                                                          "interactions": 1}]
+
+
+def test_heavy_engine_reads_run_on_the_model_worker(served: tuple[Path, Path]) -> None:
+    """Item search scans every title: it runs on the model worker, not on the event loop."""
+    import threading
+
+    eng = Engine(served[1], ServeConfig())
+    seen: list[str] = []
+    search = eng.search_items
+
+    def spy(q, limit):  # noqa: ANN001, ANN202
+        seen.append(threading.current_thread().name)
+        return search(q, limit)
+
+    eng.search_items = spy  # type: ignore[method-assign]
+    with client(eng) as c:
+        assert c.get("/v1/items", params={"q": eng.title(2)[:4]}).status_code == 200
+    assert seen and seen[0].startswith("beatrec-model")
