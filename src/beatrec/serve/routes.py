@@ -104,7 +104,7 @@ async def user(svc: ServiceDep, uid: int, profile: bool = False) -> dict:
     eng = svc.engine
     eng.check_user(uid)
     out = {"side": "user", "id": uid, "new": uid in eng.new_users, "interactions": len(eng.user_items(uid)),
-           "tokens": await svc.run(eng.tokens, "user", uid)}
+           "tokens": eng.tokens("user", uid)}  # reads only (the vocabulary report is loaded at start)
     if profile:
         out["profile"] = await svc.run(eng.profile, uid)
     return out
@@ -121,7 +121,7 @@ async def item(svc: ServiceDep, iid: int) -> dict:
     eng = svc.engine
     eng.check_item(iid)
     return {"side": "item", "id": iid, "title": eng.title(iid), "interactions": int(eng.degree["item"][iid]),
-            "tokens": await svc.run(eng.tokens, "item", iid)}
+            "tokens": eng.tokens("item", iid)}  # reads only: no wait behind generation
 
 
 @v1.get("/attention", response_model=S.Attention)

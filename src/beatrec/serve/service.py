@@ -6,7 +6,8 @@ Every model call runs on one worker thread (torch already uses the cores), so th
 fold-in, tokens, item search) are admitted while fewer than ``max_calls`` wait for the worker; beyond that they get
 :class:`Busy` (429 with ``Retry-After``), as explanations beyond ``queue_size`` pairs do.
 
-Engine access from the event loop: the loop only reads (id checks, titles, token codes, cache keys); the worker's
+Engine access from the event loop: the loop only reads (id checks, titles, token codes and their meanings from the
+vocabulary report loaded at start, cache keys); the worker's
 only mutation at run time, a cold-start fold-in, appends to the token table by swapping in a new tensor and then
 publishes the new id, so a read on the loop sees either the old state or the complete new one.
 """
@@ -95,6 +96,9 @@ class Service:
         return "ok", None
 
     async def start(self) -> None:
+        """Load the vocabulary report on the worker (token lookups then only read it, on the loop) and start the
+        batcher."""
+        await asyncio.get_running_loop().run_in_executor(self.worker, self.engine.report)
         await self.batcher.start()
 
     async def stop(self) -> None:
