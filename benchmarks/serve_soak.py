@@ -118,6 +118,7 @@ async def soak(url: str, engine, bad: tuple[int, int], minutes: float, rate: flo
     t0 = time.perf_counter()
     end = t0 + 60 * minutes
     rss: dict[str, float] = {}
+    trace: list[float] = []
 
     async def one(c: httpx.AsyncClient, kind: str) -> None:
         sent[kind] += 1
@@ -171,8 +172,9 @@ async def soak(url: str, engine, bad: tuple[int, int], minutes: float, rate: flo
         prober = asyncio.create_task(probe(c))
         i = 0
         while (now := time.perf_counter()) < end:
-            if "warm" not in rss and now - t0 >= 60:
-                rss["warm"] = rss_mb()
+            if now - t0 >= 60 * (len(trace) + 1):  # resident memory each minute
+                trace.append(round(rss_mb(), 1))
+                rss.setdefault("warm", trace[0])
             task = asyncio.create_task(one(c, rng.choices(kinds, weights)[0]))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
@@ -182,6 +184,7 @@ async def soak(url: str, engine, bad: tuple[int, int], minutes: float, rate: flo
         await prober
     rss["end"] = rss_mb()
     rss.setdefault("warm", rss["end"])
+    half = trace[len(trace) // 2] if trace else rss["end"]
     lost = {k: sent[k] - sum(status[k].values()) - cancelled[k] for k in sent}  # includes no_answer
     unexplained = sum(n for k, v in status.items() if k != "model_error" for s, n in v.items() if s == 500)
     wrong = {k: {str(s): n for s, n in v.items() if s not in EXPECTED.get(k, {200}) | REFUSED}
@@ -193,7 +196,8 @@ async def soak(url: str, engine, bad: tuple[int, int], minutes: float, rate: flo
             "status": {k: {str(s): n for s, n in v.items()} for k, v in status.items()}, "lost": lost,
             "lost_total": sum(lost.values()), "unexplained_500": unexplained,
             "wrong_status": {k: v for k, v in wrong.items() if v}, "rss_mb": rss,
-            "rss_growth": rss["end"] / rss["warm"] - 1, "cheap_p99_s": p99, "health": dict(health)}
+            "rss_growth": rss["end"] / rss["warm"] - 1, "rss_growth_second_half": rss["end"] / half - 1,
+            "rss_per_minute_mb": trace, "cheap_p99_s": p99, "health": dict(health)}
 
 
 def section(res: dict) -> list[str]:
@@ -211,7 +215,8 @@ def section(res: dict) -> list[str]:
     lines += ["", f"- lost requests: **{res['lost_total']}**; unexplained 500s: **{res['unexplained_500']}**; "
                   f"statuses other than expected: {res['wrong_status'] or 'none'}",
               f"- resident memory: {r['warm']:.0f} MB after the first minute, {r['end']:.0f} MB at the end "
-              f"(**{100 * res['rss_growth']:+.1f}%**)",
+              f"(**{100 * res['rss_growth']:+.1f}%**; {100 * res['rss_growth_second_half']:+.1f}% over the second "
+              f"half); each minute: {', '.join(f'{x:.0f}' for x in res['rss_per_minute_mb'])} MB",
               "- p99 of the cheap routes per two-minute window: "
               + ", ".join(f"{w}: {1000 * v:.0f} ms" for w, v in res["cheap_p99_s"].items()),
               f"- `/health` every 5 s: {res['health']}", ""]

@@ -3,7 +3,7 @@ bounded admission to the worker.
 
 Every model call runs on one worker thread (torch already uses the cores), so the event loop keeps answering
 ``/health`` and ``/metrics`` while the LM works. Calls other than explanations (recommend, profile, attention,
-fold-in, tokens, item search) are admitted while fewer than ``max_calls`` wait for the worker; beyond that they get
+fold-in, user lists) are admitted while fewer than ``max_calls`` wait for the worker; beyond that they get
 :class:`Busy` (429 with ``Retry-After``), as explanations beyond ``queue_size`` pairs do.
 
 Engine access from the event loop: the loop only reads (id checks, titles, token codes and their meanings from the
