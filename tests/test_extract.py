@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
+import torch
 from tiny_lm import save_tiny_lm
 
 from beatrec.errors import ConfigError
@@ -356,3 +357,18 @@ def test_smollm2_extracts_valid_phrases() -> None:
         assert 1 <= len(phrases) <= 5
         assert all(p == p.strip().lower() and 1 <= len(p.split()) <= 6 for p in phrases)
         assert len(set(phrases)) == len(phrases)
+
+
+def test_hf_extractor_packed_matrices_give_the_same_outputs(tiny_lm_dir: Path) -> None:
+    """extractor.pack (default): the LM's Linear layers packed for oneDNN, the generations unchanged."""
+    from beatrec.align.fastlm import PackedLinear, can_pack
+
+    cfg = ExtractorConfig(kind="hf", model=str(tiny_lm_dir), max_new_tokens=8, max_words=30, device="cpu")
+    packed = make_extractor(cfg)
+    plain = make_extractor(ExtractorConfig(**{**vars(cfg), "pack": False}))
+    assert any(isinstance(m, PackedLinear) for m in packed.model.modules()) == can_pack(torch.float32)
+    assert not any(isinstance(m, PackedLinear) for m in plain.model.modules())
+    prompts = [packed.prompt("user", d) for d in (["Great plot."], ["Sturdy, light, cheap " * 4], ["-5 stars"])]
+    assert packed._generate(prompts, sample=False, seed=0, kind="user") == \
+        plain._generate(prompts, sample=False, seed=0, kind="user")
+    assert packed.identity == plain.identity  # the same phrases: a cache made either way serves both

@@ -45,6 +45,8 @@ class ExtractorConfig:
             ``"bfloat16"`` or ``"float16"``.
         prefix_cache: local LMs: compute the prompt prefix shared by all entities once and reuse its KV cache
             (same outputs up to float rounding, ~2x faster prefill).
+        pack: local LMs on CPU: pack the LM's float32/bfloat16 matrices once for oneDNN's linear
+            (:func:`beatrec.align.fastlm.pack_linears`): the same products, faster; cached phrases stay valid.
     """
 
     kind: str = "smollm2"
@@ -61,6 +63,7 @@ class ExtractorConfig:
     seed: int = 0
     dtype: str = "auto"
     prefix_cache: bool = True
+    pack: bool = True
 
     def validate(self) -> None:
         """Raise ConfigError on an invalid value or a missing setting the kind needs."""

@@ -69,6 +69,10 @@ class HFExtractor:
 
         self.device = resolve_device(cfg.device)
         self.model.to(self.device).eval()
+        if cfg.pack and self.device.type == "cpu":
+            from beatrec.align.fastlm import pack_linears
+
+            pack_linears(self.model)  # inference only: a layer falls back to the plain product under autograd
         tag = SMOLLM2_CACHE_NAME if name == SMOLLM2_NAME else name
         self.identity = f"hf:{tag}:{PROMPT_VERSION}:w{cfg.max_words}:t{cfg.max_new_tokens}"
         self.last_stats: GenerationStats | None = None
