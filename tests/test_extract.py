@@ -299,7 +299,7 @@ def test_hf_extractor_plumbing_with_tiny_model(tiny_lm_dir: Path) -> None:
 
 def test_hf_extractor_retries_only_failures(tiny_lm_dir: Path) -> None:
     ex = make_extractor(
-        ExtractorConfig(kind="hf", model=str(tiny_lm_dir), retries=2, batch_size=8, device="cpu")
+        ExtractorConfig(kind="hf", model=str(tiny_lm_dir), retries=2, batch_size=8, device="cpu", decoder="generate")
     )
     calls: list[tuple[int, bool, int]] = []
     answers = {0: ['a", "b"]}', "garbage", 'c"]}'], 1: ["still garbage"], 2: ['d", "e"]}']}
@@ -372,3 +372,24 @@ def test_hf_extractor_packed_matrices_give_the_same_outputs(tiny_lm_dir: Path) -
     assert packed._generate(prompts, sample=False, seed=0, kind="user") == \
         plain._generate(prompts, sample=False, seed=0, kind="user")
     assert packed.identity == plain.identity  # the same phrases: a cache made either way serves both
+
+
+def test_hf_extractor_fast_decoder_gives_generate_s_outputs(tiny_lm_dir: Path) -> None:
+    """extractor.decoder=fast (default): the greedy first attempt through the lean decoder and the fast step gives
+    the texts Hugging Face's generate gives with the same stopping rule, row by row, and the same phrases."""
+    cfg = ExtractorConfig(kind="hf", model=str(tiny_lm_dir), max_new_tokens=12, max_words=30, device="cpu",
+                          prefix_cache=False)
+    fast = make_extractor(cfg)
+    slow = make_extractor(ExtractorConfig(**{**vars(cfg), "decoder": "generate"}))
+    assert fast._fast is not None and slow._fast is None
+    docs = [["Great plot."], ["Sturdy, light, cheap " * 4], ["-5 stars"], ["A long, long story " * 6]]
+    prompts = [fast.prompt("item", d) for d in docs]
+    a, n_a, p_a = fast._generate_fast(prompts)
+    b, n_b, p_b = slow._generate(prompts, sample=False, seed=0)
+    assert a == b and p_a == p_b
+    assert fast.extract("item", docs) == slow.extract("item", docs)
+    with pytest.raises(ValueError, match="greedy decoding only"):
+        from beatrec.align.config import GenerateConfig
+        from beatrec.align.decode import new_search
+
+        new_search(2, GenerateConfig(num_beams=2), 0, 1, stop=lambda s: False)

@@ -22,6 +22,7 @@ Behavior-token guidance (``generate.guidance != 1``) and sampling stay on ``gene
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -148,10 +149,11 @@ class Advance(NamedTuple):
 
 class GreedySearch:
     """Greedy decoding (``generate``'s ``_sample`` without sampling: processors on the raw logits, argmax) of ``b``
-    prompts, one row each; a prompt leaves at its end token."""
+    prompts, one row each; a prompt leaves at its end token, or when ``stop(ids so far)`` says so (``generate``'s
+    stopping criteria, checked after each token)."""
 
-    def __init__(self, b: int, cfg: GenerateConfig, eos: int) -> None:
-        self.procs, self.cfg, self.eos = processors(cfg, eos), cfg, eos
+    def __init__(self, b: int, cfg: GenerateConfig, eos: int, stop: Callable[[list[int]], bool] | None = None) -> None:
+        self.procs, self.cfg, self.eos, self.stop = processors(cfg, eos), cfg, eos, stop
         self.rows_per_prompt = 1
         self.live = torch.arange(b)  # prompts still decoding
         self.seqs = torch.empty(b, 0, dtype=torch.long)  # (R, t) generated ids of the live prompts
@@ -165,6 +167,9 @@ class GreedySearch:
         done = nxt == self.eos
         if self.t == self.cfg.max_new_tokens:
             done[:] = True
+        if self.stop is not None:
+            for r in (~done).nonzero()[:, 0].tolist():
+                done[r] = self.stop(self.seqs[r].tolist())
         finished = {int(self.live[r]): self.seqs[r].tolist() for r in done.nonzero()[:, 0].tolist()}
         keep = (~done).nonzero()[:, 0]
         self.live, self.seqs = self.live[keep], self.seqs[keep]
@@ -239,9 +244,12 @@ class BeamSearch:
 Search = GreedySearch | BeamSearch
 
 
-def new_search(b: int, cfg: GenerateConfig, pad: int, eos: int) -> Search:
-    """Greedy when ``cfg.num_beams == 1``, else beam search, over ``b`` prompts."""
-    return GreedySearch(b, cfg, eos) if cfg.num_beams == 1 else BeamSearch(b, cfg, pad, eos)
+def new_search(b: int, cfg: GenerateConfig, pad: int, eos: int,
+               stop: Callable[[list[int]], bool] | None = None) -> Search:
+    """Greedy when ``cfg.num_beams == 1`` (with the stopping rule ``stop``), else beam search, over ``b`` prompts."""
+    if stop is not None and cfg.num_beams != 1:
+        raise ValueError("a stopping rule is supported with greedy decoding only")
+    return GreedySearch(b, cfg, eos, stop) if cfg.num_beams == 1 else BeamSearch(b, cfg, pad, eos)
 
 
 def identity(rows: torch.Tensor, n: int) -> bool:
@@ -249,11 +257,12 @@ def identity(rows: torch.Tensor, n: int) -> bool:
     return len(rows) == n and bool((rows == torch.arange(n)).all())
 
 
-def search(step: Stepper, pre: Prefilled, cfg: GenerateConfig, pad: int, eos: int) -> list[list[int]]:
-    """Run greedy or beam search over prefilled prompts, the live rows extended by ``step`` each step.
-    -> generated ids per prompt (the end token included)."""
+def search(step: Stepper, pre: Prefilled, cfg: GenerateConfig, pad: int, eos: int,
+           stop: Callable[[list[int]], bool] | None = None) -> list[list[int]]:
+    """Run greedy or beam search over prefilled prompts, the live rows extended by ``step`` each step (greedy:
+    a row also ends when ``stop(its ids)``). -> generated ids per prompt (the end token included)."""
     b = len(pre.logits)
-    s = new_search(b, cfg, pad, eos)
+    s = new_search(b, cfg, pad, eos, stop)
     logits, mask, pos = pre.logits, pre.mask, pre.next_pos
     if s.rows_per_prompt > 1:  # every beam starts from its prompt's cache
         step.repeat(s.rows_per_prompt)

@@ -47,6 +47,9 @@ class ExtractorConfig:
             (same outputs up to float rounding, ~2x faster prefill).
         pack: local LMs on CPU: pack the LM's float32/bfloat16 matrices once for oneDNN's linear
             (:func:`beatrec.align.fastlm.pack_linears`): the same products, faster; cached phrases stay valid.
+        decoder: local LMs on CPU: ``"fast"`` decodes the greedy first attempt with the lean decoder and the fast
+            step (:mod:`beatrec.align.decode`; Llama-architecture LMs, else as ``"generate"``): the same tokens as
+            ``"generate"`` (Hugging Face's), without its per-step overhead. Sampled retries use ``generate``.
     """
 
     kind: str = "smollm2"
@@ -64,6 +67,7 @@ class ExtractorConfig:
     dtype: str = "auto"
     prefix_cache: bool = True
     pack: bool = True
+    decoder: str = "fast"
 
     def validate(self) -> None:
         """Raise ConfigError on an invalid value or a missing setting the kind needs."""
@@ -85,6 +89,7 @@ class ExtractorConfig:
             f"extractor.dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}",
         )
         check(self.max_words >= 10, f"extractor.max_words must be >= 10, got {self.max_words}")
+        check(self.decoder in ("fast", "generate"), f"extractor.decoder must be fast or generate, got {self.decoder!r}")
 
 
 @runtime_checkable

@@ -73,6 +73,12 @@ class HFExtractor:
             from beatrec.align.fastlm import pack_linears
 
             pack_linears(self.model)  # inference only: a layer falls back to the plain product under autograd
+        self._fast = None  # the greedy first attempt through the fast decoder (extractor.decoder=fast, CPU)
+        if cfg.decoder == "fast" and self.device.type == "cpu":
+            from beatrec.align.fastlm import FastStep, supported
+
+            if supported(self.model) is None:
+                self._fast = FastStep(self.model, "model", pack_weights=cfg.pack)
         tag = SMOLLM2_CACHE_NAME if name == SMOLLM2_NAME else name
         self.identity = f"hf:{tag}:{PROMPT_VERSION}:w{cfg.max_words}:t{cfg.max_new_tokens}"
         self.last_stats: GenerationStats | None = None
@@ -194,6 +200,35 @@ class HFExtractor:
         n_new = int((new != tok.pad_token_id).sum()) if new.numel() else 0
         return texts, n_new, sum(len(x) for x in ids)
 
+    def _generate_fast(self, prompts: list[str]) -> tuple[list[str], int, int]:
+        """Greedy continuations of ``prompts`` through the lean decoder and the fast step
+        (:mod:`beatrec.align.decode`): the tokens ``generate`` gives (same stopping rule, checked after each token),
+        without its per-step module stack. -> (texts, new tokens, prompt tokens)."""
+        import torch
+
+        from beatrec.align.config import GenerateConfig
+        from beatrec.align.decode import FastStepper, prefill, search
+
+        tok, n = self.tokenizer, self.cfg.n_phrases
+        ids = self._encode(prompts)
+        width = max(len(x) for x in ids)
+        inp = torch.full((len(ids), width), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, x in enumerate(ids):
+            inp[row, width - len(x) :] = torch.tensor(x)
+            mask[row, width - len(x) :] = 1
+        cfg = GenerateConfig(num_beams=1, max_new_tokens=self.cfg.max_new_tokens, repetition_penalty=1.0,
+                             no_repeat_ngram_size=0)
+        with torch.inference_mode():
+            embeds = self.model.get_input_embeddings()(inp)  # (B, L, d)
+            pre = prefill(self.model, embeds, mask)  # the prompts' shared head (system turn, demo) once
+            step = FastStepper(self._fast, pre.cache, cfg.max_new_tokens)
+            rows = search(step, pre, cfg, tok.pad_token_id, tok.eos_token_id,
+                          stop=lambda seq: list_is_done(tok.decode(seq, skip_special_tokens=True), n))
+        texts = [tok.decode(r, skip_special_tokens=True) for r in rows]
+        n_new = sum(sum(1 for t in r if t != tok.pad_token_id) for r in rows)
+        return texts, n_new, sum(len(x) for x in ids)
+
     def extract(self, kind: str, docs: list[list[str]], progress: bool = False) -> list[list[str] | None]:
         """Ranked phrases per entity (None where every attempt failed validation). See module docstring."""
         from tqdm.auto import tqdm
@@ -212,9 +247,12 @@ class HFExtractor:
                 failed: list[int] = []
                 for s in range(0, len(todo), bs):
                     idx = todo[s : s + bs]
-                    outs, g, p = self._generate(
-                        [prompts[i] for i in idx], sample=attempt > 0, seed=self.cfg.seed + attempt, kind=kind
-                    )
+                    if attempt == 0 and self._fast is not None:
+                        outs, g, p = self._generate_fast([prompts[i] for i in idx])
+                    else:
+                        outs, g, p = self._generate(
+                            [prompts[i] for i in idx], sample=attempt > 0, seed=self.cfg.seed + attempt, kind=kind
+                        )
                     n_gen, n_prompt = n_gen + g, n_prompt + p
                     for i, out in zip(idx, outs, strict=True):
                         results[i] = drop_demo_copies(
