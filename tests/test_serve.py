@@ -509,3 +509,13 @@ def test_heavy_engine_reads_run_on_the_model_worker(served: tuple[Path, Path]) -
     with client(eng) as c:
         assert c.get("/v1/items", params={"q": eng.title(2)[:4]}).status_code == 200
     assert seen and seen[0] != "MainThread" and not seen[0].startswith("beatrec-model")
+
+
+def test_freed_memory_is_given_back_at_most_every_interval() -> None:
+    from beatrec.serve import memory
+
+    import ctypes.util
+
+    ran = memory.release_memory(min_interval_s=0)
+    assert ran is bool(ctypes.util.find_library("c"))  # glibc here: it runs
+    assert memory.release_memory(min_interval_s=60) is False  # within the interval: not again

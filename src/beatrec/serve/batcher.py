@@ -17,7 +17,8 @@ alone, and only a pair that fails alone gets the error. The consumer is supervis
 ``deadline_s`` when its turn comes is dropped, not generated (its request has timed out). A request whose pairs
 would overflow the queue is refused whole (:class:`QueueFull`, answered 429) before anything is queued; a request
 cancelled while it waits leaves the shared work running for the others and the cache. :meth:`stop` lets queued
-and decoding pairs finish for up to ``drain_s`` and answers the rest with :class:`ShuttingDown`.
+and decoding pairs finish for up to ``drain_s`` and answers the rest with :class:`ShuttingDown`. When the queue goes
+idle, freed heap memory is given back to the system (:func:`beatrec.serve.memory.release_memory`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import NamedTuple
 
 from cachetools import LRUCache
 
+from beatrec.serve.memory import release_memory
 from beatrec.serve.stats import ServeStats
 
 log = logging.getLogger("beatrec.serve")
@@ -282,6 +284,8 @@ class ExplainBatcher:
                 self.stats.batch(len(new))
             for key, text in ended:
                 self._finish(self.decoding.pop(key), text)
+            if not self.decoding and self.queue.empty():  # idle: give the burst's freed memory back
+                loop.run_in_executor(self.executor, release_memory)
 
     async def _consume(self) -> None:
         assert self.queue is not None
@@ -301,3 +305,5 @@ class ExplainBatcher:
             self.stats.batch(len(batch))
             for q, text in zip(batch, texts, strict=True):
                 self._finish(q, text)
+            if self.queue.empty():  # idle: give the burst's freed memory back
+                loop.run_in_executor(self.executor, release_memory)
