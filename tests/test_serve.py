@@ -512,9 +512,9 @@ def test_heavy_engine_reads_run_on_the_model_worker(served: tuple[Path, Path]) -
 
 
 def test_freed_memory_is_given_back_at_most_every_interval() -> None:
-    from beatrec.serve import memory
-
     import ctypes.util
+
+    from beatrec.serve import memory
 
     ran = memory.release_memory(min_interval_s=0)
     assert ran is bool(ctypes.util.find_library("c"))  # glibc here: it runs
