@@ -59,11 +59,6 @@ class StreamDecoder:
         self.mask = torch.zeros(0, 0, dtype=torch.long)  # (R, length) 1 where a row attends
         self.pos = torch.zeros(0, dtype=torch.long)  # (R,) position of each row's next token
 
-    @property
-    def prompts(self) -> int:
-        """Prompts decoding now."""
-        return sum(len(c.search.live) for c in self.cohorts)
-
     def busy(self) -> bool:
         return bool(self.cohorts)
 

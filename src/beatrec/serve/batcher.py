@@ -107,9 +107,13 @@ class ExplainBatcher:
     def depth(self) -> int:
         return self.queue.qsize() if self.queue is not None else 0
 
+    def running(self) -> bool:
+        """The consumer task is alive (or restarting after a crash)."""
+        return self.task is not None and not self.task.done()
+
     def healthy(self) -> bool:
-        """The consumer is running (or restarting after a crash)."""
-        return self.task is not None and not self.task.done() and not self.closing
+        """The consumer is running and the batcher takes pairs."""
+        return self.running() and not self.closing
 
     async def start(self) -> None:
         self.queue = asyncio.Queue()
@@ -122,7 +126,7 @@ class ExplainBatcher:
         self.closing = True
         loop = asyncio.get_running_loop()
         end = loop.time() + drain_s
-        while self.inflight and loop.time() < end and self.healthy_consumer():
+        while self.inflight and loop.time() < end and self.running():
             await asyncio.sleep(0.05)
         if self.task is not None:
             self.task.cancel()
@@ -136,9 +140,6 @@ class ExplainBatcher:
         self.inflight.clear()
         self.decoding.clear()
         self.taken.clear()
-
-    def healthy_consumer(self) -> bool:
-        return self.task is not None and not self.task.done()
 
     async def explain(self, items: list[tuple[Hashable, dict]]) -> list[tuple[str, bool]]:
         """Explanations of ``(key, pair)`` items, each with whether it came from the cache.
